@@ -1,0 +1,146 @@
+//! Wiring: builds every component from the validated [`Config`], runs them, and owns shutdown.
+//!
+//! Order at start: TLS material and the store are loaded first (a bad certificate or a locked
+//! store stops the agent before any socket opens), then the writer thread, the sources and the
+//! forwarder start. Shutdown (the `cancel` token, from SIGTERM/SIGINT): sources stop reading and
+//! drop their ingest senders, the writer commits everything already handed to it and exits, the
+//! sources acknowledge what was committed, the forwarder stops. Nothing acknowledged is lost
+//! because nothing is acknowledged before its commit.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::forwarder::{Forwarder, ForwarderConfig, ForwarderError};
+use crate::normalise::Stations;
+use crate::sources::mqtt::{MqttError, MqttSource};
+use crate::sources::Health;
+use crate::status::StatusSource;
+use crate::store::{Store, StoreError, Writer};
+use crate::tls::{self, TlsError};
+
+/// Why the agent stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("TLS setup failed: {0}")]
+    Tls(#[from] TlsError),
+    #[error("{0}")]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Mqtt(#[from] MqttError),
+    #[error("{0}")]
+    Forwarder(#[from] ForwarderError),
+    #[error("internal task failed: {0}")]
+    Task(String),
+}
+
+/// Timeout of one POST to the relay (a full batch over a slow link).
+const RELAY_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+/// Commit notices buffered per source.
+const NOTICE_QUEUE: usize = 256;
+
+/// Runs the agent until `cancel` fires (or a component fails), then shuts down in order.
+pub async fn run(config: Config, cancel: CancellationToken) -> Result<(), AppError> {
+    let tls_config = tls::client_config(
+        &config.relay.ca_cert,
+        &config.relay.client_cert,
+        &config.relay.client_key,
+    )?;
+    let client = tls::relay_client(tls_config, RELAY_REQUEST_TIMEOUT)?;
+    let cert_not_after = tls::cert_not_after(&config.relay.client_cert);
+
+    let path = config.store_path();
+    let max_bytes = config.store.max_bytes;
+    let store = tokio::task::spawn_blocking(move || Store::open(&path, max_bytes))
+        .await
+        .map_err(|e| AppError::Task(e.to_string()))??;
+    let stats = store.stats();
+    tracing::info!(
+        site = %config.site,
+        agent = %config.agent_id,
+        backlog_events = stats.backlog_events,
+        next_seq = stats.next_seq,
+        store = %config.store_path().display(),
+        "agent starting"
+    );
+
+    let committed = Arc::new(tokio::sync::Notify::new());
+    let depth = (config.store.commit_max_events * 2).max(1024);
+    let (mut writer, ingest) = Writer::new(store.clone(), &config.store, depth, committed.clone());
+    let health = Health::default();
+    let stations = Arc::new(Stations::new(&config.stations));
+
+    let mut sources = Vec::new();
+    for m in &config.mqtt {
+        let (id, notices) = writer.add_source(NOTICE_QUEUE);
+        sources.push(MqttSource::new(
+            m.clone(),
+            stations.clone(),
+            id,
+            ingest.clone(),
+            notices,
+            health.clone(),
+            cancel.clone(),
+        ));
+    }
+    // Only sources hold ingest senders: the writer ends once they all stop.
+    drop(ingest);
+
+    let forwarder = Forwarder::new(
+        ForwarderConfig {
+            relay_url: config.relay.url.clone(),
+            site: config.site.clone(),
+            agent: config.agent_id.clone(),
+            batch_max_events: config.relay.batch_max_events,
+            heartbeat: config.relay.heartbeat,
+            retry_initial: config.relay.retry_initial,
+            retry_max: config.relay.retry_max,
+        },
+        store.clone(),
+        client,
+        StatusSource {
+            store: store.clone(),
+            health: health.clone(),
+            cert_not_after,
+        },
+        committed,
+        cancel.clone(),
+    )?;
+
+    let writer_thread = writer.spawn(tokio::runtime::Handle::current(), cancel.clone())?;
+    let writer_done = tokio::task::spawn_blocking(move || writer_thread.join());
+
+    let mut tasks: JoinSet<Result<(), AppError>> = JoinSet::new();
+    for s in sources {
+        tasks.spawn(async move { s.run().await.map_err(AppError::from) });
+    }
+    tasks.spawn(async move { forwarder.run().await.map_err(AppError::from) });
+
+    let mut first_error: Option<AppError> = None;
+    while let Some(joined) = tasks.join_next().await {
+        let result = joined.map_err(|e| AppError::Task(e.to_string())).and_then(|r| r);
+        if let Err(e) = result {
+            tracing::error!(error = %e, "agent component failed; shutting down");
+            cancel.cancel();
+            first_error.get_or_insert(e);
+        }
+    }
+    match writer_done.await {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(e))) => {
+            first_error.get_or_insert(AppError::Store(e));
+        }
+        Ok(Err(_)) | Err(_) => {
+            first_error.get_or_insert(AppError::Task("store writer thread panicked".into()));
+        }
+    }
+    let stats = store.stats();
+    tracing::info!(backlog_events = stats.backlog_events, next_seq = stats.next_seq, "agent stopped");
+    match first_error {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}

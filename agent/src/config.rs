@@ -1,0 +1,524 @@
+//! The agent's configuration: one typed [`Config`], parsed from TOML and validated completely
+//! before any socket opens or any file is written.
+//!
+//! Every mistake is reported as a [`ConfigError`] that names the key (dotted path such as
+//! `relay.client_cert` or `mqtt[0].topics`) and the line in the file, so a site technician can go
+//! straight to it. Relative paths are resolved against the directory holding the config file.
+//! `scanbridge-agent check-config` prints these messages; `run` refuses to start with them (exit 64).
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use scanbridge_protocol::{is_valid_site_id, Operation};
+use serde::Deserialize;
+use toml::Spanned;
+
+/// Why a configuration file was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: line {line}: key `{key}`: {message}")]
+    Invalid {
+        path: PathBuf,
+        key: String,
+        line: usize,
+        message: String,
+    },
+}
+
+impl ConfigError {
+    /// The dotted key the error is about (empty for read errors).
+    pub fn key(&self) -> &str {
+        match self {
+            ConfigError::Read { .. } => "",
+            ConfigError::Invalid { key, .. } => key,
+        }
+    }
+
+    /// The 1-based line the error points at (0 for read errors).
+    pub fn line(&self) -> usize {
+        match self {
+            ConfigError::Read { .. } => 0,
+            ConfigError::Invalid { line, .. } => *line,
+        }
+    }
+}
+
+/// The validated agent configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Site id, as in the client certificate.
+    pub site: String,
+    /// Name of this agent instance (default: host name).
+    pub agent_id: String,
+    /// Directory holding `agent.redb`.
+    pub state_dir: PathBuf,
+    pub store: StoreConfig,
+    pub relay: RelayConfig,
+    pub mqtt: Vec<MqttConfig>,
+    pub stations: Vec<Station>,
+}
+
+impl Config {
+    /// Path of the redb store file.
+    pub fn store_path(&self) -> PathBuf {
+        self.state_dir.join("agent.redb")
+    }
+}
+
+/// `[store]`: buffer cap and group-commit tuning.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreConfig {
+    /// Stop accepting new events when the backlog reaches this many bytes.
+    pub max_bytes: u64,
+    /// How long the first item of a transaction may wait for company.
+    pub commit_linger: Duration,
+    /// Most events committed in one transaction.
+    pub commit_max_events: usize,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            max_bytes: 1 << 30,
+            commit_linger: Duration::from_millis(2),
+            commit_max_events: 4096,
+        }
+    }
+}
+
+/// `[relay]`: where and how to forward.
+#[derive(Debug, Clone)]
+pub struct RelayConfig {
+    /// Base URL, always `https`.
+    pub url: reqwest::Url,
+    pub ca_cert: PathBuf,
+    pub client_cert: PathBuf,
+    pub client_key: PathBuf,
+    pub batch_max_events: usize,
+    pub heartbeat: Duration,
+    pub retry_initial: Duration,
+    pub retry_max: Duration,
+}
+
+/// One `[[mqtt]]` broker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MqttConfig {
+    pub name: String,
+    pub host: String,
+    pub port: u16,
+    pub client_id: String,
+    pub topics: Vec<String>,
+}
+
+/// One `[[stations]]` entry: defaults for a device's scans.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Station {
+    pub device: String,
+    pub op: Operation,
+    pub location: Option<String>,
+}
+
+// ---- raw TOML shape -------------------------------------------------------------------------
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    site: Spanned<String>,
+    agent_id: Option<Spanned<String>>,
+    state_dir: Spanned<String>,
+    store: Option<RawStore>,
+    relay: RawRelay,
+    #[serde(default)]
+    mqtt: Vec<RawMqtt>,
+    #[serde(default)]
+    stations: Vec<RawStation>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStore {
+    max_bytes: Option<Spanned<u64>>,
+    commit_linger_ms: Option<Spanned<u64>>,
+    commit_max_events: Option<Spanned<u64>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRelay {
+    url: Spanned<String>,
+    ca_cert: Spanned<String>,
+    client_cert: Spanned<String>,
+    client_key: Spanned<String>,
+    batch_max_events: Option<Spanned<u64>>,
+    heartbeat_secs: Option<Spanned<u64>>,
+    retry_initial_ms: Option<Spanned<u64>>,
+    retry_max_ms: Option<Spanned<u64>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMqtt {
+    name: Spanned<String>,
+    host: Spanned<String>,
+    port: Option<Spanned<u16>>,
+    client_id: Spanned<String>,
+    topics: Spanned<Vec<Spanned<String>>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStation {
+    device: Spanned<String>,
+    op: Spanned<String>,
+    location: Option<Spanned<String>>,
+}
+
+/// Reads, parses and validates the configuration file at `path`.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let base = path
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."));
+    parse(&text, path, &base)
+}
+
+/// Parses and validates configuration `text`; `path` names the file in messages, relative paths
+/// resolve against `base`.
+pub fn parse(text: &str, path: &Path, base: &Path) -> Result<Config, ConfigError> {
+    let v = Validator { text, path, base };
+    let raw: RawConfig = toml::from_str(text).map_err(|e| {
+        let offset = e.span().map(|s| s.start).unwrap_or(0);
+        let line = line_of(text, offset);
+        let key = key_from_message(e.message()).unwrap_or_else(|| key_at_line(text, line));
+        ConfigError::Invalid {
+            path: path.to_path_buf(),
+            key,
+            line,
+            message: e.message().trim().to_string(),
+        }
+    })?;
+    v.validate(raw)
+}
+
+struct Validator<'a> {
+    text: &'a str,
+    path: &'a Path,
+    base: &'a Path,
+}
+
+impl Validator<'_> {
+    fn err<T>(&self, key: impl Into<String>, span: std::ops::Range<usize>, message: impl Into<String>) -> Result<T, ConfigError> {
+        Err(ConfigError::Invalid {
+            path: self.path.to_path_buf(),
+            key: key.into(),
+            line: line_of(self.text, span.start),
+            message: message.into(),
+        })
+    }
+
+    fn validate(&self, raw: RawConfig) -> Result<Config, ConfigError> {
+        if !is_valid_site_id(raw.site.get_ref()) {
+            return self.err(
+                "site",
+                raw.site.span(),
+                format!(
+                    "{:?} is not a valid site id (1 to 32 characters of A-Z a-z 0-9 - _)",
+                    raw.site.get_ref()
+                ),
+            );
+        }
+        let agent_id = match &raw.agent_id {
+            Some(a) => {
+                let s = a.get_ref();
+                if s.is_empty() || s.len() > 64 || s.chars().any(char::is_control) {
+                    return self.err("agent_id", a.span(), "must be 1 to 64 printable characters");
+                }
+                s.clone()
+            }
+            None => default_agent_id(),
+        };
+        let state_dir = self.path_value(&raw.state_dir);
+        self.check_state_dir(&state_dir, raw.state_dir.span())?;
+
+        let store = self.validate_store(raw.store)?;
+        let relay = self.validate_relay(raw.relay)?;
+
+        if raw.mqtt.is_empty() {
+            return self.err(
+                "mqtt",
+                0..0,
+                "no source configured: add at least one [[mqtt]] table",
+            );
+        }
+        let mut names = HashSet::new();
+        let mut mqtt = Vec::with_capacity(raw.mqtt.len());
+        for (i, m) in raw.mqtt.into_iter().enumerate() {
+            let k = |f: &str| format!("mqtt[{i}].{f}");
+            let name = m.name.get_ref();
+            if name.is_empty() || name.len() > 64 || name.chars().any(|c| c.is_control() || c.is_whitespace()) {
+                return self.err(k("name"), m.name.span(), "must be 1 to 64 characters without spaces");
+            }
+            if !names.insert(name.clone()) {
+                return self.err(k("name"), m.name.span(), format!("broker name {name:?} is used twice; names must be unique"));
+            }
+            if m.host.get_ref().trim().is_empty() {
+                return self.err(k("host"), m.host.span(), "must not be empty");
+            }
+            let port = match &m.port {
+                Some(p) if *p.get_ref() == 0 => return self.err(k("port"), p.span(), "must be 1 to 65535"),
+                Some(p) => *p.get_ref(),
+                None => 1883,
+            };
+            let cid = m.client_id.get_ref();
+            if cid.is_empty() || cid.len() > 256 || cid.chars().any(char::is_control) {
+                return self.err(k("client_id"), m.client_id.span(), "must be 1 to 256 printable characters, and stable across restarts");
+            }
+            if m.topics.get_ref().is_empty() {
+                return self.err(k("topics"), m.topics.span(), "list at least one topic filter, e.g. [\"scanbridge/+/scan\"]");
+            }
+            let mut topics = Vec::new();
+            for t in m.topics.get_ref() {
+                if let Err(why) = check_topic_filter(t.get_ref()) {
+                    return self.err(k("topics"), t.span(), format!("{:?} is not a valid MQTT topic filter: {why}", t.get_ref()));
+                }
+                topics.push(t.get_ref().clone());
+            }
+            mqtt.push(MqttConfig {
+                name: name.clone(),
+                host: m.host.get_ref().trim().to_string(),
+                port,
+                client_id: cid.clone(),
+                topics,
+            });
+        }
+
+        let mut devices = HashSet::new();
+        let mut stations = Vec::with_capacity(raw.stations.len());
+        for (i, s) in raw.stations.into_iter().enumerate() {
+            let k = |f: &str| format!("stations[{i}].{f}");
+            let device = s.device.get_ref();
+            if device.is_empty() || device.chars().any(char::is_control) {
+                return self.err(k("device"), s.device.span(), "must not be empty");
+            }
+            if !devices.insert(device.clone()) {
+                return self.err(k("device"), s.device.span(), format!("device {device:?} has two stations"));
+            }
+            let Some(op) = Operation::parse(s.op.get_ref()) else {
+                return self.err(
+                    k("op"),
+                    s.op.span(),
+                    format!("{:?} is not an operation; use one of receive, pick, pack, ship, count, move", s.op.get_ref()),
+                );
+            };
+            let location = match &s.location {
+                Some(l) if l.get_ref().is_empty() => return self.err(k("location"), l.span(), "must not be empty (leave the key out instead)"),
+                Some(l) => Some(l.get_ref().clone()),
+                None => None,
+            };
+            stations.push(Station { device: device.clone(), op, location });
+        }
+
+        Ok(Config {
+            site: raw.site.into_inner(),
+            agent_id,
+            state_dir,
+            store,
+            relay,
+            mqtt,
+            stations,
+        })
+    }
+
+    fn validate_store(&self, raw: Option<RawStore>) -> Result<StoreConfig, ConfigError> {
+        let mut out = StoreConfig::default();
+        let Some(raw) = raw else { return Ok(out) };
+        if let Some(v) = raw.max_bytes {
+            if *v.get_ref() < 1 << 20 {
+                return self.err("store.max_bytes", v.span(), "must be at least 1048576 (1 MiB)");
+            }
+            out.max_bytes = *v.get_ref();
+        }
+        if let Some(v) = raw.commit_linger_ms {
+            if *v.get_ref() > 1000 {
+                return self.err("store.commit_linger_ms", v.span(), "must be 0 to 1000 milliseconds");
+            }
+            out.commit_linger = Duration::from_millis(*v.get_ref());
+        }
+        if let Some(v) = raw.commit_max_events {
+            if !(1..=100_000).contains(v.get_ref()) {
+                return self.err("store.commit_max_events", v.span(), "must be 1 to 100000");
+            }
+            out.commit_max_events = *v.get_ref() as usize;
+        }
+        Ok(out)
+    }
+
+    fn validate_relay(&self, raw: RawRelay) -> Result<RelayConfig, ConfigError> {
+        let url = match reqwest::Url::parse(raw.url.get_ref()) {
+            Ok(u) if u.scheme() == "https" && u.host().is_some() => u,
+            Ok(_) => return self.err("relay.url", raw.url.span(), "must be an https:// URL with a host (the relay has no plaintext listener)"),
+            Err(e) => return self.err("relay.url", raw.url.span(), format!("not a URL: {e}")),
+        };
+        let ca_cert = self.pem_file(&raw.ca_cert, "relay.ca_cert", PemKind::Certificate)?;
+        let client_cert = self.pem_file(&raw.client_cert, "relay.client_cert", PemKind::Certificate)?;
+        let client_key = self.pem_file(&raw.client_key, "relay.client_key", PemKind::PrivateKey)?;
+        let num = |v: &Option<Spanned<u64>>, key: &str, default: u64, min: u64, max: u64| -> Result<u64, ConfigError> {
+            match v {
+                None => Ok(default),
+                Some(s) if (min..=max).contains(s.get_ref()) => Ok(*s.get_ref()),
+                Some(s) => self.err(key, s.span(), format!("must be {min} to {max}")),
+            }
+        };
+        let batch_max_events = num(&raw.batch_max_events, "relay.batch_max_events", 1000, 1, 10_000)?;
+        let heartbeat = num(&raw.heartbeat_secs, "relay.heartbeat_secs", 30, 1, 86_400)?;
+        let retry_initial = num(&raw.retry_initial_ms, "relay.retry_initial_ms", 200, 1, 3_600_000)?;
+        let retry_max = num(&raw.retry_max_ms, "relay.retry_max_ms", 30_000, 1, 3_600_000)?;
+        if retry_max < retry_initial {
+            let span = raw.retry_max_ms.as_ref().map(Spanned::span).unwrap_or(0..0);
+            return self.err("relay.retry_max_ms", span, format!("must not be smaller than relay.retry_initial_ms ({retry_initial})"));
+        }
+        Ok(RelayConfig {
+            url,
+            ca_cert,
+            client_cert,
+            client_key,
+            batch_max_events: batch_max_events as usize,
+            heartbeat: Duration::from_secs(heartbeat),
+            retry_initial: Duration::from_millis(retry_initial),
+            retry_max: Duration::from_millis(retry_max),
+        })
+    }
+
+    fn path_value(&self, v: &Spanned<String>) -> PathBuf {
+        let p = Path::new(v.get_ref());
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.base.join(p)
+        }
+    }
+
+    fn check_state_dir(&self, dir: &Path, span: std::ops::Range<usize>) -> Result<(), ConfigError> {
+        if dir.as_os_str().is_empty() {
+            return self.err("state_dir", span, "must not be empty");
+        }
+        match std::fs::metadata(dir) {
+            Ok(m) if m.is_dir() => Ok(()),
+            Ok(_) => self.err("state_dir", span, format!("{} exists but is not a directory", dir.display())),
+            Err(_) => match dir.parent() {
+                Some(parent) if parent.as_os_str().is_empty() || parent.is_dir() => Ok(()),
+                _ => self.err("state_dir", span, format!("{} does not exist and neither does its parent directory", dir.display())),
+            },
+        }
+    }
+
+    fn pem_file(&self, v: &Spanned<String>, key: &str, kind: PemKind) -> Result<PathBuf, ConfigError> {
+        let path = self.path_value(v);
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) => return self.err(key, v.span(), format!("cannot read {}: {e}", path.display())),
+        };
+        let ok = match kind {
+            PemKind::Certificate => crate::tls::parse_certs(&bytes).map(|c| !c.is_empty()),
+            PemKind::PrivateKey => crate::tls::parse_key(&bytes).map(|_| true),
+        };
+        match ok {
+            Ok(true) => Ok(path),
+            Ok(false) => self.err(key, v.span(), format!("{} holds no PEM certificate", path.display())),
+            Err(e) => self.err(key, v.span(), format!("{}: {e}", path.display())),
+        }
+    }
+}
+
+enum PemKind {
+    Certificate,
+    PrivateKey,
+}
+
+/// 1-based line number of byte `offset` in `text`.
+pub fn line_of(text: &str, offset: usize) -> usize {
+    let end = offset.min(text.len());
+    text.as_bytes()[..end].iter().filter(|&&b| b == b'\n').count() + 1
+}
+
+/// Extracts the key name from a toml/serde message such as "unknown field `foo`, expected ...".
+fn key_from_message(message: &str) -> Option<String> {
+    for prefix in ["unknown field `", "missing field `", "duplicate key `", "duplicate field `"] {
+        if let Some(rest) = message.find(prefix).map(|i| &message[i + prefix.len()..]) {
+            return rest.split('`').next().map(str::to_string);
+        }
+    }
+    None
+}
+
+/// The dotted key written on `line` (1-based), prefixed with the table header above it.
+pub fn key_at_line(text: &str, line: usize) -> String {
+    let mut table = String::new();
+    let mut key = String::new();
+    for (i, l) in text.lines().enumerate() {
+        let t = l.trim();
+        if t.starts_with('[') {
+            table = t.trim_matches(|c| c == '[' || c == ']').trim().to_string();
+            key.clear();
+        } else if let Some((k, _)) = t.split_once('=') {
+            key = k.trim().trim_matches('"').to_string();
+        }
+        if i + 1 == line {
+            if !t.starts_with('[') && !t.contains('=') {
+                key.clear();
+            }
+            break;
+        }
+    }
+    match (table.is_empty(), key.is_empty()) {
+        (true, _) => key,
+        (false, true) => table,
+        (false, false) => format!("{table}.{key}"),
+    }
+}
+
+/// Checks an MQTT subscription filter (MQTT 3.1.1 §4.7).
+pub fn check_topic_filter(filter: &str) -> Result<(), &'static str> {
+    if filter.is_empty() {
+        return Err("it is empty");
+    }
+    if filter.len() > 65_535 {
+        return Err("it is longer than 65535 bytes");
+    }
+    if filter.contains('\0') {
+        return Err("it contains a NUL character");
+    }
+    let levels: Vec<&str> = filter.split('/').collect();
+    let last = levels.len() - 1;
+    for (i, level) in levels.iter().enumerate() {
+        if level.contains('#') && (*level != "#" || i != last) {
+            return Err("`#` must be a whole level and the last one");
+        }
+        if level.contains('+') && *level != "+" {
+            return Err("`+` must be a whole level");
+        }
+    }
+    Ok(())
+}
+
+fn default_agent_id() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .map(|s| s.trim().to_string())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "scanbridge-agent".to_string())
+}
+
+#[cfg(test)]
+mod tests;

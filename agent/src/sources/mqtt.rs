@@ -1,0 +1,386 @@
+//! The MQTT source: one rumqttc 0.24 client per configured broker, QoS 1 subscriptions, a
+//! persistent session (`clean_session = false`, stable client id) and **manual acknowledgements**:
+//! a PUBACK is sent only after the store writer reports the message committed.
+//!
+//! Two loops run concurrently inside [`MqttSource::run`] (joined, not spawned):
+//! - the *connection* loop owns the rumqttc `EventLoop`; it is never cancelled mid-poll (rumqttc's
+//!   flush is not cancel-safe) except at final shutdown. It reconnects with capped backoff when the
+//!   broker is down, unreachable at start or restarting, (re)subscribes on every CONNACK, and passes
+//!   each PUBLISH to the pipeline loop over a bounded channel.
+//! - the *pipeline* loop normalises each PUBLISH, sends it to the writer (bounded; the depth of
+//!   that channel plus the broker's in-flight window is the pipeline depth), receives commit
+//!   notices and acknowledges with `AsyncClient::try_ack` — it never awaits the request channel,
+//!   so commit notices always drain and the writer never waits on a source.
+//!
+//! Backpressure: when the writer pauses (buffer cap, disk full) the pipeline stops taking
+//! publishes, the connection loop stops reading the socket, and the broker holds the messages.
+//!
+//! Redelivery after a crash between commit and PUBACK is recognised by the writer (see
+//! [`crate::store::writer`]); this loop supplies the packet id, DUP flag and message hash, and
+//! reports which `(pkid, hash)` pairs it has acknowledged so their dedupe rows can be retired.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rumqttc::{AsyncClient, Event as MqttEvent, Incoming, MqttOptions, Outgoing, Publish, QoS, SubscribeFilter};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::MqttConfig;
+use crate::normalise::{self, Stations};
+use crate::sources::Health;
+use crate::store::writer::message_hash;
+use crate::store::{Committed, IngestItem, MqttMark, SourceId};
+
+/// Largest MQTT packet accepted from the broker. Configure the broker's `message_size_limit`
+/// at or below this; a larger packet makes rumqttc drop the connection.
+pub const MAX_PACKET_BYTES: usize = 1024 * 1024;
+/// Publishes buffered between the connection loop and the pipeline loop.
+const PUBLISH_QUEUE: usize = 1024;
+/// rumqttc request channel depth (acks and subscriptions).
+const REQUEST_QUEUE: usize = 16 * 1024;
+/// How long shutdown waits for outstanding commit notices to acknowledge.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// Why the MQTT source stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum MqttError {
+    #[error("MQTT broker {broker}: the store writer has stopped, cannot ingest")]
+    WriterGone { broker: String },
+}
+
+/// One configured broker connection feeding the store writer.
+pub struct MqttSource {
+    cfg: MqttConfig,
+    stations: Arc<Stations>,
+    /// This source's slot at the writer (commit notices come back for it).
+    source_id: SourceId,
+    /// Into the store writer; dropped when the source stops so the writer can drain and finish.
+    ingest: mpsc::Sender<IngestItem>,
+    /// Commit notices from the writer.
+    committed: mpsc::Receiver<Committed>,
+    health: Health,
+    health_slot: usize,
+    cancel: CancellationToken,
+    /// Reconnect backoff bounds.
+    retry_initial: Duration,
+    retry_max: Duration,
+}
+
+impl MqttSource {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        cfg: MqttConfig,
+        stations: Arc<Stations>,
+        source_id: SourceId,
+        ingest: mpsc::Sender<IngestItem>,
+        committed: mpsc::Receiver<Committed>,
+        health: Health,
+        cancel: CancellationToken,
+    ) -> MqttSource {
+        let health_slot = health.register(&cfg.name, scanbridge_protocol::SourceKind::Mqtt);
+        MqttSource {
+            cfg,
+            stations,
+            source_id,
+            ingest,
+            committed,
+            health,
+            health_slot,
+            cancel,
+            retry_initial: Duration::from_millis(200),
+            retry_max: Duration::from_secs(10),
+        }
+    }
+
+    /// Broker client options: persistent session, manual acks, stable client id.
+    pub fn options(cfg: &MqttConfig) -> MqttOptions {
+        let mut o = MqttOptions::new(cfg.client_id.clone(), cfg.host.clone(), cfg.port);
+        o.set_clean_session(false)
+            .set_manual_acks(true)
+            .set_keep_alive(Duration::from_secs(30))
+            .set_max_packet_size(MAX_PACKET_BYTES, MAX_PACKET_BYTES)
+            .set_request_channel_capacity(REQUEST_QUEUE);
+        o
+    }
+
+    /// Runs until cancelled. Broker outages are retried forever; only a vanished writer ends it early.
+    pub async fn run(self) -> Result<(), MqttError> {
+        let MqttSource {
+            cfg,
+            stations,
+            source_id,
+            ingest,
+            committed,
+            health,
+            health_slot,
+            cancel,
+            retry_initial,
+            retry_max,
+        } = self;
+        let (client, eventloop) = AsyncClient::new(Self::options(&cfg), REQUEST_QUEUE);
+        let (pub_tx, pub_rx) = mpsc::channel(PUBLISH_QUEUE);
+        // The connection loop stops only after the pipeline has acknowledged what it could.
+        let conn_stop = CancellationToken::new();
+        let connection = Connection {
+            broker: cfg.name.clone(),
+            topics: cfg.topics.clone(),
+            client: client.clone(),
+            eventloop,
+            publishes: pub_tx,
+            health,
+            health_slot,
+            stop: conn_stop.clone(),
+            retry_initial,
+            retry_max,
+        };
+        let pipeline = Pipeline {
+            broker: cfg.name.clone(),
+            stations,
+            source_id,
+            ingest: Some(ingest),
+            committed,
+            publishes: pub_rx,
+            client,
+            pending: HashMap::new(),
+            next_token: 0,
+            unsent_acks: VecDeque::new(),
+            retire: Vec::new(),
+            waiting: None,
+            cancel,
+        };
+        let (_, result) = tokio::join!(connection.run(), async {
+            let r = pipeline.run().await;
+            conn_stop.cancel();
+            r
+        });
+        result
+    }
+}
+
+/// Owns the rumqttc event loop.
+struct Connection {
+    broker: String,
+    topics: Vec<String>,
+    client: AsyncClient,
+    eventloop: rumqttc::EventLoop,
+    publishes: mpsc::Sender<Publish>,
+    health: Health,
+    health_slot: usize,
+    stop: CancellationToken,
+    retry_initial: Duration,
+    retry_max: Duration,
+}
+
+impl Connection {
+    async fn run(mut self) {
+        let mut backoff = self.retry_initial;
+        let mut down_logged = false;
+        loop {
+            let polled = tokio::select! {
+                _ = self.stop.cancelled() => break,
+                ev = self.eventloop.poll() => ev,
+            };
+            match polled {
+                Ok(MqttEvent::Incoming(Incoming::Publish(p))) => {
+                    // Blocks while the pipeline is full: backpressure to the broker.
+                    tokio::select! {
+                        _ = self.stop.cancelled() => break,
+                        sent = self.publishes.send(p) => if sent.is_err() { break },
+                    }
+                }
+                Ok(MqttEvent::Incoming(Incoming::ConnAck(ack))) => {
+                    backoff = self.retry_initial;
+                    down_logged = false;
+                    let filters = self
+                        .topics
+                        .iter()
+                        .map(|t| SubscribeFilter::new(t.clone(), QoS::AtLeastOnce));
+                    if let Err(e) = self.client.try_subscribe_many(filters) {
+                        tracing::error!(broker = %self.broker, error = %e, "cannot queue MQTT subscription");
+                    }
+                    tracing::info!(broker = %self.broker, session_present = ack.session_present, "connected to MQTT broker");
+                    self.health.set(self.health_slot, true, "connected");
+                }
+                Ok(MqttEvent::Incoming(Incoming::SubAck(s))) => {
+                    if s.return_codes.iter().any(|c| matches!(c, rumqttc::SubscribeReasonCode::Failure)) {
+                        tracing::error!(broker = %self.broker, "broker refused a subscription; check its ACL for the configured topics");
+                        self.health.set(self.health_slot, true, "connected, a subscription was refused");
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    self.health.set(self.health_slot, false, e.to_string());
+                    if !down_logged {
+                        tracing::warn!(broker = %self.broker, error = %e, "MQTT broker unreachable or connection lost; reconnecting with backoff");
+                        down_logged = true;
+                    } else {
+                        tracing::debug!(broker = %self.broker, error = %e, "MQTT reconnect failed");
+                    }
+                    let jittered = backoff.mul_f64(0.5 + rand::random::<f64>() * 0.5);
+                    tokio::select! {
+                        _ = self.stop.cancelled() => break,
+                        _ = tokio::time::sleep(jittered) => {}
+                    }
+                    backoff = (backoff * 2).min(self.retry_max);
+                }
+            }
+        }
+        // Flush what the pipeline queued (final acks), then leave the session in place.
+        let _ = self.client.try_disconnect();
+        let deadline = tokio::time::sleep(Duration::from_secs(2));
+        tokio::pin!(deadline);
+        loop {
+            tokio::select! {
+                _ = &mut deadline => break,
+                ev = self.eventloop.poll() => match ev {
+                    Ok(MqttEvent::Outgoing(Outgoing::Disconnect)) | Err(_) => break,
+                    Ok(_) => {}
+                },
+            }
+        }
+        self.health.set(self.health_slot, false, "stopped");
+    }
+}
+
+/// Normalises publishes, feeds the writer, acknowledges committed messages.
+struct Pipeline {
+    broker: String,
+    stations: Arc<Stations>,
+    source_id: SourceId,
+    /// `None` once shutdown started (dropping it lets the writer finish).
+    ingest: Option<mpsc::Sender<IngestItem>>,
+    committed: mpsc::Receiver<Committed>,
+    publishes: mpsc::Receiver<Publish>,
+    client: AsyncClient,
+    /// Publishes sent to the writer and not yet committed, by token.
+    pending: HashMap<u64, (Publish, [u8; 8])>,
+    next_token: u64,
+    /// Acks the rumqttc request channel had no room for yet.
+    unsent_acks: VecDeque<(Publish, [u8; 8])>,
+    /// Acknowledged `(pkid, hash)` pairs to retire with the next item.
+    retire: Vec<(u16, [u8; 8])>,
+    /// An item the writer had no room for yet.
+    waiting: Option<IngestItem>,
+    cancel: CancellationToken,
+}
+
+impl Pipeline {
+    async fn run(mut self) -> Result<(), MqttError> {
+        let mut ack_retry = tokio::time::interval(Duration::from_millis(10));
+        ack_retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let ingest = match &self.ingest {
+                Some(i) => i.clone(),
+                None => break,
+            };
+            tokio::select! {
+                _ = self.cancel.cancelled() => break,
+                notice = self.committed.recv() => match notice {
+                    Some(c) => self.acknowledge(c),
+                    None => return Err(MqttError::WriterGone { broker: self.broker.clone() }),
+                },
+                permit = ingest.reserve(), if self.waiting.is_some() => match (permit, self.waiting.take()) {
+                    (Ok(permit), Some(item)) => permit.send(item),
+                    _ => return Err(MqttError::WriterGone { broker: self.broker.clone() }),
+                },
+                p = self.publishes.recv(), if self.waiting.is_none() => match p {
+                    Some(p) => {
+                        let item = self.item_for(p);
+                        match ingest.try_reserve() {
+                            Ok(permit) => permit.send(item),
+                            Err(mpsc::error::TrySendError::Full(())) => self.waiting = Some(item),
+                            Err(mpsc::error::TrySendError::Closed(())) => {
+                                return Err(MqttError::WriterGone { broker: self.broker.clone() })
+                            }
+                        }
+                    }
+                    None => break,
+                },
+                _ = ack_retry.tick(), if !self.unsent_acks.is_empty() => self.flush_acks(),
+            }
+        }
+        self.shutdown().await;
+        Ok(())
+    }
+
+    /// Stops feeding the writer, then acknowledges whatever it still commits (bounded wait).
+    async fn shutdown(&mut self) {
+        self.ingest = None;
+        self.waiting = None;
+        let deadline = tokio::time::sleep(SHUTDOWN_GRACE);
+        tokio::pin!(deadline);
+        while !self.pending.is_empty() {
+            tokio::select! {
+                _ = &mut deadline => {
+                    tracing::warn!(broker = %self.broker, unacknowledged = self.pending.len(), "shutdown before every message was committed; the broker will redeliver them");
+                    break;
+                }
+                notice = self.committed.recv() => match notice {
+                    Some(c) => self.acknowledge(c),
+                    None => break,
+                },
+            }
+        }
+        self.flush_acks();
+    }
+
+    fn item_for(&mut self, p: Publish) -> IngestItem {
+        let event = normalise::normalise_mqtt(
+            &self.stations,
+            normalise::Incoming {
+                broker: &self.broker,
+                topic: &p.topic,
+                payload: &p.payload,
+                received_at: crate::now_micros(),
+            },
+        );
+        let hash = message_hash(&p.topic, &p.payload);
+        let mqtt = (p.qos != QoS::AtMostOnce).then(|| MqttMark {
+            broker: self.broker.clone(),
+            pkid: p.pkid,
+            hash,
+            dup: p.dup,
+            retire: std::mem::take(&mut self.retire),
+        });
+        let token = self.next_token;
+        self.next_token += 1;
+        self.pending.insert(token, (p, hash));
+        IngestItem {
+            source: self.source_id,
+            token,
+            event,
+            mqtt,
+        }
+    }
+
+    fn acknowledge(&mut self, c: Committed) {
+        for token in c.tokens {
+            if let Some(entry) = self.pending.remove(&token) {
+                self.unsent_acks.push_back(entry);
+            }
+        }
+        self.flush_acks();
+    }
+
+    fn flush_acks(&mut self) {
+        while let Some((p, hash)) = self.unsent_acks.front() {
+            match self.client.try_ack(p) {
+                Ok(()) => {
+                    if p.qos != QoS::AtMostOnce {
+                        self.retire.push((p.pkid, *hash));
+                    }
+                    self.unsent_acks.pop_front();
+                }
+                Err(rumqttc::ClientError::TryRequest(_)) => break,
+                Err(e) => {
+                    // The event loop is gone (shutdown): the broker redelivers, dedupe recognises it.
+                    tracing::debug!(broker = %self.broker, error = %e, "cannot queue PUBACK");
+                    self.unsent_acks.clear();
+                    break;
+                }
+            }
+        }
+    }
+}

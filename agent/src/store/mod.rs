@@ -1,0 +1,366 @@
+//! The agent's durable event buffer: one redb 2 file, `state_dir/agent.redb`.
+//!
+//! The store owns every byte on disk. Writes happen only in the group-commit [`writer`] thread
+//! (events in) and in [`Store::delete_upto`] (events out, after the relay's `Ack`); both commit
+//! with `Durability::Immediate` (fsync) and redb serialises write transactions, so the counters in
+//! `meta` always agree with the `events` table.
+//!
+//! # On-disk layout (redb tables)
+//!
+//! | table           | key                                  | value |
+//! |-----------------|--------------------------------------|-------|
+//! | `events`        | `u64` seq (redb: 8 bytes little-endian) | postcard-encoded [`scanbridge_protocol::Event`] (the event's own `seq` field equals the key) |
+//! | `meta`          | `&str` name (UTF-8)                  | `u64` (8 bytes little-endian) |
+//! | `mqtt_inflight` | `(&str broker name, u16 packet id)` (redb tuple: 4-byte LE length of the name, name bytes, 2-byte LE packet id) | `[u8; 8]`: FNV-1a 64 of (topic length as u32 LE, topic bytes, payload bytes), little-endian |
+//!
+//! `meta` keys:
+//! - `schema_version` — layout version of this file (currently 1).
+//! - `next_seq` — the seq the next committed event gets. Starts at 1, only grows, is written in
+//!   the same transaction as the events it numbers, so a seq is never reused — also after a crash,
+//!   and also after every event has been deleted.
+//! - `backlog_events` / `backlog_bytes` — count and total value bytes of rows in `events`.
+//! - `quarantine_count` — quarantined payloads committed since the store was created.
+//!
+//! `mqtt_inflight` is the redelivery-dedupe record described in [`writer`].
+//!
+//! redb's file does not shrink when events are deleted; freed pages are reused by later writes.
+
+pub mod writer;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use redb::{Database, Durability, ReadableTable, ReadableTableMetadata, TableDefinition};
+use scanbridge_protocol::{Event, UnixMicros};
+
+pub use writer::{
+    redelivery_decision, Committed, IngestItem, MqttMark, RedeliveryDecision, SourceId, Writer,
+};
+
+/// `events`: seq → postcard [`Event`].
+pub const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
+/// `meta`: counter name → value.
+pub const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// `mqtt_inflight`: (broker, packet id) → hash of topic + payload.
+pub const MQTT_INFLIGHT: TableDefinition<(&str, u16), [u8; 8]> =
+    TableDefinition::new("mqtt_inflight");
+
+pub const META_SCHEMA_VERSION: &str = "schema_version";
+pub const META_NEXT_SEQ: &str = "next_seq";
+pub const META_BACKLOG_EVENTS: &str = "backlog_events";
+pub const META_BACKLOG_BYTES: &str = "backlog_bytes";
+pub const META_QUARANTINE_COUNT: &str = "quarantine_count";
+
+const SCHEMA_VERSION: u64 = 1;
+
+/// Why the store failed. Storage errors are retryable (the writer holds its batch and retries);
+/// a corrupt row or a newer schema needs an operator.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot create state directory {path}: {source}")]
+    StateDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot open the event store {path}: {source} (is another agent running on it?)")]
+    Open {
+        path: PathBuf,
+        source: redb::DatabaseError,
+    },
+    #[error("event store I/O failed (disk full or failing?): {0}")]
+    Storage(#[from] redb::StorageError),
+    #[error("event store transaction failed: {0}")]
+    Transaction(#[from] redb::TransactionError),
+    #[error("event store table error: {0}")]
+    Table(#[from] redb::TableError),
+    #[error("event store commit failed (disk full or failing?): {0}")]
+    Commit(#[from] redb::CommitError),
+    #[error("stored event {seq} cannot be decoded ({detail}); the store is damaged, restore it or move it aside")]
+    Corrupt { seq: u64, detail: String },
+    #[error("cannot encode event: {0}")]
+    Encode(#[from] postcard::Error),
+    #[error("event store was written by a newer agent (schema {found}, this build knows {SCHEMA_VERSION}); upgrade the agent")]
+    NewerSchema { found: u64 },
+    #[error("store task failed: {0}")]
+    Join(String),
+}
+
+/// Cheap-to-read store counters, kept in memory and updated after every commit.
+#[derive(Debug, Default)]
+pub struct Stats {
+    backlog_events: AtomicU64,
+    backlog_bytes: AtomicU64,
+    next_seq: AtomicU64,
+    quarantine_count: AtomicU64,
+    /// `received_at` of the oldest stored event; `i64::MIN` when empty.
+    oldest_received_at: AtomicI64,
+    ingest_paused: AtomicBool,
+    /// Held from `begin_write` to publishing the counters, so counters are published in commit order.
+    commit_lock: std::sync::Mutex<()>,
+}
+
+/// A point-in-time copy of [`Stats`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StatsSnapshot {
+    pub backlog_events: u64,
+    pub backlog_bytes: u64,
+    pub next_seq: u64,
+    pub quarantine_count: u64,
+    pub oldest_received_at: Option<UnixMicros>,
+    pub ingest_paused: bool,
+}
+
+impl Stats {
+    pub fn snapshot(&self) -> StatsSnapshot {
+        let oldest = self.oldest_received_at.load(Ordering::Acquire);
+        StatsSnapshot {
+            backlog_events: self.backlog_events.load(Ordering::Acquire),
+            backlog_bytes: self.backlog_bytes.load(Ordering::Acquire),
+            next_seq: self.next_seq.load(Ordering::Acquire),
+            quarantine_count: self.quarantine_count.load(Ordering::Acquire),
+            oldest_received_at: (oldest != i64::MIN).then_some(oldest),
+            ingest_paused: self.ingest_paused.load(Ordering::Acquire),
+        }
+    }
+
+    fn set_paused(&self, paused: bool) -> bool {
+        self.ingest_paused.swap(paused, Ordering::AcqRel)
+    }
+
+    fn publish(&self, m: &MetaValues, oldest: Option<UnixMicros>) {
+        self.backlog_events.store(m.backlog_events, Ordering::Release);
+        self.backlog_bytes.store(m.backlog_bytes, Ordering::Release);
+        self.next_seq.store(m.next_seq, Ordering::Release);
+        self.quarantine_count
+            .store(m.quarantine_count, Ordering::Release);
+        self.oldest_received_at
+            .store(oldest.unwrap_or(i64::MIN), Ordering::Release);
+    }
+}
+
+/// The `meta` counters, as read inside a transaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct MetaValues {
+    next_seq: u64,
+    backlog_events: u64,
+    backlog_bytes: u64,
+    quarantine_count: u64,
+}
+
+impl MetaValues {
+    fn read(meta: &impl ReadableTable<&'static str, u64>) -> Result<MetaValues, StoreError> {
+        let get = |k: &str, default: u64| -> Result<u64, StoreError> {
+            Ok(meta.get(k)?.map(|g| g.value()).unwrap_or(default))
+        };
+        Ok(MetaValues {
+            next_seq: get(META_NEXT_SEQ, 1)?,
+            backlog_events: get(META_BACKLOG_EVENTS, 0)?,
+            backlog_bytes: get(META_BACKLOG_BYTES, 0)?,
+            quarantine_count: get(META_QUARANTINE_COUNT, 0)?,
+        })
+    }
+
+    fn write(&self, meta: &mut redb::Table<&'static str, u64>) -> Result<(), StoreError> {
+        meta.insert(META_NEXT_SEQ, self.next_seq)?;
+        meta.insert(META_BACKLOG_EVENTS, self.backlog_events)?;
+        meta.insert(META_BACKLOG_BYTES, self.backlog_bytes)?;
+        meta.insert(META_QUARANTINE_COUNT, self.quarantine_count)?;
+        Ok(())
+    }
+}
+
+/// What [`Store::delete_upto`] removed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Deleted {
+    pub events: u64,
+    pub bytes: u64,
+}
+
+/// Handle to the open store; cheap to clone, shared by the writer, the forwarder and status.
+#[derive(Clone)]
+pub struct Store {
+    db: Arc<Database>,
+    stats: Arc<Stats>,
+    path: PathBuf,
+    max_bytes: u64,
+    /// Signalled when space is freed, so a paused writer resumes at once.
+    space_freed: Arc<tokio::sync::Notify>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("path", &self.path).finish()
+    }
+}
+
+impl Store {
+    /// Opens (or creates) `path`, creating its directory and tables, and loads the counters.
+    /// Blocking: call before the runtime is busy or via `spawn_blocking`.
+    pub fn open(path: &Path, max_bytes: u64) -> Result<Store, StoreError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| StoreError::StateDir {
+                path: dir.to_path_buf(),
+                source,
+            })?;
+        }
+        let db = Database::create(path).map_err(|source| StoreError::Open {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let mut tx = db.begin_write()?;
+        tx.set_durability(Durability::Immediate);
+        let (values, oldest) = {
+            let mut meta = tx.open_table(META)?;
+            let events = tx.open_table(EVENTS)?;
+            tx.open_table(MQTT_INFLIGHT)?;
+            let version = meta.get(META_SCHEMA_VERSION)?.map(|g| g.value());
+            match version {
+                Some(v) if v > SCHEMA_VERSION => return Err(StoreError::NewerSchema { found: v }),
+                Some(_) => {}
+                None => {
+                    meta.insert(META_SCHEMA_VERSION, SCHEMA_VERSION)?;
+                }
+            }
+            let mut values = MetaValues::read(&meta)?;
+            // The counters are maintained transactionally; recount only if they disagree with
+            // the table (cheap sanity check on the row count).
+            let rows = events.len()?;
+            if rows != values.backlog_events {
+                let mut bytes = 0u64;
+                let mut max_seq = 0u64;
+                for row in events.iter()? {
+                    let (k, v) = row?;
+                    bytes += v.value().len() as u64;
+                    max_seq = max_seq.max(k.value());
+                }
+                values.backlog_events = rows;
+                values.backlog_bytes = bytes;
+                values.next_seq = values.next_seq.max(max_seq + 1);
+                tracing::warn!(rows, bytes, "store counters recomputed from the events table");
+            }
+            values.write(&mut meta)?;
+            (values, oldest_received_at(&events)?)
+        };
+        tx.commit()?;
+        let stats = Arc::new(Stats::default());
+        stats.publish(&values, oldest);
+        Ok(Store {
+            db: Arc::new(db),
+            stats,
+            path: path.to_path_buf(),
+            max_bytes,
+            space_freed: Arc::new(tokio::sync::Notify::new()),
+        })
+    }
+
+    /// Current counters (no I/O).
+    pub fn stats(&self) -> StatsSnapshot {
+        self.stats.snapshot()
+    }
+
+    /// The configured buffer cap.
+    pub fn max_bytes(&self) -> u64 {
+        self.max_bytes
+    }
+
+    /// Size of the store file on disk.
+    pub fn disk_used_bytes(&self) -> u64 {
+        std::fs::metadata(&self.path).map(|m| m.len()).unwrap_or(0)
+    }
+
+    /// Reads up to `max` events in seq order, starting at the oldest. Blocking.
+    pub fn read_oldest_blocking(&self, max: usize) -> Result<Vec<Event>, StoreError> {
+        let tx = self.db.begin_read()?;
+        let table = tx.open_table(EVENTS)?;
+        let mut out = Vec::with_capacity(max.min(4096));
+        for row in table.iter()?.take(max) {
+            let (k, v) = row?;
+            let seq = k.value();
+            let ev: Event = postcard::from_bytes(v.value()).map_err(|e| StoreError::Corrupt {
+                seq,
+                detail: e.to_string(),
+            })?;
+            out.push(ev);
+        }
+        Ok(out)
+    }
+
+    /// [`Store::read_oldest_blocking`] on the blocking pool.
+    pub async fn read_oldest(&self, max: usize) -> Result<Vec<Event>, StoreError> {
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || store.read_oldest_blocking(max))
+            .await
+            .map_err(|e| StoreError::Join(e.to_string()))?
+    }
+
+    /// Deletes every event with `seq <= upto` in one durable transaction. Blocking.
+    pub fn delete_upto_blocking(&self, upto: u64) -> Result<Deleted, StoreError> {
+        let _guard = self
+            .stats
+            .commit_lock
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut tx = self.db.begin_write()?;
+        tx.set_durability(Durability::Immediate);
+        let (values, oldest, deleted) = {
+            let mut meta = tx.open_table(META)?;
+            let mut events = tx.open_table(EVENTS)?;
+            let mut values = MetaValues::read(&meta)?;
+            let mut deleted = Deleted { events: 0, bytes: 0 };
+            loop {
+                let first = match events.first()? {
+                    Some((k, _)) if k.value() <= upto => k.value(),
+                    _ => break,
+                };
+                if let Some(v) = events.remove(first)? {
+                    deleted.events += 1;
+                    deleted.bytes += v.value().len() as u64;
+                }
+            }
+            values.backlog_events = values.backlog_events.saturating_sub(deleted.events);
+            values.backlog_bytes = values.backlog_bytes.saturating_sub(deleted.bytes);
+            values.write(&mut meta)?;
+            (values, oldest_received_at(&events)?, deleted)
+        };
+        tx.commit()?;
+        self.stats.publish(&values, oldest);
+        if deleted.events > 0 {
+            self.space_freed.notify_one();
+        }
+        Ok(deleted)
+    }
+
+    /// [`Store::delete_upto_blocking`] on the blocking pool.
+    pub async fn delete_upto(&self, upto: u64) -> Result<Deleted, StoreError> {
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || store.delete_upto_blocking(upto))
+            .await
+            .map_err(|e| StoreError::Join(e.to_string()))?
+    }
+
+    /// Number of `mqtt_inflight` rows (diagnostics and tests).
+    pub fn mqtt_inflight_len(&self) -> Result<u64, StoreError> {
+        let tx = self.db.begin_read()?;
+        Ok(tx.open_table(MQTT_INFLIGHT)?.len()?)
+    }
+}
+
+/// `received_at` of the first event of the table.
+fn oldest_received_at(
+    events: &impl ReadableTable<u64, &'static [u8]>,
+) -> Result<Option<UnixMicros>, StoreError> {
+    match events.first()? {
+        Some((k, v)) => {
+            let ev: Event = postcard::from_bytes(v.value()).map_err(|e| StoreError::Corrupt {
+                seq: k.value(),
+                detail: e.to_string(),
+            })?;
+            Ok(Some(ev.received_at))
+        }
+        None => Ok(None),
+    }
+}
+
+#[cfg(test)]
+mod tests;

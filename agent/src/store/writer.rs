@@ -1,0 +1,447 @@
+//! The group-commit writer: the only code that adds events to the store.
+//!
+//! A dedicated `std::thread` (redb is blocking) receives [`IngestItem`]s over a bounded tokio mpsc
+//! channel. It takes the first item, then everything else that arrives until `commit_max_events`
+//! items are gathered or `commit_linger` has passed since the first one, assigns strictly
+//! increasing seqs inside one write transaction, commits with `Durability::Immediate`, and only
+//! then sends each source a [`Committed`] notice listing the tokens of its items. A source
+//! acknowledges upstream (MQTT PUBACK) only on that notice: **nothing is acknowledged before it is
+//! on disk**.
+//!
+//! Buffer cap: when the backlog reaches `max_bytes`, the writer stops taking items (the bounded
+//! channel fills, sources stop reading, the broker holds the messages), raises `ingest_paused`,
+//! and resumes as soon as the forwarder frees space. A failed commit (ENOSPC, I/O error) is
+//! handled the same way: the batch is held, nothing is acknowledged, the commit is retried with
+//! backoff. If redb reports that an earlier I/O error left the file needing recovery, the writer
+//! returns an error so the process exits and its supervisor restarts it (redb repairs on open);
+//! everything unacknowledged is redelivered by the broker.
+//!
+//! # MQTT redelivery dedupe
+//!
+//! If the agent dies after a commit but before the PUBACK left, the broker (persistent session)
+//! redelivers that message on the next connection with `dup = 1` and the **same packet id**.
+//! Storing it again would duplicate the event. So, in the same transaction that stores a message,
+//! the writer records `mqtt_inflight[(broker, pkid)] = hash(topic, payload)`. When a message
+//! arrives with `dup = 1` and the row for its pkid holds the same hash, that message is already
+//! committed: it is acknowledged without being stored again ([`redelivery_decision`]). Any other
+//! case is stored (a `dup = 0` message is always new: the broker reuses a packet id only after
+//! our PUBACK for its previous use).
+//!
+//! Rows are retired lazily: after a source has sent the PUBACK for `(pkid, hash)`, it attaches
+//! that pair to its next item, and the next transaction removes the row if it still holds that
+//! hash (retirements are applied before the item's own insert, in channel order, so a reused pkid's
+//! fresh row is never removed). A storing message also overwrites any stale row for its pkid.
+//!
+//! Residual risk (documented, not handled): a row whose retirement was lost in a crash lingers
+//! until its pkid is reused; if the broker then delivers a *byte-identical* message (same topic and
+//! payload) under that pkid, the agent dies before committing it, and the broker redelivers it with
+//! `dup = 1`, it would be taken for the old one. That takes two crashes at exact moments plus an
+//! identical payload ~65 535 messages later (mosquitto allocates packet ids sequentially).
+
+use std::time::{Duration, Instant};
+
+use redb::{Durability, ReadableTable};
+use scanbridge_protocol::{Event, EventBody};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::{MetaValues, Store, StoreError, EVENTS, META, MQTT_INFLIGHT};
+use crate::config::StoreConfig;
+
+/// Index of a registered source (its slot for [`Committed`] notices).
+pub type SourceId = usize;
+
+/// MQTT-specific facts the writer needs for redelivery dedupe.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MqttMark {
+    /// Configured broker name.
+    pub broker: String,
+    /// MQTT packet id of the PUBLISH.
+    pub pkid: u16,
+    /// [`message_hash`] of topic and payload.
+    pub hash: [u8; 8],
+    /// The PUBLISH's DUP flag.
+    pub dup: bool,
+    /// `(pkid, hash)` pairs whose PUBACK has been sent since the source's previous item.
+    pub retire: Vec<(u16, [u8; 8])>,
+}
+
+/// One event on its way into the store.
+#[derive(Debug, Clone)]
+pub struct IngestItem {
+    /// Which source sent it (where its [`Committed`] notice goes).
+    pub source: SourceId,
+    /// Opaque to the store; handed back in the notice so the source knows what to acknowledge.
+    pub token: u64,
+    /// The normalised event; its `seq` is assigned at commit.
+    pub event: Event,
+    pub mqtt: Option<MqttMark>,
+}
+
+/// Sent to a source after a commit: these items are durable (or were already), acknowledge them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Committed {
+    pub tokens: Vec<u64>,
+}
+
+/// What to do with an MQTT message given the `mqtt_inflight` row for its packet id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RedeliveryDecision {
+    /// New message (or one never committed): store it and record its hash.
+    Store,
+    /// A redelivery of a message committed before: acknowledge, do not store again.
+    AlreadyCommitted,
+}
+
+/// Pure dedupe rule; see the module doc.
+pub fn redelivery_decision(
+    dup: bool,
+    recorded: Option<[u8; 8]>,
+    hash: [u8; 8],
+) -> RedeliveryDecision {
+    match recorded {
+        Some(r) if dup && r == hash => RedeliveryDecision::AlreadyCommitted,
+        _ => RedeliveryDecision::Store,
+    }
+}
+
+/// FNV-1a 64 over (topic length as u32 LE, topic, payload): stable across builds and platforms.
+pub fn message_hash(topic: &str, payload: &[u8]) -> [u8; 8] {
+    const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+    const PRIME: u64 = 0x0000_0100_0000_01b3;
+    let len = u32::try_from(topic.len()).unwrap_or(u32::MAX).to_le_bytes();
+    let mut h = OFFSET;
+    for b in len.iter().chain(topic.as_bytes()).chain(payload) {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(PRIME);
+    }
+    h.to_le_bytes()
+}
+
+/// Counts of one commit, for logs and tests.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CommitReport {
+    pub stored: u64,
+    pub already_committed: u64,
+    pub first_seq: Option<u64>,
+    pub last_seq: Option<u64>,
+}
+
+/// The group-commit writer. Build with [`Writer::new`], register sources, then [`Writer::spawn`].
+pub struct Writer {
+    store: Store,
+    rx: mpsc::Receiver<IngestItem>,
+    /// One notice channel per registered source, indexed by [`SourceId`].
+    sinks: Vec<mpsc::Sender<Committed>>,
+    linger: Duration,
+    max_events: usize,
+    /// Woken after every commit that stored events (the forwarder waits on it).
+    committed: std::sync::Arc<tokio::sync::Notify>,
+}
+
+impl Writer {
+    /// A writer for `store` and the sender sources use to feed it (`capacity` items deep).
+    pub fn new(
+        store: Store,
+        cfg: &StoreConfig,
+        capacity: usize,
+        committed: std::sync::Arc<tokio::sync::Notify>,
+    ) -> (Writer, mpsc::Sender<IngestItem>) {
+        let (tx, rx) = mpsc::channel(capacity.max(1));
+        (
+            Writer {
+                store,
+                rx,
+                sinks: Vec::new(),
+                linger: cfg.commit_linger,
+                max_events: cfg.commit_max_events.max(1),
+                committed,
+            },
+            tx,
+        )
+    }
+
+    /// Registers a source; its [`Committed`] notices arrive on the returned receiver.
+    pub fn add_source(&mut self, capacity: usize) -> (SourceId, mpsc::Receiver<Committed>) {
+        let (tx, rx) = mpsc::channel(capacity.max(1));
+        self.sinks.push(tx);
+        (self.sinks.len() - 1, rx)
+    }
+
+    /// Starts the writer thread. It ends once every ingest sender is dropped and everything
+    /// received has been committed, or on `cancel` while it is paused or retrying.
+    pub fn spawn(
+        self,
+        runtime: tokio::runtime::Handle,
+        cancel: CancellationToken,
+    ) -> Result<std::thread::JoinHandle<Result<(), StoreError>>, StoreError> {
+        std::thread::Builder::new()
+            .name("store-writer".into())
+            .spawn(move || self.run_blocking(&runtime, &cancel))
+            .map_err(|e| StoreError::Join(format!("cannot start the store writer thread: {e}")))
+    }
+
+    fn run_blocking(
+        mut self,
+        rt: &tokio::runtime::Handle,
+        cancel: &CancellationToken,
+    ) -> Result<(), StoreError> {
+        let mut batch: Vec<IngestItem> = Vec::with_capacity(self.max_events);
+        let mut retry = Duration::from_millis(100);
+        loop {
+            if batch.is_empty() {
+                if !self.wait_for_space(rt, cancel) {
+                    return Ok(());
+                }
+                if !self.gather(rt, &mut batch) {
+                    tracing::debug!("all sources closed; store writer done");
+                    return Ok(());
+                }
+            }
+            match self.commit(&mut batch) {
+                Ok(report) => {
+                    self.after_commit(&mut batch, report);
+                    if self.store.stats.set_paused(false) {
+                        tracing::info!("store writable again; ingest resumed");
+                    }
+                    retry = Duration::from_millis(100);
+                }
+                Err(e) if is_poisoned(&e) => {
+                    tracing::error!(error = %e, held = batch.len(), "event store needs recovery after an I/O error; exiting so the service restarts (nothing unacknowledged is lost)");
+                    return Err(e);
+                }
+                Err(e) => {
+                    if !self.store.stats.set_paused(true) {
+                        tracing::error!(error = %e, held = batch.len(), "cannot commit events (disk full?); ingest paused, nothing acknowledged, retrying");
+                    }
+                    let cancelled = rt.block_on(async {
+                        tokio::select! {
+                            _ = cancel.cancelled() => true,
+                            _ = tokio::time::sleep(retry) => false,
+                        }
+                    });
+                    if cancelled {
+                        tracing::warn!(held = batch.len(), "shutdown while the store cannot commit; held events stay unacknowledged");
+                        return Ok(());
+                    }
+                    retry = (retry * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+
+    /// Blocks while the backlog is at the buffer cap. Returns false on cancellation.
+    fn wait_for_space(&self, rt: &tokio::runtime::Handle, cancel: &CancellationToken) -> bool {
+        loop {
+            let s = self.store.stats();
+            if s.backlog_bytes < self.store.max_bytes {
+                if !s.ingest_paused {
+                    return true;
+                }
+                // Paused only by the cap (a commit error keeps its batch and does not get here).
+                self.store.stats.set_paused(false);
+                tracing::info!(backlog_bytes = s.backlog_bytes, "buffer below its cap; ingest resumed");
+                return true;
+            }
+            if !self.store.stats.set_paused(true) {
+                tracing::error!(backlog_bytes = s.backlog_bytes, cap = self.store.max_bytes, "buffer cap reached: ingest paused, MQTT messages stay at the broker until the relay drains the backlog");
+            }
+            let cancelled = rt.block_on(async {
+                tokio::select! {
+                    _ = cancel.cancelled() => true,
+                    _ = self.store.space_freed.notified() => false,
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => false,
+                }
+            });
+            if cancelled {
+                return false;
+            }
+        }
+    }
+
+    /// Waits for a first item, then gathers more until the batch is full or the linger elapsed.
+    /// Returns false when every sender is gone and nothing is left.
+    fn gather(&mut self, rt: &tokio::runtime::Handle, batch: &mut Vec<IngestItem>) -> bool {
+        let Some(first) = self.rx.blocking_recv() else {
+            return false;
+        };
+        batch.push(first);
+        let deadline = Instant::now() + self.linger;
+        while batch.len() < self.max_events {
+            match self.rx.try_recv() {
+                Ok(item) => batch.push(item),
+                Err(mpsc::error::TryRecvError::Disconnected) => break,
+                Err(mpsc::error::TryRecvError::Empty) => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        break;
+                    }
+                    match rt.block_on(tokio::time::timeout(left, self.rx.recv())) {
+                        Ok(Some(item)) => batch.push(item),
+                        Ok(None) | Err(_) => break,
+                    }
+                }
+            }
+        }
+        true
+    }
+
+    /// One durable transaction for the whole batch.
+    fn commit(&self, batch: &mut [IngestItem]) -> Result<CommitReport, StoreError> {
+        commit_batch(&self.store, batch)
+    }
+
+    fn after_commit(&self, batch: &mut Vec<IngestItem>, report: CommitReport) {
+        let mut per_source: Vec<Vec<u64>> = vec![Vec::new(); self.sinks.len()];
+        for item in batch.drain(..) {
+            if let Some(tokens) = per_source.get_mut(item.source) {
+                tokens.push(item.token);
+            }
+        }
+        if report.stored > 0 {
+            self.committed.notify_one();
+            tracing::debug!(
+                stored = report.stored,
+                first_seq = report.first_seq,
+                last_seq = report.last_seq,
+                redelivered = report.already_committed,
+                "committed"
+            );
+        }
+        for (sink, tokens) in self.sinks.iter().zip(per_source) {
+            if tokens.is_empty() {
+                continue;
+            }
+            if sink.blocking_send(Committed { tokens }).is_err() {
+                // The source is gone (shutdown): its messages stay unacknowledged and the broker
+                // redelivers them; the dedupe table recognises them.
+                tracing::debug!("source closed before its commit notice; broker will redeliver");
+            }
+        }
+    }
+}
+
+/// Stores `batch` in one transaction (see the module doc); sets each stored event's `seq`.
+pub fn commit_batch(store: &Store, batch: &mut [IngestItem]) -> Result<CommitReport, StoreError> {
+    let _guard = store
+        .stats
+        .commit_lock
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut tx = store.db.begin_write()?;
+    tx.set_durability(Durability::Immediate);
+    let mut report = CommitReport::default();
+    let (values, oldest) = {
+        let mut meta = tx.open_table(META)?;
+        let mut events = tx.open_table(EVENTS)?;
+        let mut inflight = tx.open_table(MQTT_INFLIGHT)?;
+        let mut values = MetaValues::read(&meta)?;
+        let mut buf = Vec::with_capacity(256);
+        for item in batch.iter_mut() {
+            if let Some(m) = &item.mqtt {
+                for (pkid, hash) in &m.retire {
+                    let holds = inflight
+                        .get((m.broker.as_str(), *pkid))?
+                        .map(|g| g.value() == *hash)
+                        .unwrap_or(false);
+                    if holds {
+                        inflight.remove((m.broker.as_str(), *pkid))?;
+                    }
+                }
+                let key = (m.broker.as_str(), m.pkid);
+                let recorded = inflight.get(key)?.map(|g| g.value());
+                match redelivery_decision(m.dup, recorded, m.hash) {
+                    RedeliveryDecision::AlreadyCommitted => {
+                        report.already_committed += 1;
+                        continue;
+                    }
+                    RedeliveryDecision::Store => {
+                        inflight.insert(key, m.hash)?;
+                    }
+                }
+            }
+            let seq = values.next_seq;
+            item.event.seq = seq;
+            buf.clear();
+            let bytes = postcard::to_extend(&item.event, std::mem::take(&mut buf))?;
+            events.insert(seq, bytes.as_slice())?;
+            values.next_seq += 1;
+            values.backlog_events += 1;
+            values.backlog_bytes += bytes.len() as u64;
+            if matches!(item.event.body, EventBody::Quarantined(_)) {
+                values.quarantine_count += 1;
+            }
+            report.stored += 1;
+            report.first_seq.get_or_insert(seq);
+            report.last_seq = Some(seq);
+            buf = bytes;
+        }
+        values.write(&mut meta)?;
+        (values, super::oldest_received_at(&events)?)
+    };
+    tx.commit()?;
+    store.stats.publish(&values, oldest);
+    Ok(report)
+}
+
+/// Whether redb refuses further work until the database is reopened.
+fn is_poisoned(e: &StoreError) -> bool {
+    use redb::{CommitError as C, StorageError as S, TransactionError as T};
+    matches!(
+        e,
+        StoreError::Storage(S::PreviousIo)
+            | StoreError::Commit(C::Storage(S::PreviousIo))
+            | StoreError::Transaction(T::Storage(S::PreviousIo))
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const H1: [u8; 8] = [1, 2, 3, 4, 5, 6, 7, 8];
+    const H2: [u8; 8] = [8, 7, 6, 5, 4, 3, 2, 1];
+
+    #[test]
+    fn a_redelivered_message_with_the_recorded_hash_is_already_committed() {
+        assert_eq!(
+            redelivery_decision(true, Some(H1), H1),
+            RedeliveryDecision::AlreadyCommitted
+        );
+    }
+
+    #[test]
+    fn a_first_delivery_is_stored_even_when_a_stale_row_has_the_same_hash() {
+        assert_eq!(redelivery_decision(false, Some(H1), H1), RedeliveryDecision::Store);
+    }
+
+    #[test]
+    fn a_redelivery_that_was_never_committed_is_stored() {
+        assert_eq!(redelivery_decision(true, None, H1), RedeliveryDecision::Store);
+    }
+
+    #[test]
+    fn a_redelivery_whose_pkid_row_belongs_to_another_message_is_stored() {
+        assert_eq!(redelivery_decision(true, Some(H2), H1), RedeliveryDecision::Store);
+    }
+
+    #[test]
+    fn message_hash_separates_topic_from_payload_and_is_stable() {
+        assert_ne!(message_hash("a/b", b"c"), message_hash("a/", b"bc"));
+        assert_eq!(message_hash("t", b"p"), message_hash("t", b"p"));
+        // Pinned against an independent FNV-1a: the stored hashes must survive upgrades.
+        assert_eq!(
+            u64::from_le_bytes(message_hash("t", b"p")),
+            fnv1a(&[1, 0, 0, 0, b't', b'p'])
+        );
+    }
+
+    fn fnv1a(bytes: &[u8]) -> u64 {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in bytes {
+            h ^= u64::from(*b);
+            h = h.wrapping_mul(0x100_0000_01b3);
+        }
+        h
+    }
+}
