@@ -1,0 +1,194 @@
+use std::path::Path;
+
+use super::*;
+
+/// A temp dir holding a site bundle (self-signed, good enough for parsing) and an agent.toml.
+struct Fixture {
+    dir: tempfile::TempDir,
+}
+
+impl Fixture {
+    fn new() -> Fixture {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let ck = rcgen::generate_simple_self_signed(vec!["localhost".into()]).expect("cert");
+        std::fs::create_dir(dir.path().join("site")).expect("mkdir");
+        std::fs::write(dir.path().join("site/ca.pem"), ck.cert.pem()).expect("write");
+        std::fs::write(dir.path().join("site/site.pem"), ck.cert.pem()).expect("write");
+        std::fs::write(dir.path().join("site/site.key"), ck.key_pair.serialize_pem()).expect("write");
+        Fixture { dir }
+    }
+
+    fn parse(&self, text: &str) -> Result<Config, ConfigError> {
+        let path = self.dir.path().join("agent.toml");
+        std::fs::write(&path, text).expect("write config");
+        load(&path)
+    }
+}
+
+const GOOD: &str = r#"site = "WH01"
+agent_id = "gw-wh01"
+state_dir = "state"
+
+[store]
+max_bytes = 2097152
+commit_linger_ms = 5
+commit_max_events = 100
+
+[relay]
+url = "https://127.0.0.1:8443"
+ca_cert = "site/ca.pem"
+client_cert = "site/site.pem"
+client_key = "site/site.key"
+heartbeat_secs = 5
+
+[[mqtt]]
+name = "site"
+host = "127.0.0.1"
+port = 1883
+client_id = "scanbridge-agent-WH01"
+topics = ["scanbridge/+/scan"]
+
+[[stations]]
+device = "SC-01"
+op = "count"
+location = "WH-STOCK-A01"
+"#;
+
+fn invalid(e: ConfigError) -> (String, usize, String) {
+    let msg = e.to_string();
+    (e.key().to_string(), e.line(), msg)
+}
+
+#[test]
+fn a_complete_config_is_accepted_with_relative_paths_resolved_against_its_directory() {
+    let f = Fixture::new();
+    let c = f.parse(GOOD).expect("valid config");
+    assert_eq!(c.site, "WH01");
+    assert_eq!(c.state_dir, f.dir.path().join("state"));
+    assert_eq!(c.relay.ca_cert, f.dir.path().join("site/ca.pem"));
+    assert_eq!(c.store.commit_max_events, 100);
+    assert_eq!(c.store.commit_linger, Duration::from_millis(5));
+    assert_eq!(c.relay.batch_max_events, 1000, "default");
+    assert_eq!(c.relay.heartbeat, Duration::from_secs(5));
+    assert_eq!(c.mqtt[0].topics, vec!["scanbridge/+/scan".to_string()]);
+    assert_eq!(c.stations[0].op, Operation::Count);
+    assert_eq!(c.store_path(), f.dir.path().join("state/agent.redb"));
+}
+
+#[test]
+fn an_unknown_key_is_named_with_its_line() {
+    let f = Fixture::new();
+    let text = GOOD.replace("heartbeat_secs = 5", "heartbeat_seconds = 5");
+    let (key, line, msg) = invalid(f.parse(&text).expect_err("unknown key"));
+    assert_eq!(key, "heartbeat_seconds");
+    assert_eq!(line, 15);
+    assert!(msg.contains("line 15") && msg.contains("heartbeat_seconds"), "{msg}");
+}
+
+#[test]
+fn a_wrongly_typed_value_names_the_dotted_key_and_line() {
+    let f = Fixture::new();
+    let text = GOOD.replace("port = 1883", "port = \"mqtt\"");
+    let (key, line, msg) = invalid(f.parse(&text).expect_err("bad port"));
+    assert_eq!(key, "mqtt.port");
+    assert_eq!(line, 20);
+    assert!(msg.contains("line 20"), "{msg}");
+}
+
+#[test]
+fn an_invalid_site_id_is_refused_at_its_line() {
+    let f = Fixture::new();
+    let text = GOOD.replace("site = \"WH01\"", "site = \"WH 01!\"");
+    let (key, line, _) = invalid(f.parse(&text).expect_err("bad site"));
+    assert_eq!((key.as_str(), line), ("site", 1));
+}
+
+#[test]
+fn a_missing_certificate_file_is_refused_naming_the_key_and_the_path() {
+    let f = Fixture::new();
+    let text = GOOD.replace("site/site.key", "site/missing.key");
+    let (key, line, msg) = invalid(f.parse(&text).expect_err("missing key file"));
+    assert_eq!((key.as_str(), line), ("relay.client_key", 14));
+    assert!(msg.contains("missing.key"), "{msg}");
+}
+
+#[test]
+fn a_file_without_a_certificate_is_refused() {
+    let f = Fixture::new();
+    let text = GOOD.replace("client_cert = \"site/site.pem\"", "client_cert = \"site/site.key\"");
+    let (key, _, _) = invalid(f.parse(&text).expect_err("key is no certificate"));
+    assert_eq!(key, "relay.client_cert");
+}
+
+#[test]
+fn a_plain_http_relay_url_is_refused() {
+    let f = Fixture::new();
+    let text = GOOD.replace("https://127.0.0.1:8443", "http://127.0.0.1:8443");
+    let (key, line, _) = invalid(f.parse(&text).expect_err("http"));
+    assert_eq!((key.as_str(), line), ("relay.url", 11));
+}
+
+#[test]
+fn an_invalid_topic_filter_is_refused_at_its_line() {
+    let f = Fixture::new();
+    let text = GOOD.replace("\"scanbridge/+/scan\"", "\"scanbridge/#/scan\"");
+    let (key, line, msg) = invalid(f.parse(&text).expect_err("bad filter"));
+    assert_eq!((key.as_str(), line), ("mqtt[0].topics", 22));
+    assert!(msg.contains("`#`"), "{msg}");
+}
+
+#[test]
+fn an_unknown_station_operation_is_refused() {
+    let f = Fixture::new();
+    let text = GOOD.replace("op = \"count\"", "op = \"audit\"");
+    let (key, line, msg) = invalid(f.parse(&text).expect_err("bad op"));
+    assert_eq!((key.as_str(), line), ("stations[0].op", 26));
+    assert!(msg.contains("receive, pick"), "{msg}");
+}
+
+#[test]
+fn a_config_without_any_source_is_refused() {
+    let f = Fixture::new();
+    let cut = GOOD.find("[[mqtt]]").expect("mqtt table");
+    let (key, _, msg) = invalid(f.parse(&GOOD[..cut]).expect_err("no source"));
+    assert_eq!(key, "mqtt");
+    assert!(msg.contains("at least one"), "{msg}");
+}
+
+#[test]
+fn a_missing_required_key_is_named() {
+    let f = Fixture::new();
+    let text = GOOD.replace("state_dir = \"state\"\n", "");
+    let (key, _, _) = invalid(f.parse(&text).expect_err("no state_dir"));
+    assert_eq!(key, "state_dir");
+}
+
+#[test]
+fn retry_max_below_retry_initial_is_refused() {
+    let f = Fixture::new();
+    let text = GOOD.replace(
+        "heartbeat_secs = 5",
+        "heartbeat_secs = 5\nretry_initial_ms = 1000\nretry_max_ms = 10",
+    );
+    let (key, line, _) = invalid(f.parse(&text).expect_err("retry"));
+    assert_eq!((key.as_str(), line), ("relay.retry_max_ms", 17));
+}
+
+#[test]
+fn topic_filters_follow_the_mqtt_rules() {
+    for ok in ["a/b", "+/+/scan", "#", "a/#", "+"] {
+        assert!(check_topic_filter(ok).is_ok(), "{ok}");
+    }
+    for bad in ["", "a/#/b", "a+/b", "a/b#"] {
+        assert!(check_topic_filter(bad).is_err(), "{bad}");
+    }
+}
+
+#[test]
+fn key_at_line_prefixes_the_table_header() {
+    let text = "a = 1\n[relay]\nurl = 2\n";
+    assert_eq!(key_at_line(text, 1), "a");
+    assert_eq!(key_at_line(text, 3), "relay.url");
+    assert_eq!(key_at_line(text, 2), "relay");
+    let _ = Path::new(".");
+}

@@ -122,7 +122,7 @@ fn code_with_control_characters_is_quarantined() {
 
 #[test]
 fn numeric_codes_with_a_wrong_gs1_check_digit_are_quarantined() {
-    for bad in ["4006381333932", "96385074", "036000291453", "10614141000414"] {
+    for bad in ["4006381333932", "96385075", "036000291453", "10614141000414"] {
         let payload = format!(r#"{{"code":"{bad}"}}"#);
         let ev = run("scanbridge/SC-01/scan", payload.as_bytes());
         assert!(
@@ -171,7 +171,7 @@ fn oversized_payloads_and_codes_are_quarantined() {
 fn aim_prefix_is_stripped_and_gs1_element_strings_are_parsed() {
     let ev = run(
         "scanbridge/SC-01/scan",
-        "{\"code\":\"]C10104006381333931\u{1d}10LOT42\u{1d}17261231\"}".as_bytes(),
+        br#"{"code":"]C10104006381333931\u001d10LOT42\u001d17261231"}"#,
     );
     let s = scan(&ev);
     assert_eq!(s.symbology, Symbology::Gs1_128);

@@ -1,0 +1,262 @@
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use scanbridge_protocol::{Event, EventBody, Quarantined, Scan, Source, Symbology};
+use tokio_util::sync::CancellationToken;
+
+use super::writer::{commit_batch, message_hash};
+use super::*;
+use crate::config::StoreConfig;
+
+fn event(code: &str) -> Event {
+    Event {
+        seq: 0,
+        captured_at: 1,
+        received_at: 2,
+        source: Source::Mqtt {
+            broker: "site".into(),
+            topic: "scanbridge/SC-01/scan".into(),
+        },
+        device: "SC-01".into(),
+        body: EventBody::Scan(Scan {
+            code: code.into(),
+            symbology: Symbology::Unknown,
+            gs1: None,
+            op: None,
+            qty: None,
+            location: None,
+            reference: None,
+        }),
+    }
+}
+
+fn item(token: u64, code: &str) -> IngestItem {
+    IngestItem {
+        source: 0,
+        token,
+        event: event(code),
+        mqtt: None,
+    }
+}
+
+fn mqtt_item(token: u64, pkid: u16, payload: &str, dup: bool, retire: Vec<(u16, [u8; 8])>) -> IngestItem {
+    IngestItem {
+        source: 0,
+        token,
+        event: event(payload),
+        mqtt: Some(MqttMark {
+            broker: "site".into(),
+            pkid,
+            hash: message_hash("scanbridge/SC-01/scan", payload.as_bytes()),
+            dup,
+            retire,
+        }),
+    }
+}
+
+fn open(dir: &tempfile::TempDir) -> Store {
+    Store::open(&dir.path().join("agent.redb"), 1 << 30).expect("open store")
+}
+
+fn seqs(store: &Store) -> Vec<u64> {
+    store
+        .read_oldest_blocking(usize::MAX)
+        .expect("read")
+        .iter()
+        .map(|e| e.seq)
+        .collect()
+}
+
+#[test]
+fn group_commit_assigns_consecutive_seqs_starting_at_one() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(&dir);
+    let mut batch: Vec<_> = (0..5).map(|i| item(i, &format!("C{i}"))).collect();
+    let report = commit_batch(&store, &mut batch).expect("commit");
+    assert_eq!((report.first_seq, report.last_seq, report.stored), (Some(1), Some(5), 5));
+    let mut more: Vec<_> = (0..3).map(|i| item(i, "X")).collect();
+    commit_batch(&store, &mut more).expect("commit");
+    assert_eq!(seqs(&store), (1..=8).collect::<Vec<_>>());
+    let events = store.read_oldest_blocking(2).expect("read");
+    assert_eq!(events[0].body, event("C0").body, "stored in arrival order");
+    let s = store.stats();
+    assert_eq!((s.backlog_events, s.next_seq), (8, 9));
+    assert!(s.backlog_bytes > 0);
+    assert_eq!(s.oldest_received_at, Some(2));
+}
+
+#[test]
+fn delete_upto_removes_exactly_the_acknowledged_events() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(&dir);
+    let mut batch: Vec<_> = (0..10).map(|i| item(i, "C")).collect();
+    commit_batch(&store, &mut batch).expect("commit");
+    let bytes_before = store.stats().backlog_bytes;
+    let d = store.delete_upto_blocking(4).expect("delete");
+    assert_eq!(d.events, 4);
+    assert_eq!(seqs(&store), (5..=10).collect::<Vec<_>>());
+    assert_eq!(store.stats().backlog_bytes, bytes_before - d.bytes);
+    assert_eq!(store.delete_upto_blocking(4).expect("again").events, 0, "idempotent");
+    store.delete_upto_blocking(10).expect("delete all");
+    let s = store.stats();
+    assert_eq!((s.backlog_events, s.backlog_bytes, s.oldest_received_at), (0, 0, None));
+}
+
+#[test]
+fn reopening_keeps_the_events_and_never_reuses_a_seq() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let store = open(&dir);
+        let mut batch: Vec<_> = (0..3).map(|i| item(i, "C")).collect();
+        commit_batch(&store, &mut batch).expect("commit");
+        store.delete_upto_blocking(3).expect("delete all");
+    }
+    let store = open(&dir);
+    assert_eq!(store.stats().next_seq, 4);
+    let mut batch = vec![item(0, "D")];
+    commit_batch(&store, &mut batch).expect("commit");
+    drop(store);
+    let store = open(&dir);
+    assert_eq!(seqs(&store), vec![4]);
+    assert_eq!(store.stats().backlog_events, 1);
+}
+
+#[test]
+fn quarantined_events_are_counted_in_meta() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(&dir);
+    let mut q = item(0, "x");
+    q.event.body = EventBody::Quarantined(Quarantined {
+        raw: vec![0xff],
+        reason: "payload is not UTF-8".into(),
+    });
+    commit_batch(&store, &mut [q, item(1, "ok")]).expect("commit");
+    assert_eq!(store.stats().quarantine_count, 1);
+    drop(store);
+    assert_eq!(open(&dir).stats().quarantine_count, 1);
+}
+
+#[test]
+fn a_redelivered_message_already_committed_is_not_stored_twice() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(&dir);
+    commit_batch(&store, &mut [mqtt_item(0, 7, "A", false, vec![])]).expect("commit");
+    // Agent "restarts" before the PUBACK: the broker resends pkid 7 with DUP set.
+    drop(store);
+    let store = open(&dir);
+    let report = commit_batch(&store, &mut [mqtt_item(0, 7, "A", true, vec![])]).expect("commit");
+    assert_eq!((report.stored, report.already_committed), (0, 1));
+    assert_eq!(seqs(&store), vec![1]);
+}
+
+#[test]
+fn a_redelivery_of_a_message_never_committed_is_stored() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(&dir);
+    commit_batch(&store, &mut [mqtt_item(0, 7, "A", false, vec![])]).expect("commit");
+    let report = commit_batch(&store, &mut [mqtt_item(0, 8, "B", true, vec![])]).expect("commit");
+    assert_eq!(report.stored, 1);
+    assert_eq!(seqs(&store), vec![1, 2]);
+}
+
+#[test]
+fn acknowledged_pkids_are_retired_in_the_next_commit_but_a_reused_pkid_keeps_its_row() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(&dir);
+    let ha = message_hash("scanbridge/SC-01/scan", b"A");
+    commit_batch(&store, &mut [mqtt_item(0, 7, "A", false, vec![])]).expect("commit");
+    assert_eq!(store.mqtt_inflight_len().expect("len"), 1);
+    // PUBACK for 7 sent; the next message retires it.
+    commit_batch(&store, &mut [mqtt_item(1, 8, "B", false, vec![(7, ha)])]).expect("commit");
+    assert_eq!(store.mqtt_inflight_len().expect("len"), 1, "only pkid 8 remains");
+    // pkid 8 is reused for C in the same transaction that retires B's row: C's row survives.
+    let hb = message_hash("scanbridge/SC-01/scan", b"B");
+    commit_batch(&store, &mut [mqtt_item(2, 8, "C", false, vec![(8, hb)])]).expect("commit");
+    let report = commit_batch(&store, &mut [mqtt_item(3, 8, "C", true, vec![])]).expect("commit");
+    assert_eq!(report.already_committed, 1, "C's dedupe row must survive B's retirement");
+}
+
+fn writer_fixture(
+    store: &Store,
+    cfg: StoreConfig,
+) -> (
+    Writer,
+    tokio::sync::mpsc::Sender<IngestItem>,
+    tokio::sync::mpsc::Receiver<Committed>,
+    Arc<tokio::sync::Notify>,
+) {
+    let notify = Arc::new(tokio::sync::Notify::new());
+    let (mut w, tx) = Writer::new(store.clone(), &cfg, 64, notify.clone());
+    let (id, notices) = w.add_source(16);
+    assert_eq!(id, 0);
+    (w, tx, notices, notify)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_writer_thread_commits_before_it_hands_back_notices_and_drains_on_close() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(&dir);
+    let (w, tx, mut notices, notify) = writer_fixture(&store, StoreConfig::default());
+    let thread = w
+        .spawn(tokio::runtime::Handle::current(), CancellationToken::new())
+        .expect("spawn");
+    for i in 0..100 {
+        tx.send(item(i, "C")).await.expect("send");
+    }
+    drop(tx);
+    let mut acked = Vec::new();
+    while let Some(c) = notices.recv().await {
+        // Every token handed back is already durable.
+        assert!(store.stats().backlog_events >= c.tokens.len() as u64);
+        acked.extend(c.tokens);
+    }
+    assert_eq!(acked, (0..100).collect::<Vec<_>>());
+    let joined = tokio::task::spawn_blocking(move || thread.join()).await.expect("join");
+    assert!(matches!(joined, Ok(Ok(()))));
+    assert_eq!(seqs(&store), (1..=100).collect::<Vec<_>>());
+    tokio::time::timeout(Duration::from_secs(1), notify.notified())
+        .await
+        .expect("forwarder was woken");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_the_buffer_cap_ingest_pauses_and_resumes_when_space_is_freed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(&dir.path().join("agent.redb"), 200).expect("open");
+    let cfg = StoreConfig {
+        commit_max_events: 1,
+        ..StoreConfig::default()
+    };
+    let (w, tx, mut notices, _notify) = writer_fixture(&store, cfg);
+    let cancel = CancellationToken::new();
+    let thread = w.spawn(tokio::runtime::Handle::current(), cancel.clone()).expect("spawn");
+    // Each event is ~60 bytes: after a few the 200-byte cap is reached.
+    for i in 0..10 {
+        tx.send(item(i, "C")).await.expect("send");
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut acked = 0;
+    while !store.stats().ingest_paused {
+        assert!(Instant::now() < deadline, "ingest never paused");
+        if let Ok(Some(c)) = tokio::time::timeout(Duration::from_millis(20), notices.recv()).await {
+            acked += c.tokens.len();
+        }
+    }
+    let stored = store.stats().backlog_events;
+    assert!(stored < 10, "writer kept accepting past the cap");
+    store.delete_upto(u64::MAX).await.expect("drain");
+    while acked < 10 {
+        let c = tokio::time::timeout(Duration::from_secs(10), notices.recv())
+            .await
+            .expect("resumed")
+            .expect("open");
+        acked += c.tokens.len();
+        if store.stats().ingest_paused {
+            store.delete_upto(u64::MAX).await.expect("drain");
+        }
+    }
+    drop(tx);
+    cancel.cancel();
+    let joined = tokio::task::spawn_blocking(move || thread.join()).await.expect("join");
+    assert!(matches!(joined, Ok(Ok(()))));
+}

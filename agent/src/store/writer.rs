@@ -276,7 +276,7 @@ impl Writer {
                     if left.is_zero() {
                         break;
                     }
-                    match rt.block_on(tokio::time::timeout(left, self.rx.recv())) {
+                    match rt.block_on(async { tokio::time::timeout(left, self.rx.recv()).await }) {
                         Ok(Some(item)) => batch.push(item),
                         Ok(None) | Err(_) => break,
                     }
