@@ -40,6 +40,8 @@ pub const MAX_PACKET_BYTES: usize = 1024 * 1024;
 const PUBLISH_QUEUE: usize = 1024;
 /// rumqttc request channel depth (acks and subscriptions).
 const REQUEST_QUEUE: usize = 16 * 1024;
+/// Health detail once every topic filter is subscribed.
+pub const SUBSCRIBED: &str = "connected, subscribed";
 /// How long shutdown waits for outstanding commit notices to acknowledge.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
@@ -207,6 +209,8 @@ impl Connection {
                     if s.return_codes.iter().any(|c| matches!(c, rumqttc::SubscribeReasonCode::Failure)) {
                         tracing::error!(broker = %self.broker, "broker refused a subscription; check its ACL for the configured topics");
                         self.health.set(self.health_slot, true, "connected, a subscription was refused");
+                    } else {
+                        self.health.set(self.health_slot, true, SUBSCRIBED);
                     }
                 }
                 Ok(_) => {}
