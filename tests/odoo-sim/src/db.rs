@@ -1,0 +1,650 @@
+//! The simulator's database: a schema per Odoo version (models, fields with their real names,
+//! types and labels) and an in-memory table per model. Pure data and plain functions; the model
+//! behaviour (`models/`) and the transaction boundary (`rpc/service.rs`) build on it.
+//!
+//! Storage convention: a record is a JSON object holding every field of its model; many2one
+//! values are stored as the bare id (or `null`), unset values as `null`. `read` converts to the
+//! wire form (`[id, "display name"]`, `false`) in [`Db::read_value`]. `Db` is `Clone`: a call runs
+//! on a copy and the copy replaces the original only when the call succeeded (one transaction per
+//! call, like Odoo's one cursor per RPC).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use serde_json::{Map, Number, Value};
+
+use crate::rpc::errors::OdooError;
+use crate::version::OdooVersion;
+
+/// One stored row: field name → stored value.
+pub type Record = Map<String, Value>;
+
+/// Field types the simulator models.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum FieldType {
+    /// `fields.Integer` (also `id`).
+    Integer,
+    /// `fields.Float`.
+    Float,
+    /// `fields.Char` / `fields.Text`.
+    Char,
+    /// `fields.Boolean`.
+    Boolean,
+    /// `fields.Selection` with its allowed keys.
+    Selection(&'static [&'static str]),
+    /// `fields.Many2one(comodel)`.
+    Many2one(&'static str),
+    /// `fields.Datetime` as Odoo's `YYYY-MM-DD HH:MM:SS` string.
+    Datetime,
+}
+
+/// One field of a model.
+#[derive(Debug, Clone)]
+pub struct FieldDef {
+    /// Technical name, as on the wire.
+    pub name: &'static str,
+    /// Label (`string=`), used in import and constraint messages.
+    pub string: &'static str,
+    /// Type.
+    pub ty: FieldType,
+    /// `required=True` (a NOT NULL column).
+    pub required: bool,
+}
+
+/// One model (`_name`, `_description`, fields, `_order`).
+#[derive(Debug, Clone)]
+pub struct ModelDef {
+    /// `_name`.
+    pub name: &'static str,
+    /// `_description`, used in constraint messages.
+    pub description: &'static str,
+    /// Fields, `id` first.
+    pub fields: Vec<FieldDef>,
+    /// `_order`.
+    pub order: &'static str,
+}
+
+impl ModelDef {
+    /// The field named `name`.
+    pub fn field(&self, name: &str) -> Option<&FieldDef> {
+        self.fields.iter().find(|f| f.name == name)
+    }
+
+    /// True when the model has an `active` field (archived records hidden by default).
+    pub fn has_active(&self) -> bool {
+        self.field("active").is_some()
+    }
+}
+
+fn f(name: &'static str, string: &'static str, ty: FieldType) -> FieldDef {
+    FieldDef { name, string, ty, required: false }
+}
+
+fn req(name: &'static str, string: &'static str, ty: FieldType) -> FieldDef {
+    FieldDef { name, string, ty, required: true }
+}
+
+use FieldType::{Boolean, Char, Datetime, Float, Integer, Many2one, Selection};
+
+/// Product types: 17 has `detailed_type` (product = storable) mirrored in `type`; 18+ has `type`
+/// (goods are `consu`) and `is_storable`.
+const TYPES_17: &[&str] = &["consu", "service", "product"];
+const TYPES_18: &[&str] = &["consu", "service", "combo"];
+const TRACKING: &[&str] = &["serial", "lot", "none"];
+const USAGES: &[&str] =
+    &["supplier", "view", "internal", "customer", "inventory", "production", "transit"];
+const MOVE_STATES: &[&str] =
+    &["draft", "waiting", "confirmed", "partially_available", "assigned", "done", "cancel"];
+
+/// All models of one Odoo version.
+#[derive(Debug)]
+pub struct Schema {
+    models: BTreeMap<&'static str, ModelDef>,
+}
+
+impl Schema {
+    /// The models and fields of `version`.
+    pub fn for_version(version: OdooVersion) -> Self {
+        let mut product = vec![
+            f("id", "ID", Integer),
+            req("name", "Name", Char),
+            f("display_name", "Display Name", Char),
+            f("barcode", "Barcode", Char),
+            f("default_code", "Internal Reference", Char),
+            f("active", "Active", Boolean),
+            f("tracking", "Tracking", Selection(TRACKING)),
+        ];
+        if version.has_is_storable() {
+            product.push(f("type", "Product Type", Selection(TYPES_18)));
+            product.push(f("is_storable", "Track Inventory", Boolean));
+        } else {
+            product.push(f("type", "Type", Selection(TYPES_17)));
+            product.push(f("detailed_type", "Product Type", Selection(TYPES_17)));
+        }
+        let defs = vec![
+            ModelDef {
+                name: "res.users",
+                description: "User",
+                fields: vec![
+                    f("id", "ID", Integer),
+                    req("login", "Login", Char),
+                    req("name", "Name", Char),
+                    f("display_name", "Display Name", Char),
+                    f("active", "Active", Boolean),
+                ],
+                order: "name, login",
+            },
+            ModelDef {
+                name: "product.product",
+                description: "Product Variant",
+                fields: product,
+                order: "default_code, name, id",
+            },
+            ModelDef {
+                name: "stock.location",
+                description: "Inventory Locations",
+                fields: vec![
+                    f("id", "ID", Integer),
+                    req("name", "Location Name", Char),
+                    f("display_name", "Display Name", Char),
+                    f("complete_name", "Full Location Name", Char),
+                    f("barcode", "Barcode", Char),
+                    req("usage", "Location Type", Selection(USAGES)),
+                    f("location_id", "Parent Location", Many2one("stock.location")),
+                    f("active", "Active", Boolean),
+                ],
+                order: "complete_name, id",
+            },
+            ModelDef {
+                name: "stock.lot",
+                description: "Lot/Serial",
+                fields: vec![
+                    f("id", "ID", Integer),
+                    req("name", "Lot/Serial Number", Char),
+                    f("display_name", "Display Name", Char),
+                    req("product_id", "Product", Many2one("product.product")),
+                    f("ref", "Internal Reference", Char),
+                ],
+                order: "name, id",
+            },
+            ModelDef {
+                name: "stock.quant",
+                description: "Quants",
+                fields: vec![
+                    f("id", "ID", Integer),
+                    f("display_name", "Display Name", Char),
+                    req("product_id", "Product", Many2one("product.product")),
+                    req("location_id", "Location", Many2one("stock.location")),
+                    f("lot_id", "Lot/Serial Number", Many2one("stock.lot")),
+                    f("quantity", "Quantity", Float),
+                    f("reserved_quantity", "Reserved Quantity", Float),
+                    f("inventory_quantity", "Counted Quantity", Float),
+                    f("inventory_diff_quantity", "Difference", Float),
+                    f("inventory_quantity_set", "Inventory Quantity Set", Boolean),
+                    f("user_id", "Assigned To", Many2one("res.users")),
+                    f("in_date", "Incoming Date", Datetime),
+                ],
+                order: "id",
+            },
+            ModelDef {
+                name: "stock.move",
+                description: "Stock Move",
+                fields: vec![
+                    f("id", "ID", Integer),
+                    req("name", "Description", Char),
+                    f("display_name", "Display Name", Char),
+                    f("reference", "Reference", Char),
+                    req("product_id", "Product", Many2one("product.product")),
+                    req("product_uom_qty", "Demand", Float),
+                    f("quantity", "Quantity", Float),
+                    req("location_id", "Source Location", Many2one("stock.location")),
+                    req("location_dest_id", "Destination Location", Many2one("stock.location")),
+                    f("state", "Status", Selection(MOVE_STATES)),
+                    f("is_inventory", "Inventory", Boolean),
+                    f("picked", "Picked", Boolean),
+                    f("date", "Date Scheduled", Datetime),
+                ],
+                order: "id",
+            },
+            ModelDef {
+                name: "ir.model.data",
+                description: "Model Data",
+                fields: vec![
+                    f("id", "ID", Integer),
+                    req("name", "External Identifier", Char),
+                    f("display_name", "Display Name", Char),
+                    f("complete_name", "Complete ID", Char),
+                    req("module", "Module", Char),
+                    req("model", "Model Name", Char),
+                    req("res_id", "Record ID", Integer),
+                    f("noupdate", "Non Updatable", Boolean),
+                ],
+                order: "module, model, name",
+            },
+        ];
+        Self { models: defs.into_iter().map(|m| (m.name, m)).collect() }
+    }
+
+    /// The model named `name`.
+    pub fn model(&self, name: &str) -> Option<&ModelDef> {
+        self.models.get(name)
+    }
+}
+
+/// One model's rows.
+#[derive(Debug, Clone, Default)]
+pub struct Table {
+    rows: BTreeMap<i64, Record>,
+    next_id: i64,
+}
+
+/// The whole database of one simulated Odoo instance.
+#[derive(Debug, Clone)]
+pub struct Db {
+    /// The version impersonated.
+    pub version: OdooVersion,
+    schema: Arc<Schema>,
+    tables: BTreeMap<&'static str, Table>,
+}
+
+/// Odoo's datetime format, UTC.
+pub fn now_string() -> String {
+    let fmt = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second]");
+    time::OffsetDateTime::now_utc().format(&fmt).unwrap_or_else(|_| "1970-01-01 00:00:00".into())
+}
+
+/// A float as a JSON number (`0.0` for NaN/infinite, which Odoo would never store).
+pub fn float(v: f64) -> Value {
+    Number::from_f64(v).map(Value::Number).unwrap_or_else(|| Value::from(0))
+}
+
+/// The stored float of a value (`null`/`false` read as 0.0, as Odoo's Float field does).
+pub fn as_f64(v: &Value) -> f64 {
+    match v {
+        Value::Number(n) => n.as_f64().unwrap_or(0.0),
+        Value::Bool(true) => 1.0,
+        _ => 0.0,
+    }
+}
+
+/// The stored id of a many2one value (`None` when empty).
+pub fn as_id(v: &Value) -> Option<i64> {
+    match v {
+        Value::Number(n) => n.as_i64().filter(|i| *i > 0),
+        _ => None,
+    }
+}
+
+/// Python truthiness of a JSON value.
+pub fn truthy(v: &Value) -> bool {
+    match v {
+        Value::Null | Value::Bool(false) => false,
+        Value::Bool(true) => true,
+        Value::Number(n) => n.as_f64().is_some_and(|f| f != 0.0),
+        Value::String(s) => !s.is_empty(),
+        Value::Array(a) => !a.is_empty(),
+        Value::Object(o) => !o.is_empty(),
+    }
+}
+
+/// Python's repr of a JSON value, for error messages (`'abc'`, `12`, `False`, `[1, 2]`).
+pub fn py_repr(v: &Value) -> String {
+    match v {
+        Value::Null => "None".into(),
+        Value::Bool(true) => "True".into(),
+        Value::Bool(false) => "False".into(),
+        Value::Number(n) => n.to_string(),
+        Value::String(s) => format!("'{s}'"),
+        Value::Array(a) => format!("[{}]", a.iter().map(py_repr).collect::<Vec<_>>().join(", ")),
+        Value::Object(o) => format!(
+            "{{{}}}",
+            o.iter().map(|(k, v)| format!("'{k}': {}", py_repr(v))).collect::<Vec<_>>().join(", ")
+        ),
+    }
+}
+
+impl Db {
+    /// An empty database of `version` (no records; see `models::seed_base`).
+    pub fn empty(version: OdooVersion) -> Self {
+        let schema = Arc::new(Schema::for_version(version));
+        let tables = schema.models.keys().map(|k| (*k, Table { next_id: 1, ..Table::default() }));
+        let tables = tables.collect();
+        Self { version, schema, tables }
+    }
+
+    /// The model definition, or Odoo's "Object x doesn't exist" UserError.
+    pub fn model(&self, name: &str) -> Result<&ModelDef, OdooError> {
+        self.schema
+            .model(name)
+            .ok_or_else(|| OdooError::user_error(format!("Object {name} doesn't exist")))
+    }
+
+    /// The schema (shared, immutable).
+    pub fn schema(&self) -> &Schema {
+        &self.schema
+    }
+
+    fn table(&self, model: &str) -> Option<&Table> {
+        self.tables.get(model)
+    }
+
+    fn table_mut(&mut self, model: &str) -> Result<&mut Table, OdooError> {
+        self.tables
+            .get_mut(model)
+            .ok_or_else(|| OdooError::user_error(format!("Object {model} doesn't exist")))
+    }
+
+    /// True when the record exists.
+    pub fn exists(&self, model: &str, id: i64) -> bool {
+        self.table(model).is_some_and(|t| t.rows.contains_key(&id))
+    }
+
+    /// The stored record.
+    pub fn get(&self, model: &str, id: i64) -> Option<&Record> {
+        self.table(model).and_then(|t| t.rows.get(&id))
+    }
+
+    /// All ids of a model, ascending.
+    pub fn all_ids(&self, model: &str) -> Vec<i64> {
+        self.table(model).map(|t| t.rows.keys().copied().collect()).unwrap_or_default()
+    }
+
+    /// The stored value of one field (`null` when the record or field is missing).
+    pub fn value(&self, model: &str, id: i64, field: &str) -> &Value {
+        static NULL: Value = Value::Null;
+        self.get(model, id).and_then(|r| r.get(field)).unwrap_or(&NULL)
+    }
+
+    /// Float convenience over [`Db::value`].
+    pub fn float(&self, model: &str, id: i64, field: &str) -> f64 {
+        as_f64(self.value(model, id, field))
+    }
+
+    /// Many2one convenience over [`Db::value`].
+    pub fn m2o(&self, model: &str, id: i64, field: &str) -> Option<i64> {
+        as_id(self.value(model, id, field))
+    }
+
+    /// String convenience over [`Db::value`] (`""` when unset).
+    pub fn str(&self, model: &str, id: i64, field: &str) -> String {
+        self.value(model, id, field).as_str().unwrap_or_default().to_owned()
+    }
+
+    /// Boolean convenience over [`Db::value`].
+    pub fn bool(&self, model: &str, id: i64, field: &str) -> bool {
+        truthy(self.value(model, id, field))
+    }
+
+    /// The default of a field on a fresh record (`default=` in the model source).
+    fn default_value(&self, model: &str, field: &FieldDef) -> Value {
+        match (model, field.name) {
+            (_, "active") => Value::Bool(true),
+            ("product.product", "tracking") => "none".into(),
+            ("product.product", "type") | ("product.product", "detailed_type") => "consu".into(),
+            ("stock.location", "usage") => "internal".into(),
+            ("stock.move", "state") => "draft".into(),
+            ("stock.quant", "in_date") | ("stock.move", "date") => now_string().into(),
+            _ => match field.ty {
+                FieldType::Float => float(0.0),
+                FieldType::Boolean => Value::Bool(false),
+                _ => Value::Null,
+            },
+        }
+    }
+
+    /// Low-level insert: fills defaults, assigns the next id, no checks beyond the schema.
+    pub fn insert(&mut self, model: &str, values: Record) -> Result<i64, OdooError> {
+        let def = self.model(model)?.clone();
+        let mut rec = Record::new();
+        for field in &def.fields {
+            rec.insert(field.name.to_owned(), self.default_value(model, field));
+        }
+        for (k, v) in values {
+            rec.insert(k, v);
+        }
+        let table = self.table_mut(model)?;
+        let id = table.next_id;
+        table.next_id += 1;
+        rec.insert("id".into(), Value::from(id));
+        table.rows.insert(id, rec);
+        self.refresh_computed(model, id);
+        Ok(id)
+    }
+
+    /// Low-level delete.
+    pub fn remove(&mut self, model: &str, id: i64) {
+        if let Some(t) = self.tables.get_mut(model) {
+            t.rows.remove(&id);
+        }
+    }
+
+    /// Low-level update of stored values (no business rules).
+    pub fn set(&mut self, model: &str, id: i64, values: Record) -> Result<(), OdooError> {
+        let table = self.table_mut(model)?;
+        let rec = table.rows.get_mut(&id).ok_or_else(|| OdooError::missing(model, &[id], 1))?;
+        for (k, v) in values {
+            rec.insert(k, v);
+        }
+        self.refresh_computed(model, id);
+        Ok(())
+    }
+
+    /// Low-level update of one field.
+    pub fn set1(&mut self, model: &str, id: i64, field: &str, value: Value) -> Result<(), OdooError> {
+        let mut m = Record::new();
+        m.insert(field.to_owned(), value);
+        self.set(model, id, m)
+    }
+
+    /// Stored computed fields that only depend on the record itself and its parents
+    /// (`complete_name` of locations and their children, `reference` of moves, `display_name`).
+    fn refresh_computed(&mut self, model: &str, id: i64) {
+        match model {
+            "stock.location" => {
+                // _compute_complete_name, recursive on children.
+                let mut stack = vec![id];
+                while let Some(loc) = stack.pop() {
+                    let name = self.str(model, loc, "name");
+                    let usage = self.str(model, loc, "usage");
+                    let complete = match self.m2o(model, loc, "location_id") {
+                        Some(parent) if usage != "view" => {
+                            format!("{}/{}", self.str(model, parent, "complete_name"), name)
+                        }
+                        _ => name,
+                    };
+                    if let Some(rec) = self.tables.get_mut(model).and_then(|t| t.rows.get_mut(&loc)) {
+                        rec.insert("complete_name".into(), complete.into());
+                    }
+                    let children: Vec<i64> = self
+                        .all_ids(model)
+                        .into_iter()
+                        .filter(|c| self.m2o(model, *c, "location_id") == Some(loc))
+                        .collect();
+                    stack.extend(children);
+                }
+            }
+            "stock.move" => {
+                // _compute_reference: picking name, else the move's name.
+                let name = self.value(model, id, "name").clone();
+                if let Some(rec) = self.tables.get_mut(model).and_then(|t| t.rows.get_mut(&id)) {
+                    rec.insert("reference".into(), name);
+                }
+            }
+            "ir.model.data" => {
+                let complete =
+                    format!("{}.{}", self.str(model, id, "module"), self.str(model, id, "name"));
+                if let Some(rec) = self.tables.get_mut(model).and_then(|t| t.rows.get_mut(&id)) {
+                    rec.insert("complete_name".into(), complete.into());
+                }
+            }
+            "product.product" if !self.version.has_is_storable() => {
+                // 17: `type` is computed from `detailed_type`.
+                let dt = self.value(model, id, "detailed_type").clone();
+                if let Some(rec) = self.tables.get_mut(model).and_then(|t| t.rows.get_mut(&id)) {
+                    rec.insert("type".into(), dt);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// `display_name` of a record (each model's `_compute_display_name` / `_rec_name`).
+    pub fn display_name(&self, model: &str, id: i64) -> String {
+        match model {
+            "product.product" => {
+                let name = self.str(model, id, "name");
+                match self.value(model, id, "default_code").as_str() {
+                    Some(code) if !code.is_empty() => format!("[{code}] {name}"),
+                    _ => name,
+                }
+            }
+            "stock.location" => self.str(model, id, "complete_name"),
+            "stock.quant" => {
+                let mut parts = vec![self
+                    .m2o(model, id, "location_id")
+                    .map(|l| self.display_name("stock.location", l))
+                    .unwrap_or_default()];
+                if let Some(lot) = self.m2o(model, id, "lot_id") {
+                    parts.push(self.str("stock.lot", lot, "name"));
+                }
+                parts.join(" - ")
+            }
+            "stock.move" => {
+                // '%s%s%s>%s' % (origin/, code: , location name, dest name)
+                let code = self
+                    .m2o(model, id, "product_id")
+                    .map(|p| self.str("product.product", p, "default_code"))
+                    .filter(|c| !c.is_empty())
+                    .map(|c| format!("{c}: "))
+                    .unwrap_or_default();
+                let loc = |f: &str| {
+                    self.m2o(model, id, f).map(|l| self.str("stock.location", l, "name")).unwrap_or_default()
+                };
+                format!("{code}{}>{}", loc("location_id"), loc("location_dest_id"))
+            }
+            "ir.model.data" => self.str(model, id, "complete_name"),
+            _ => match self.value(model, id, "name").as_str() {
+                Some(n) => n.to_owned(),
+                None => format!("{model},{id}"),
+            },
+        }
+    }
+
+    /// One field in `read` form: many2one `[id, "name"]`, empty `false`, floats as floats.
+    pub fn read_value(&self, model: &str, id: i64, field: &FieldDef) -> Value {
+        if field.name == "display_name" {
+            return self.display_name(model, id).into();
+        }
+        let v = self.value(model, id, field.name);
+        match field.ty {
+            FieldType::Many2one(comodel) => match as_id(v) {
+                Some(rid) if self.exists(comodel, rid) => {
+                    Value::Array(vec![rid.into(), self.display_name(comodel, rid).into()])
+                }
+                _ => Value::Bool(false),
+            },
+            FieldType::Float => float(as_f64(v)),
+            FieldType::Boolean => Value::Bool(truthy(v)),
+            FieldType::Integer => match v {
+                Value::Number(_) => v.clone(),
+                _ => Value::from(0),
+            },
+            _ => match v {
+                Value::Null => Value::Bool(false),
+                other => other.clone(),
+            },
+        }
+    }
+
+    /// Convert a client value for `field` to its stored form (`convert_to_cache`), with
+    /// Odoo's errors for values of the wrong kind.
+    pub fn coerce(&self, model: &str, field: &FieldDef, value: &Value) -> Result<Value, OdooError> {
+        let bad = || {
+            OdooError::value_error(format!(
+                "Wrong value for {model}.{}: {}",
+                field.name,
+                py_repr(value)
+            ))
+        };
+        Ok(match field.ty {
+            FieldType::Integer => match value {
+                Value::Null | Value::Bool(false) => Value::from(0),
+                Value::Number(n) => Value::from(n.as_f64().map(|f| f as i64).ok_or_else(bad)?),
+                _ => return Err(bad()),
+            },
+            FieldType::Float => match value {
+                Value::Null | Value::Bool(false) => float(0.0),
+                Value::Number(n) => float(n.as_f64().ok_or_else(bad)?),
+                Value::String(s) => float(s.trim().parse::<f64>().map_err(|_| bad())?),
+                _ => return Err(bad()),
+            },
+            FieldType::Boolean => Value::Bool(truthy(value)),
+            FieldType::Char | FieldType::Datetime => match value {
+                Value::Null | Value::Bool(false) => Value::Null,
+                Value::String(s) => Value::String(s.clone()),
+                Value::Number(n) => Value::String(n.to_string()),
+                _ => return Err(bad()),
+            },
+            FieldType::Selection(options) => match value {
+                Value::Null | Value::Bool(false) => Value::Null,
+                Value::String(s) if options.contains(&s.as_str()) => Value::String(s.clone()),
+                _ => return Err(bad()),
+            },
+            FieldType::Many2one(_) => match value {
+                Value::Null | Value::Bool(false) => Value::Null,
+                Value::Number(n) => match n.as_i64() {
+                    Some(0) => Value::Null,
+                    Some(i) => Value::from(i),
+                    None => return Err(bad()),
+                },
+                // `[id, name]` pairs as returned by read are accepted by write.
+                Value::Array(a) if a.first().and_then(Value::as_i64).is_some() => {
+                    Value::from(a[0].as_i64().unwrap_or_default())
+                }
+                _ => return Err(bad()),
+            },
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn location_complete_name_follows_the_parent_unless_the_location_is_a_view() {
+        let mut db = Db::empty(OdooVersion::V17);
+        let mut wh = Record::new();
+        wh.insert("name".into(), "WH".into());
+        wh.insert("usage".into(), "view".into());
+        let wh = db.insert("stock.location", wh).unwrap_or_default();
+        let mut stock = Record::new();
+        stock.insert("name".into(), "Stock".into());
+        stock.insert("location_id".into(), wh.into());
+        let stock = db.insert("stock.location", stock).unwrap_or_default();
+        assert_eq!(db.str("stock.location", wh, "complete_name"), "WH");
+        assert_eq!(db.str("stock.location", stock, "complete_name"), "WH/Stock");
+        assert_eq!(db.display_name("stock.location", stock), "WH/Stock");
+    }
+
+    #[test]
+    fn many2one_reads_as_id_and_display_name() {
+        let mut db = Db::empty(OdooVersion::V18);
+        let mut p = Record::new();
+        p.insert("name".into(), "Widget".into());
+        p.insert("default_code".into(), "W1".into());
+        let pid = db.insert("product.product", p).unwrap_or_default();
+        let mut lot = Record::new();
+        lot.insert("name".into(), "L1".into());
+        lot.insert("product_id".into(), pid.into());
+        let lot = db.insert("stock.lot", lot).unwrap_or_default();
+        let field = db.schema().model("stock.lot").and_then(|m| m.field("product_id")).cloned();
+        let field = field.unwrap_or_else(|| f("x", "x", Integer));
+        assert_eq!(db.read_value("stock.lot", lot, &field), serde_json::json!([pid, "[W1] Widget"]));
+    }
+
+    #[test]
+    fn python_repr_matches_python_for_error_messages() {
+        assert_eq!(py_repr(&serde_json::json!(["a", 1, false])), "['a', 1, False]");
+    }
+}

@@ -1,0 +1,186 @@
+//! The simulator instance shared by all connections: configuration, the database behind a
+//! mutex (calls are serialised, each one a transaction on a copy), fault settings, call
+//! statistics and the per-IP login failure book of the cooldown.
+//!
+//! Mirrors the transaction boundary of `odoo/service/model.py` `execute` (one cursor per call,
+//! committed only when the call returns) and `res.users._assert_can_auth` (cooldown after
+//! `base.login_cooldown_after` = 5 failures for `base.login_cooldown_duration` = 60 s).
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use serde_json::{Map, Value};
+
+use crate::db::Db;
+use crate::faults::{FaultAction, Faults};
+use crate::models;
+use crate::rpc::errors::OdooError;
+use crate::version::OdooVersion;
+
+/// Failures from one IP before the cooldown starts.
+pub const LOGIN_COOLDOWN_AFTER: u32 = 5;
+/// Cooldown length after the last failure.
+pub const LOGIN_COOLDOWN: Duration = Duration::from_secs(60);
+
+/// Command-line configuration of the simulated instance.
+#[derive(Debug, Clone)]
+pub struct SimConfig {
+    /// Version impersonated.
+    pub version: OdooVersion,
+    /// The only database name that exists.
+    pub db_name: String,
+    /// Login of uid 2.
+    pub login: String,
+    /// API key of uid 2.
+    pub api_key: String,
+    /// Display name of uid 2 (appears in inventory move names).
+    pub user_name: String,
+}
+
+/// Per-method call counts.
+#[derive(Debug, Clone, Default)]
+pub struct Stats {
+    /// `"model.method"` → number of object calls received.
+    pub calls: BTreeMap<String, u64>,
+    /// Every well-formed `/jsonrpc` request.
+    pub rpc_total: u64,
+}
+
+/// Setup errors of the simulator.
+#[derive(Debug, thiserror::Error)]
+pub enum SimError {
+    /// The base data could not be created (a bug in the seed data).
+    #[error("cannot create the base data of the simulated database: {0}")]
+    Seed(OdooError),
+}
+
+/// One simulated Odoo instance.
+#[derive(Debug)]
+pub struct Sim {
+    /// Configuration.
+    pub config: SimConfig,
+    db: Mutex<Db>,
+    faults: Mutex<Faults>,
+    stats: Mutex<Stats>,
+    login_failures: Mutex<HashMap<IpAddr, (u32, Instant)>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding the lock leaves consistent data (every mutation replaces whole
+    // values), so a poisoned lock is still usable.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Sim {
+    /// A fresh instance with the base data (users, standard locations).
+    pub fn new(config: SimConfig) -> Result<Self, SimError> {
+        let db = models::base_db(config.version, &config.login, &config.user_name).map_err(SimError::Seed)?;
+        Ok(Self {
+            config,
+            db: Mutex::new(db),
+            faults: Mutex::new(Faults::default()),
+            stats: Mutex::new(Stats::default()),
+            login_failures: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Run `f` as one transaction: on a copy, committed only on `Ok`.
+    pub fn transaction<T>(&self, f: impl FnOnce(&mut Db) -> Result<T, OdooError>) -> Result<T, OdooError> {
+        let mut guard = lock(&self.db);
+        let mut work = guard.clone();
+        let out = f(&mut work)?;
+        *guard = work;
+        Ok(out)
+    }
+
+    /// Read-only access.
+    pub fn read<T>(&self, f: impl FnOnce(&Db) -> T) -> T {
+        f(&lock(&self.db))
+    }
+
+    /// Current fault settings.
+    pub fn faults(&self) -> Faults {
+        *lock(&self.faults)
+    }
+
+    /// Change fault settings.
+    pub fn update_faults(&self, u: crate::faults::FaultsUpdate) -> Faults {
+        let mut f = lock(&self.faults);
+        f.update(u);
+        *f
+    }
+
+    /// Consume the fault of one object call; returns it with the latency to apply.
+    pub fn take_fault(&self) -> (FaultAction, Duration) {
+        let mut f = lock(&self.faults);
+        (f.take(), Duration::from_millis(f.latency_ms))
+    }
+
+    /// Count one well-formed `/jsonrpc` request.
+    pub fn count_rpc(&self) {
+        lock(&self.stats).rpc_total += 1;
+    }
+
+    /// Count one object call of `model.method`.
+    pub fn count_call(&self, model: &str, method: &str) {
+        *lock(&self.stats).calls.entry(format!("{model}.{method}")).or_insert(0) += 1;
+    }
+
+    /// Snapshot of the statistics.
+    pub fn stats(&self) -> Stats {
+        lock(&self.stats).clone()
+    }
+
+    /// `_assert_can_auth` around a credential check from `ip`.
+    pub fn guarded_auth(&self, ip: IpAddr, check: impl FnOnce() -> Result<i64, OdooError>) -> Result<i64, OdooError> {
+        {
+            let book = lock(&self.login_failures);
+            if let Some((failures, last)) = book.get(&ip) {
+                if *failures >= LOGIN_COOLDOWN_AFTER && last.elapsed() < LOGIN_COOLDOWN {
+                    tracing::warn!(%ip, failures, "login cooldown: refusing authentication");
+                    return Err(OdooError::login_cooldown());
+                }
+            }
+        }
+        match check() {
+            Ok(uid) => {
+                lock(&self.login_failures).remove(&ip);
+                Ok(uid)
+            }
+            Err(e) => {
+                let mut book = lock(&self.login_failures);
+                let entry = book.entry(ip).or_insert((0, Instant::now()));
+                entry.0 += 1;
+                entry.1 = Instant::now();
+                Err(e)
+            }
+        }
+    }
+
+    /// `common.authenticate` / `login`: uid, or `None` for bad credentials (also during the
+    /// cooldown).
+    pub fn authenticate(&self, ip: IpAddr, login: &str, key: &str) -> Option<i64> {
+        let res = self.guarded_auth(ip, || {
+            let uid = self.read(|db| models::users::uid_for_login(db, login)).ok_or_else(OdooError::access_denied)?;
+            self.read(|db| models::users::check(db, uid, key, &self.config.api_key))?;
+            Ok(uid)
+        });
+        res.ok()
+    }
+
+    /// `security.check(db, uid, key)` of every object call.
+    pub fn check_key(&self, ip: IpAddr, uid: i64, key: &str) -> Result<(), OdooError> {
+        self.guarded_auth(ip, || {
+            self.read(|db| models::users::check(db, uid, key, &self.config.api_key))?;
+            Ok(uid)
+        })
+        .map(|_| ())
+    }
+
+    /// `execute_kw` body: one transaction.
+    pub fn execute_kw(&self, uid: i64, model: &str, method: &str, args: Vec<Value>, kwargs: Map<String, Value>) -> Result<Option<Value>, OdooError> {
+        self.transaction(|db| models::call_kw(db, uid, model, method, args, kwargs)).map_err(OdooError::into_client_error)
+    }
+}
