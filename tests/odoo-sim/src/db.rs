@@ -253,9 +253,10 @@ pub fn now_string() -> String {
     time::OffsetDateTime::now_utc().format(&fmt).unwrap_or_else(|_| "1970-01-01 00:00:00".into())
 }
 
-/// A float as a JSON number (`0.0` for NaN/infinite, which Odoo would never store).
+/// A float as a JSON number (`0.0` for NaN/infinite, which Odoo would never store; `-0.0` is
+/// stored as `0.0` like a PostgreSQL numeric).
 pub fn float(v: f64) -> Value {
-    Number::from_f64(v).map(Value::Number).unwrap_or_else(|| Value::from(0))
+    Number::from_f64(v + 0.0).map(Value::Number).unwrap_or_else(|| Value::from(0))
 }
 
 /// The stored float of a value (`null`/`false` read as 0.0, as Odoo's Float field does).

@@ -163,15 +163,17 @@ async fn serve_connection(stream: TcpStream, peer: SocketAddr, app: Router, shut
 }
 
 /// Accept connections until `shutdown` is cancelled.
+/// Returns once every connection has finished (at most [`DRAIN`] after the cancel).
 pub async fn serve(listener: TcpListener, sim: Arc<Sim>, shutdown: CancellationToken) {
     let app = router(sim);
+    let tracker = tokio_util::task::TaskTracker::new();
     loop {
         tokio::select! {
             () = shutdown.cancelled() => break,
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     let _ = stream.set_nodelay(true);
-                    tokio::spawn(serve_connection(stream, peer, app.clone(), shutdown.clone()));
+                    tracker.spawn(serve_connection(stream, peer, app.clone(), shutdown.clone()));
                 }
                 Err(e) => {
                     // EMFILE and friends: back off briefly instead of spinning.
@@ -180,5 +182,9 @@ pub async fn serve(listener: TcpListener, sim: Arc<Sim>, shutdown: CancellationT
                 }
             },
         }
+    }
+    tracker.close();
+    if tokio::time::timeout(DRAIN + Duration::from_secs(1), tracker.wait()).await.is_err() {
+        tracing::warn!("some connections did not finish before the shutdown deadline");
     }
 }
