@@ -1,1 +1,31 @@
+//! Scanbridge end-to-end harness: the real binaries (mosquitto, the Odoo simulator, the relay and
+//! the agent) as separate processes, driven the way a site and central IT would drive them.
+//!
+//! Code map:
+//! - [`process`]: child processes (killed on drop, logs to files), state directories, waiting.
+//! - [`bins`]: where the workspace binaries are (`cargo build --workspace --bins` puts them).
+//! - [`mosquitto`], [`odoo_sim`], [`relay`], [`agent`]: one module per process we drive.
+//! - [`publisher`]: the scanner side (QoS 1 publisher), the agent's broker session, a no-op
+//!   subscriber baseline.
+//! - [`stack`]: the whole chain brought up in order; seeded catalogs; count-stream plans.
+//! - [`checks`]: the exactly-once, in-order verdict on the simulator's state.
+//! - [`ean`], [`scans`]: valid (and deliberately invalid) EAN-13 codes; canonical scan payloads.
+//! - [`probe_relay`]: an mTLS endpoint that acks batches, for the bench's ingest figure.
+//!
+//! Used by the tests in `tests/`, the `scanbridge-demo` and the `scanbridge-bench` programs.
 
+pub mod agent;
+pub mod bins;
+pub mod checks;
+pub mod ean;
+pub mod error;
+pub mod mosquitto;
+pub mod odoo_sim;
+pub mod probe_relay;
+pub mod process;
+pub mod publisher;
+pub mod relay;
+pub mod scans;
+pub mod stack;
+
+pub use error::{HarnessError, Result};

@@ -1,0 +1,298 @@
+//! The whole chain wired together as separate processes, in the order a site brings it up:
+//! mosquitto (with the shipped fragment), the Odoo simulator, a site CA and the site's bundle
+//! (made with the relay's CLI), the relay, the agent's persistent broker session, and the agent.
+//! Tests, the demo and the bench all start their world through [`Stack::start`].
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use crate::agent::{Agent, AgentOptions, Station};
+use crate::checks::{Expected, Pair};
+use crate::ean;
+use crate::error::{HarnessError, Result};
+use crate::mosquitto::Mosquitto;
+use crate::odoo_sim::{OdooSim, SeedLocation, SeedProduct, SeedRequest, SimOptions, SimState};
+use crate::process::StateDir;
+use crate::publisher::preregister_session;
+use crate::relay::{ca_init, ca_issue, CaDir, Relay, RelayOptions, SiteBundle};
+
+/// How to build the stack.
+#[derive(Debug, Clone)]
+pub struct StackOptions {
+    pub site: String,
+    pub sim: SimOptions,
+    pub max_chunk: Option<u32>,
+    pub stations: Vec<Station>,
+    /// `RUST_LOG` for relay and agent.
+    pub rust_log: String,
+    /// Whether to create the agent's persistent session on the broker before the agent starts,
+    /// so nothing published before its first connection is lost.
+    pub preregister_agent_session: bool,
+}
+
+impl Default for StackOptions {
+    fn default() -> Self {
+        StackOptions {
+            site: "WH01".into(),
+            sim: SimOptions::default(),
+            max_chunk: Some(200),
+            stations: Vec::new(),
+            rust_log: "info".into(),
+            preregister_agent_session: true,
+        }
+    }
+}
+
+/// Every process of the chain, killed on drop (children first, the state directory last).
+pub struct Stack {
+    pub agent: Agent,
+    pub relay: Relay,
+    pub sim: OdooSim,
+    pub mosquitto: Mosquitto,
+    pub ca: CaDir,
+    pub bundle: SiteBundle,
+    pub agent_options: AgentOptions,
+    pub site: String,
+    /// Declared last so it is dropped after every process (and kept if a test panics).
+    pub dir: StateDir,
+}
+
+impl Stack {
+    /// Brings the chain up in `dir`.
+    pub async fn start(dir: StateDir, opts: &StackOptions) -> Result<Stack> {
+        let root = dir.path().to_path_buf();
+        let mosquitto = Mosquitto::start(&root).await?;
+        let sim = OdooSim::start(&root, &opts.sim).await?;
+        let ca = ca_init(&dir.subdir("ca")?).await?;
+        let bundle = ca_issue(
+            &ca,
+            &opts.site,
+            &dir.subdir(&format!("site-{}", opts.site))?,
+        )
+        .await?;
+        let relay = Relay::start(
+            &root,
+            &ca,
+            &RelayOptions {
+                odoo_url: sim.url().to_string(),
+                odoo_api_key: sim.api_key().to_string(),
+                max_chunk: opts.max_chunk,
+                rust_log: opts.rust_log.clone(),
+            },
+        )
+        .await?;
+        let mut agent_options = AgentOptions::new(bundle.clone(), relay.url(), mosquitto.port());
+        agent_options.stations = opts.stations.clone();
+        agent_options.rust_log = opts.rust_log.clone();
+        if opts.preregister_agent_session {
+            preregister_session(
+                mosquitto.port(),
+                &agent_options.client_id,
+                &agent_options.topics,
+            )
+            .await?;
+        }
+        let agent = Agent::start(&root, &agent_options).await?;
+        Ok(Stack {
+            agent,
+            relay,
+            sim,
+            mosquitto,
+            ca,
+            bundle,
+            agent_options,
+            site: opts.site.clone(),
+            dir,
+        })
+    }
+
+    /// Fails with the log to read if any process of the chain has died.
+    pub fn ensure_all_running(&mut self) -> Result<()> {
+        self.mosquitto.process().ensure_running()?;
+        self.sim.process().ensure_running()?;
+        self.relay.process().ensure_running()?;
+        self.agent.ensure_running()
+    }
+
+    /// Polls `/__sim/state` until `done` says so, failing after `timeout` with `progress`'s account
+    /// of how far it got, or early if a process died.
+    pub async fn wait_for_state(
+        &mut self,
+        timeout: Duration,
+        what: &str,
+        done: impl Fn(&SimState) -> bool,
+        progress: impl Fn(&SimState) -> String,
+    ) -> Result<SimState> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            self.ensure_all_running()?;
+            let state = self.sim.state().await?;
+            if done(&state) {
+                return Ok(state);
+            }
+            if Instant::now() >= deadline {
+                return Err(HarnessError::Timeout {
+                    what: format!("{what} (got: {})", progress(&state)),
+                    waited: timeout,
+                    look_at: self.dir.path().to_path_buf(),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+/// Products and shelf locations seeded into the simulator, with their database ids.
+#[derive(Debug, Clone)]
+pub struct Catalog {
+    /// (barcode, product id)
+    pub products: Vec<(String, i64)>,
+    /// (barcode, location id)
+    pub locations: Vec<(String, i64)>,
+    /// A product kept out of every count stream, for the fence scan (see [`Catalog::fence`]).
+    pub fence_product: (String, i64),
+}
+
+impl Catalog {
+    /// Seeds `products` valid EAN-13 products (`family` picks the GS1 prefix `2<family>`) and
+    /// `locations` shelves `<prefix>-A01`, ... plus one fence product.
+    pub async fn seed(
+        sim: &OdooSim,
+        family: u8,
+        products: usize,
+        locations: usize,
+        location_prefix: &str,
+    ) -> Result<Catalog> {
+        let codes = ean::generate(family, 1, products + 1);
+        let req = SeedRequest {
+            products: codes
+                .iter()
+                .enumerate()
+                .map(|(i, c)| SeedProduct {
+                    barcode: c.clone(),
+                    name: if i == products {
+                        "E2E fence".to_string()
+                    } else {
+                        format!("E2E product {i:03}")
+                    },
+                })
+                .collect(),
+            locations: (1..=locations)
+                .map(|i| SeedLocation {
+                    barcode: format!("{location_prefix}-A{i:02}"),
+                    name: format!("A{i:02}"),
+                })
+                .collect(),
+        };
+        let ids = sim.seed(&req).await?;
+        let lookup = |map: &BTreeMap<String, i64>, code: &str| {
+            map.get(code)
+                .copied()
+                .ok_or_else(|| HarnessError::HttpStatus {
+                    url: format!("{}/__sim/seed", sim.url()),
+                    status: 200,
+                    body: format!("the answer has no id for barcode {code}"),
+                })
+        };
+        let mut product_ids = Vec::new();
+        for c in &codes {
+            product_ids.push((c.clone(), lookup(&ids.products, c)?));
+        }
+        let fence_product = product_ids.pop().ok_or_else(|| HarnessError::HttpStatus {
+            url: sim.url().to_string(),
+            status: 200,
+            body: "no products seeded".into(),
+        })?;
+        let mut location_ids = Vec::new();
+        for l in &req.locations {
+            location_ids.push((l.barcode.clone(), lookup(&ids.locations, &l.barcode)?));
+        }
+        Ok(Catalog {
+            products: product_ids,
+            locations: location_ids,
+            fence_product,
+        })
+    }
+
+    /// All (product index, location index) pairs.
+    pub fn pair_count(&self) -> usize {
+        self.products.len() * self.locations.len()
+    }
+
+    /// The ids of pair number `i` (product-major).
+    pub fn pair(&self, i: usize) -> ((&str, i64), (&str, i64)) {
+        let p = &self.products[i / self.locations.len()];
+        let l = &self.locations[i % self.locations.len()];
+        ((p.0.as_str(), p.1), (l.0.as_str(), l.1))
+    }
+}
+
+/// One planned scan of a count stream.
+#[derive(Debug, Clone)]
+pub struct PlannedCount {
+    pub product_code: String,
+    pub location_code: String,
+    pub pair: Pair,
+    pub qty: u64,
+}
+
+/// `n` counts over the catalog's pairs in passes of fresh random permutations, with the k-th count
+/// of a pair carrying qty = k; returns the scans in publish order and the expectation.
+pub fn plan_counts(
+    catalog: &Catalog,
+    n: usize,
+    rng: &mut impl rand::Rng,
+) -> (Vec<PlannedCount>, Expected) {
+    use rand::seq::SliceRandom;
+    let mut expected = Expected::default();
+    let mut plan = Vec::with_capacity(n);
+    let mut order: Vec<usize> = (0..catalog.pair_count()).collect();
+    while plan.len() < n {
+        order.shuffle(rng);
+        for &i in &order {
+            if plan.len() == n {
+                break;
+            }
+            let ((pcode, pid), (lcode, lid)) = catalog.pair(i);
+            let qty = expected.next_qty((pid, lid));
+            plan.push(PlannedCount {
+                product_code: pcode.to_string(),
+                location_code: lcode.to_string(),
+                pair: (pid, lid),
+                qty,
+            });
+        }
+    }
+    (plan, expected)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    fn catalog() -> Catalog {
+        Catalog {
+            products: ean::generate(1, 1, 4).into_iter().zip(1..).collect(),
+            locations: vec![("L-A01".into(), 100), ("L-A02".into(), 101)],
+            fence_product: ("2000000000008".into(), 99),
+        }
+    }
+
+    #[test]
+    fn the_kth_count_of_a_pair_carries_qty_k_and_totals_match() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let (plan, expected) = plan_counts(&catalog(), 21, &mut rng);
+        assert_eq!(plan.len(), 21);
+        assert_eq!(expected.total(), 21);
+        let mut seen: BTreeMap<Pair, u64> = BTreeMap::new();
+        for c in &plan {
+            let k = seen.entry(c.pair).or_default();
+            *k += 1;
+            assert_eq!(c.qty, *k);
+        }
+        assert_eq!(seen, expected.counts);
+        // 21 counts over 8 pairs in passes: every pair counted 2 or 3 times.
+        assert!(expected.counts.values().all(|&n| n == 2 || n == 3));
+    }
+}
