@@ -101,7 +101,9 @@ pub fn seed_db(db: &mut Db, seed: &Seed) -> Result<Value, OdooError> {
     let mut locations = Map::new();
     let stock = location::standard(db)?.stock;
     for l in &seed.locations {
-        let vals = obj(json!({"name": l.name, "barcode": l.barcode, "usage": "internal", "location_id": stock}));
+        let vals = obj(
+            json!({"name": l.name, "barcode": l.barcode, "usage": "internal", "location_id": stock}),
+        );
         let id = match location::by_barcode(db, &l.barcode) {
             Some(id) => {
                 orm::base_write(db, "stock.location", &[id], &vals, 2)?;
@@ -157,8 +159,16 @@ pub fn state(sim: &Sim) -> Value {
     let stats = sim.stats();
     let faults = sim.faults();
     sim.read(|db| {
-        let quants: Vec<Value> = db.all_ids("stock.quant").into_iter().map(|q| quant::dump(db, q)).collect();
-        let moves: Vec<Value> = db.all_ids("stock.move").into_iter().map(|m| move_::dump(db, m)).collect();
+        let quants: Vec<Value> = db
+            .all_ids("stock.quant")
+            .into_iter()
+            .map(|q| quant::dump(db, q))
+            .collect();
+        let moves: Vec<Value> = db
+            .all_ids("stock.move")
+            .into_iter()
+            .map(|m| move_::dump(db, m))
+            .collect();
         let (products, locations) = master_data(db);
         json!({
             "version": sim.config.version.major(),

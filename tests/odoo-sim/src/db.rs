@@ -77,11 +77,21 @@ impl ModelDef {
 }
 
 fn f(name: &'static str, string: &'static str, ty: FieldType) -> FieldDef {
-    FieldDef { name, string, ty, required: false }
+    FieldDef {
+        name,
+        string,
+        ty,
+        required: false,
+    }
 }
 
 fn req(name: &'static str, string: &'static str, ty: FieldType) -> FieldDef {
-    FieldDef { name, string, ty, required: true }
+    FieldDef {
+        name,
+        string,
+        ty,
+        required: true,
+    }
 }
 
 use FieldType::{Boolean, Char, Datetime, Float, Integer, Many2one, Selection};
@@ -91,10 +101,24 @@ use FieldType::{Boolean, Char, Datetime, Float, Integer, Many2one, Selection};
 const TYPES_17: &[&str] = &["consu", "service", "product"];
 const TYPES_18: &[&str] = &["consu", "service", "combo"];
 const TRACKING: &[&str] = &["serial", "lot", "none"];
-const USAGES: &[&str] =
-    &["supplier", "view", "internal", "customer", "inventory", "production", "transit"];
-const MOVE_STATES: &[&str] =
-    &["draft", "waiting", "confirmed", "partially_available", "assigned", "done", "cancel"];
+const USAGES: &[&str] = &[
+    "supplier",
+    "view",
+    "internal",
+    "customer",
+    "inventory",
+    "production",
+    "transit",
+];
+const MOVE_STATES: &[&str] = &[
+    "draft",
+    "waiting",
+    "confirmed",
+    "partially_available",
+    "assigned",
+    "done",
+    "cancel",
+];
 
 /// All models of one Odoo version.
 #[derive(Debug)]
@@ -198,7 +222,11 @@ impl Schema {
                     req("product_uom_qty", "Demand", Float),
                     f("quantity", "Quantity", Float),
                     req("location_id", "Source Location", Many2one("stock.location")),
-                    req("location_dest_id", "Destination Location", Many2one("stock.location")),
+                    req(
+                        "location_dest_id",
+                        "Destination Location",
+                        Many2one("stock.location"),
+                    ),
                     f("state", "Status", Selection(MOVE_STATES)),
                     f("is_inventory", "Inventory", Boolean),
                     f("picked", "Picked", Boolean),
@@ -222,7 +250,9 @@ impl Schema {
                 order: "module, model, name",
             },
         ];
-        Self { models: defs.into_iter().map(|m| (m.name, m)).collect() }
+        Self {
+            models: defs.into_iter().map(|m| (m.name, m)).collect(),
+        }
     }
 
     /// The model named `name`.
@@ -250,13 +280,17 @@ pub struct Db {
 /// Odoo's datetime format, UTC.
 pub fn now_string() -> String {
     let fmt = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second]");
-    time::OffsetDateTime::now_utc().format(&fmt).unwrap_or_else(|_| "1970-01-01 00:00:00".into())
+    time::OffsetDateTime::now_utc()
+        .format(&fmt)
+        .unwrap_or_else(|_| "1970-01-01 00:00:00".into())
 }
 
 /// A float as a JSON number (`0.0` for NaN/infinite, which Odoo would never store; `-0.0` is
 /// stored as `0.0` like a PostgreSQL numeric).
 pub fn float(v: f64) -> Value {
-    Number::from_f64(v + 0.0).map(Value::Number).unwrap_or_else(|| Value::from(0))
+    Number::from_f64(v + 0.0)
+        .map(Value::Number)
+        .unwrap_or_else(|| Value::from(0))
 }
 
 /// The stored float of a value (`null`/`false` read as 0.0, as Odoo's Float field does).
@@ -299,7 +333,10 @@ pub fn py_repr(v: &Value) -> String {
         Value::Array(a) => format!("[{}]", a.iter().map(py_repr).collect::<Vec<_>>().join(", ")),
         Value::Object(o) => format!(
             "{{{}}}",
-            o.iter().map(|(k, v)| format!("'{k}': {}", py_repr(v))).collect::<Vec<_>>().join(", ")
+            o.iter()
+                .map(|(k, v)| format!("'{k}': {}", py_repr(v)))
+                .collect::<Vec<_>>()
+                .join(", ")
         ),
     }
 }
@@ -308,9 +345,21 @@ impl Db {
     /// An empty database of `version` (no records; see `models::seed_base`).
     pub fn empty(version: OdooVersion) -> Self {
         let schema = Arc::new(Schema::for_version(version));
-        let tables = schema.models.keys().map(|k| (*k, Table { next_id: 1, ..Table::default() }));
+        let tables = schema.models.keys().map(|k| {
+            (
+                *k,
+                Table {
+                    next_id: 1,
+                    ..Table::default()
+                },
+            )
+        });
         let tables = tables.collect();
-        Self { version, schema, tables }
+        Self {
+            version,
+            schema,
+            tables,
+        }
     }
 
     /// The model definition, or Odoo's "Object x doesn't exist" UserError.
@@ -347,13 +396,17 @@ impl Db {
 
     /// All ids of a model, ascending.
     pub fn all_ids(&self, model: &str) -> Vec<i64> {
-        self.table(model).map(|t| t.rows.keys().copied().collect()).unwrap_or_default()
+        self.table(model)
+            .map(|t| t.rows.keys().copied().collect())
+            .unwrap_or_default()
     }
 
     /// The stored value of one field (`null` when the record or field is missing).
     pub fn value(&self, model: &str, id: i64, field: &str) -> &Value {
         static NULL: Value = Value::Null;
-        self.get(model, id).and_then(|r| r.get(field)).unwrap_or(&NULL)
+        self.get(model, id)
+            .and_then(|r| r.get(field))
+            .unwrap_or(&NULL)
     }
 
     /// Float convenience over [`Db::value`].
@@ -368,7 +421,10 @@ impl Db {
 
     /// String convenience over [`Db::value`] (`""` when unset).
     pub fn str(&self, model: &str, id: i64, field: &str) -> String {
-        self.value(model, id, field).as_str().unwrap_or_default().to_owned()
+        self.value(model, id, field)
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
     }
 
     /// Boolean convenience over [`Db::value`].
@@ -422,7 +478,10 @@ impl Db {
     /// Low-level update of stored values (no business rules).
     pub fn set(&mut self, model: &str, id: i64, values: Record) -> Result<(), OdooError> {
         let table = self.table_mut(model)?;
-        let rec = table.rows.get_mut(&id).ok_or_else(|| OdooError::missing(model, &[id], 1))?;
+        let rec = table
+            .rows
+            .get_mut(&id)
+            .ok_or_else(|| OdooError::missing(model, &[id], 1))?;
         for (k, v) in values {
             rec.insert(k, v);
         }
@@ -431,7 +490,13 @@ impl Db {
     }
 
     /// Low-level update of one field.
-    pub fn set1(&mut self, model: &str, id: i64, field: &str, value: Value) -> Result<(), OdooError> {
+    pub fn set1(
+        &mut self,
+        model: &str,
+        id: i64,
+        field: &str,
+        value: Value,
+    ) -> Result<(), OdooError> {
         let mut m = Record::new();
         m.insert(field.to_owned(), value);
         self.set(model, id, m)
@@ -453,7 +518,11 @@ impl Db {
                         }
                         _ => name,
                     };
-                    if let Some(rec) = self.tables.get_mut(model).and_then(|t| t.rows.get_mut(&loc)) {
+                    if let Some(rec) = self
+                        .tables
+                        .get_mut(model)
+                        .and_then(|t| t.rows.get_mut(&loc))
+                    {
                         rec.insert("complete_name".into(), complete.into());
                     }
                     let children: Vec<i64> = self
@@ -472,8 +541,11 @@ impl Db {
                 }
             }
             "ir.model.data" => {
-                let complete =
-                    format!("{}.{}", self.str(model, id, "module"), self.str(model, id, "name"));
+                let complete = format!(
+                    "{}.{}",
+                    self.str(model, id, "module"),
+                    self.str(model, id, "name")
+                );
                 if let Some(rec) = self.tables.get_mut(model).and_then(|t| t.rows.get_mut(&id)) {
                     rec.insert("complete_name".into(), complete.into());
                 }
@@ -519,7 +591,9 @@ impl Db {
                     .map(|c| format!("{c}: "))
                     .unwrap_or_default();
                 let loc = |f: &str| {
-                    self.m2o(model, id, f).map(|l| self.str("stock.location", l, "name")).unwrap_or_default()
+                    self.m2o(model, id, f)
+                        .map(|l| self.str("stock.location", l, "name"))
+                        .unwrap_or_default()
                 };
                 format!("{code}{}>{}", loc("location_id"), loc("location_dest_id"))
             }
@@ -639,13 +713,23 @@ mod tests {
         lot.insert("name".into(), "L1".into());
         lot.insert("product_id".into(), pid.into());
         let lot = db.insert("stock.lot", lot).unwrap_or_default();
-        let field = db.schema().model("stock.lot").and_then(|m| m.field("product_id")).cloned();
+        let field = db
+            .schema()
+            .model("stock.lot")
+            .and_then(|m| m.field("product_id"))
+            .cloned();
         let field = field.unwrap_or_else(|| f("x", "x", Integer));
-        assert_eq!(db.read_value("stock.lot", lot, &field), serde_json::json!([pid, "[W1] Widget"]));
+        assert_eq!(
+            db.read_value("stock.lot", lot, &field),
+            serde_json::json!([pid, "[W1] Widget"])
+        );
     }
 
     #[test]
     fn python_repr_matches_python_for_error_messages() {
-        assert_eq!(py_repr(&serde_json::json!(["a", 1, false])), "['a', 1, False]");
+        assert_eq!(
+            py_repr(&serde_json::json!(["a", 1, false])),
+            "['a', 1, False]"
+        );
     }
 }

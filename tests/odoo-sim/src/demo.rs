@@ -73,9 +73,15 @@ pub fn demo_seed() -> Seed {
         })
         .collect();
     let locations = (1..=12)
-        .map(|i| SeedLocation { barcode: format!("WH-STOCK-A{i:02}"), name: format!("A{i:02}") })
+        .map(|i| SeedLocation {
+            barcode: format!("WH-STOCK-A{i:02}"),
+            name: format!("A{i:02}"),
+        })
         .collect();
-    Seed { products, locations }
+    Seed {
+        products,
+        locations,
+    }
 }
 
 #[cfg(test)]

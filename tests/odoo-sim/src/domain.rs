@@ -38,12 +38,29 @@ pub enum Domain {
 }
 
 const OPERATORS: &[&str] = &[
-    "=", "!=", "<", ">", "<=", ">=", "in", "not in", "like", "not like", "ilike", "not ilike",
-    "=like", "=ilike", "child_of", "parent_of",
+    "=",
+    "!=",
+    "<",
+    ">",
+    "<=",
+    ">=",
+    "in",
+    "not in",
+    "like",
+    "not like",
+    "ilike",
+    "not ilike",
+    "=like",
+    "=ilike",
+    "child_of",
+    "parent_of",
 ];
 
 fn syntax_error(domain: &Value) -> OdooError {
-    OdooError::value_error(format!("Domain {} is syntactically not correct.", py_repr(domain)))
+    OdooError::value_error(format!(
+        "Domain {} is syntactically not correct.",
+        py_repr(domain)
+    ))
 }
 
 /// Parse a domain in its JSON list form.
@@ -63,7 +80,11 @@ pub fn parse(domain: &Value) -> Result<Domain, OdooError> {
             Value::String(s) if s == "&" || s == "|" => {
                 let a = stack.pop().ok_or_else(|| syntax_error(domain))?;
                 let b = stack.pop().ok_or_else(|| syntax_error(domain))?;
-                stack.push(if s == "&" { Domain::And(vec![a, b]) } else { Domain::Or(vec![a, b]) });
+                stack.push(if s == "&" {
+                    Domain::And(vec![a, b])
+                } else {
+                    Domain::Or(vec![a, b])
+                });
             }
             Value::Array(leaf) if leaf.len() == 3 => stack.push(parse_leaf(leaf)?),
             _ => return Err(syntax_error(domain)),
@@ -84,11 +105,14 @@ fn parse_leaf(leaf: &[Value]) -> Result<Domain, OdooError> {
         Value::Number(n) => {
             // TRUE_LEAF (1, '=', 1) and FALSE_LEAF (0, '=', 1)
             let l = n.as_i64().unwrap_or(-1);
-            return match (l, op.as_str(), leaf[2].as_i64()) {
+            match (l, op.as_str(), leaf[2].as_i64()) {
                 (1, "=", Some(1)) => Ok(Domain::True),
                 (0, "=", Some(1)) => Ok(Domain::False),
-                _ => Err(OdooError::value_error(format!("Invalid leaf {}", py_repr(&leaf.to_vec().into())))),
-            };
+                _ => Err(OdooError::value_error(format!(
+                    "Invalid leaf {}",
+                    py_repr(&leaf.to_vec().into())
+                ))),
+            }
         }
         Value::String(path) => {
             if !OPERATORS.contains(&op.as_str()) {
@@ -104,12 +128,18 @@ fn parse_leaf(leaf: &[Value]) -> Result<Domain, OdooError> {
                 value: leaf[2].clone(),
             })
         }
-        _ => Err(OdooError::value_error(format!("Invalid leaf {}", leaf_repr(leaf)))),
+        _ => Err(OdooError::value_error(format!(
+            "Invalid leaf {}",
+            leaf_repr(leaf)
+        ))),
     }
 }
 
 fn leaf_repr(leaf: &[Value]) -> String {
-    format!("({})", leaf.iter().map(py_repr).collect::<Vec<_>>().join(", "))
+    format!(
+        "({})",
+        leaf.iter().map(py_repr).collect::<Vec<_>>().join(", ")
+    )
 }
 
 impl Domain {
@@ -176,8 +206,12 @@ fn leaf_matches(db: &Db, model: &str, id: i64, path: &[String], op: &str, value:
     let mut model = model.to_owned();
     let mut id = id;
     for seg in &path[..path.len().saturating_sub(1)] {
-        let Ok(def) = db.model(&model) else { return false };
-        let Some(FieldType::Many2one(co)) = def.field(seg).map(|f| f.ty) else { return false };
+        let Ok(def) = db.model(&model) else {
+            return false;
+        };
+        let Some(FieldType::Many2one(co)) = def.field(seg).map(|f| f.ty) else {
+            return false;
+        };
         match db.m2o(&model, id, seg) {
             Some(next) => {
                 model = co.to_owned();
@@ -186,9 +220,15 @@ fn leaf_matches(db: &Db, model: &str, id: i64, path: &[String], op: &str, value:
             None => return false,
         }
     }
-    let Some(name) = path.last() else { return false };
-    let Ok(def) = db.model(&model) else { return false };
-    let Some(field) = def.field(name) else { return false };
+    let Some(name) = path.last() else {
+        return false;
+    };
+    let Ok(def) = db.model(&model) else {
+        return false;
+    };
+    let Some(field) = def.field(name) else {
+        return false;
+    };
     let stored = if name == "display_name" {
         Value::String(db.display_name(&model, id))
     } else {
@@ -260,7 +300,12 @@ fn m2o_matches(db: &Db, comodel: &str, stored: Option<i64>, op: &str, value: &Va
             let r = scalar_matches(&name, op, value, FieldType::Char);
             // A number with a comparison operator compares ids.
             if value.is_number() {
-                return scalar_matches(&stored.map(Value::from).unwrap_or(Value::Null), op, value, FieldType::Integer);
+                return scalar_matches(
+                    &stored.map(Value::from).unwrap_or(Value::Null),
+                    op,
+                    value,
+                    FieldType::Integer,
+                );
             }
             r
         }
@@ -291,7 +336,10 @@ fn is_descendant(db: &Db, model: &str, child: i64, ancestor: i64) -> bool {
 /// SQL LIKE with `%` and `_` wildcards.
 pub fn like(text: &str, pattern: &str, case_insensitive: bool) -> bool {
     let (t, p): (Vec<char>, Vec<char>) = if case_insensitive {
-        (text.to_lowercase().chars().collect(), pattern.to_lowercase().chars().collect())
+        (
+            text.to_lowercase().chars().collect(),
+            pattern.to_lowercase().chars().collect(),
+        )
     } else {
         (text.chars().collect(), pattern.chars().collect())
     };
@@ -360,7 +408,9 @@ fn scalar_matches(stored: &Value, op: &str, value: &Value, ty: FieldType) -> boo
             }
         }
         "!=" => !scalar_matches(stored, "=", value, ty),
-        "in" => as_list(value).iter().any(|v| scalar_matches(stored, "=", v, ty)),
+        "in" => as_list(value)
+            .iter()
+            .any(|v| scalar_matches(stored, "=", v, ty)),
         "not in" => !scalar_matches(stored, "in", value, ty),
         "<" | ">" | "<=" | ">=" => {
             if is_unset(stored) && !matches!(ty, FieldType::Float) {
@@ -385,7 +435,8 @@ fn scalar_matches(stored: &Value, op: &str, value: &Value, ty: FieldType) -> boo
                 // `ilike ''` matches everything set; `not ilike ''` nothing (Odoo: TRUE/FALSE).
                 return !negative;
             }
-            let hit = !is_unset(stored) && like(&text_of(stored), &format!("%{}%", text_of(value)), ci);
+            let hit =
+                !is_unset(stored) && like(&text_of(stored), &format!("%{}%", text_of(value)), ci);
             if negative {
                 !hit
             } else {
@@ -420,35 +471,60 @@ mod tests {
 
     fn ids(db: &Db, d: Value) -> Vec<i64> {
         let d = parse(&d).unwrap_or(Domain::False);
-        db.all_ids("product.product").into_iter().filter(|i| d.matches(db, "product.product", *i)).collect()
+        db.all_ids("product.product")
+            .into_iter()
+            .filter(|i| d.matches(db, "product.product", *i))
+            .collect()
     }
 
     #[test]
     fn in_and_equality_select_by_barcode() {
         let (db, a, _) = db_with_products();
-        assert_eq!(ids(&db, json!([["barcode", "in", ["4006381333931", "x"]]])), vec![a]);
-        assert_eq!(ids(&db, json!([["barcode", "=", "4006381333931"]])), vec![a]);
+        assert_eq!(
+            ids(&db, json!([["barcode", "in", ["4006381333931", "x"]]])),
+            vec![a]
+        );
+        assert_eq!(
+            ids(&db, json!([["barcode", "=", "4006381333931"]])),
+            vec![a]
+        );
     }
 
     #[test]
     fn equal_false_matches_unset_and_not_equal_matches_unset_too() {
         let (db, a, b) = db_with_products();
         assert_eq!(ids(&db, json!([["barcode", "=", false]])), vec![b]);
-        assert_eq!(ids(&db, json!([["barcode", "!=", "4006381333931"]])), vec![b]);
+        assert_eq!(
+            ids(&db, json!([["barcode", "!=", "4006381333931"]])),
+            vec![b]
+        );
         assert_eq!(ids(&db, json!([["barcode", "!=", false]])), vec![a]);
     }
 
     #[test]
     fn prefix_operators_combine_leaves() {
         let (db, a, b) = db_with_products();
-        assert_eq!(ids(&db, json!(["|", ["name", "=", "Widget"], ["name", "=", "Gadget"]])), vec![a, b]);
+        assert_eq!(
+            ids(
+                &db,
+                json!(["|", ["name", "=", "Widget"], ["name", "=", "Gadget"]])
+            ),
+            vec![a, b]
+        );
         assert_eq!(ids(&db, json!(["!", ["name", "ilike", "widg"]])), vec![b]);
-        assert_eq!(ids(&db, json!([["name", "ilike", "g"], ["id", ">", a]])), vec![b]);
+        assert_eq!(
+            ids(&db, json!([["name", "ilike", "g"], ["id", ">", a]])),
+            vec![b]
+        );
     }
 
     #[test]
     fn like_patterns_follow_sql_wildcards() {
-        assert!(like("scanbridge:WH01:1-5 (Administrator)", "scanbridge:WH01:1-5 (%", false));
+        assert!(like(
+            "scanbridge:WH01:1-5 (Administrator)",
+            "scanbridge:WH01:1-5 (%",
+            false
+        ));
         assert!(!like("scanbridge:WH01:1-50", "scanbridge:WH01:1-5", false));
         assert!(like("ABC", "a_c", true));
     }

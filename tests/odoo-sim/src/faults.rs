@@ -110,7 +110,11 @@ mod tests {
     #[test]
     fn each_counter_is_consumed_one_call_at_a_time_in_priority_order() {
         let mut f = Faults::default();
-        f.update(FaultsUpdate { http_500_next: Some(1), drop_after_commit_next: Some(2), ..Default::default() });
+        f.update(FaultsUpdate {
+            http_500_next: Some(1),
+            drop_after_commit_next: Some(2),
+            ..Default::default()
+        });
         assert_eq!(f.take(), FaultAction::Http500);
         assert_eq!(f.take(), FaultAction::DropAfterCommit);
         assert_eq!(f.take(), FaultAction::DropAfterCommit);
@@ -119,8 +123,14 @@ mod tests {
 
     #[test]
     fn a_partial_update_keeps_the_other_settings() {
-        let mut f = Faults { latency_ms: 50, ..Default::default() };
-        f.update(FaultsUpdate { serialization_failure_next: Some(3), ..Default::default() });
+        let mut f = Faults {
+            latency_ms: 50,
+            ..Default::default()
+        };
+        f.update(FaultsUpdate {
+            serialization_failure_next: Some(3),
+            ..Default::default()
+        });
         assert_eq!(f.latency_ms, 50);
         assert_eq!(f.serialization_failure_next, 3);
     }

@@ -54,7 +54,8 @@ async fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .init();
     if cli.api_key.trim().is_empty() {
@@ -83,10 +84,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         let ids = sim.transaction(|db| control::seed_db(db, &seed))?;
         eprintln!("demo data seeded (product barcode -> name, location barcode):");
         for p in &seed.products {
-            eprintln!("  product  {}  {}  id={}", p.barcode, p.name, ids["products"][&p.barcode]);
+            eprintln!(
+                "  product  {}  {}  id={}",
+                p.barcode, p.name, ids["products"][&p.barcode]
+            );
         }
         for l in &seed.locations {
-            eprintln!("  location {}  {}  id={}", l.barcode, l.name, ids["locations"][&l.barcode]);
+            eprintln!(
+                "  location {}  {}  id={}",
+                l.barcode, l.name, ids["locations"][&l.barcode]
+            );
         }
     }
     let sim = Arc::new(sim);

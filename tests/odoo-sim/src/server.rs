@@ -40,7 +40,12 @@ pub struct ConnControl {
 const DRAIN: Duration = Duration::from_secs(5);
 
 fn text(status: StatusCode, body: &'static str) -> Response {
-    (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response()
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        body,
+    )
+        .into_response()
 }
 
 fn html(status: StatusCode, title: &str, body: &str) -> Response {
@@ -48,11 +53,21 @@ fn html(status: StatusCode, title: &str, body: &str) -> Response {
         "<!doctype html>\n<html lang=en>\n<title>{} {title}</title>\n<h1>{title}</h1>\n<p>{body}</p>\n",
         status.as_u16()
     );
-    (status, [(header::CONTENT_TYPE, "text/html; charset=utf-8")], page).into_response()
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        page,
+    )
+        .into_response()
 }
 
 fn json_response(v: &serde_json::Value) -> Response {
-    (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], v.to_string()).into_response()
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json")],
+        v.to_string(),
+    )
+        .into_response()
 }
 
 async fn jsonrpc(
@@ -64,7 +79,13 @@ async fn jsonrpc(
     let mime = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .map(|v| v.split(';').next().unwrap_or_default().trim().to_ascii_lowercase())
+        .map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .to_ascii_lowercase()
+        })
         .unwrap_or_default();
     if mime != "application/json" && mime != "application/json-rpc" {
         return html(
@@ -75,8 +96,12 @@ async fn jsonrpc(
     }
     let req = match envelope::parse(&body) {
         Ok(r) => r,
-        Err(envelope::EnvelopeError::InvalidJson) => return text(StatusCode::BAD_REQUEST, "Invalid JSON data"),
-        Err(envelope::EnvelopeError::InvalidJsonRpc) => return text(StatusCode::BAD_REQUEST, "Invalid JSON-RPC data"),
+        Err(envelope::EnvelopeError::InvalidJson) => {
+            return text(StatusCode::BAD_REQUEST, "Invalid JSON data")
+        }
+        Err(envelope::EnvelopeError::InvalidJsonRpc) => {
+            return text(StatusCode::BAD_REQUEST, "Invalid JSON-RPC data")
+        }
     };
     match service::handle(&sim, conn.peer.ip(), req).await {
         Outcome::Reply(v) => json_response(&v),
@@ -97,7 +122,12 @@ fn control_reply(r: Result<serde_json::Value, control::ControlError>) -> Respons
         Ok(v) => json_response(&v),
         Err(e) => {
             let body = serde_json::json!({"error": e.to_string()});
-            (StatusCode::BAD_REQUEST, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
+            (
+                StatusCode::BAD_REQUEST,
+                [(header::CONTENT_TYPE, "application/json")],
+                body.to_string(),
+            )
+                .into_response()
         }
     }
 }
@@ -133,15 +163,30 @@ pub fn router(sim: Arc<Sim>) -> Router {
         .with_state(sim)
 }
 
-async fn serve_connection(stream: TcpStream, peer: SocketAddr, app: Router, shutdown: CancellationToken) {
+async fn serve_connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    app: Router,
+    shutdown: CancellationToken,
+) {
     let kill = CancellationToken::new();
-    let ctl = ConnControl { kill: kill.clone(), peer };
+    let ctl = ConnControl {
+        kill: kill.clone(),
+        peer,
+    };
     let svc = hyper::service::service_fn(move |mut req: Request<hyper::body::Incoming>| {
         req.extensions_mut().insert(ctl.clone());
         let app = app.clone();
-        async move { Ok::<_, Infallible>(app.oneshot(req.map(Body::new)).await.unwrap_or_else(|e| match e {})) }
+        async move {
+            Ok::<_, Infallible>(
+                app.oneshot(req.map(Body::new))
+                    .await
+                    .unwrap_or_else(|e| match e {}),
+            )
+        }
     });
-    let conn = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc);
+    let conn =
+        hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc);
     tokio::pin!(conn);
     tokio::select! {
         res = conn.as_mut() => {
@@ -184,7 +229,10 @@ pub async fn serve(listener: TcpListener, sim: Arc<Sim>, shutdown: CancellationT
         }
     }
     tracker.close();
-    if tokio::time::timeout(DRAIN + Duration::from_secs(1), tracker.wait()).await.is_err() {
+    if tokio::time::timeout(DRAIN + Duration::from_secs(1), tracker.wait())
+        .await
+        .is_err()
+    {
         tracing::warn!("some connections did not finish before the shutdown deadline");
     }
 }

@@ -76,7 +76,8 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl Sim {
     /// A fresh instance with the base data (users, standard locations).
     pub fn new(config: SimConfig) -> Result<Self, SimError> {
-        let db = models::base_db(config.version, &config.login, &config.user_name).map_err(SimError::Seed)?;
+        let db = models::base_db(config.version, &config.login, &config.user_name)
+            .map_err(SimError::Seed)?;
         Ok(Self {
             config,
             db: Mutex::new(db),
@@ -87,7 +88,10 @@ impl Sim {
     }
 
     /// Run `f` as one transaction: on a copy, committed only on `Ok`.
-    pub fn transaction<T>(&self, f: impl FnOnce(&mut Db) -> Result<T, OdooError>) -> Result<T, OdooError> {
+    pub fn transaction<T>(
+        &self,
+        f: impl FnOnce(&mut Db) -> Result<T, OdooError>,
+    ) -> Result<T, OdooError> {
         let mut guard = lock(&self.db);
         let mut work = guard.clone();
         let out = f(&mut work)?;
@@ -125,7 +129,10 @@ impl Sim {
 
     /// Count one object call of `model.method`.
     pub fn count_call(&self, model: &str, method: &str) {
-        *lock(&self.stats).calls.entry(format!("{model}.{method}")).or_insert(0) += 1;
+        *lock(&self.stats)
+            .calls
+            .entry(format!("{model}.{method}"))
+            .or_insert(0) += 1;
     }
 
     /// Snapshot of the statistics.
@@ -134,7 +141,11 @@ impl Sim {
     }
 
     /// `_assert_can_auth` around a credential check from `ip`.
-    pub fn guarded_auth(&self, ip: IpAddr, check: impl FnOnce() -> Result<i64, OdooError>) -> Result<i64, OdooError> {
+    pub fn guarded_auth(
+        &self,
+        ip: IpAddr,
+        check: impl FnOnce() -> Result<i64, OdooError>,
+    ) -> Result<i64, OdooError> {
         {
             let book = lock(&self.login_failures);
             if let Some((failures, last)) = book.get(&ip) {
@@ -163,7 +174,9 @@ impl Sim {
     /// cooldown).
     pub fn authenticate(&self, ip: IpAddr, login: &str, key: &str) -> Option<i64> {
         let res = self.guarded_auth(ip, || {
-            let uid = self.read(|db| models::users::uid_for_login(db, login)).ok_or_else(OdooError::access_denied)?;
+            let uid = self
+                .read(|db| models::users::uid_for_login(db, login))
+                .ok_or_else(OdooError::access_denied)?;
             self.read(|db| models::users::check(db, uid, key, &self.config.api_key))?;
             Ok(uid)
         });
@@ -180,7 +193,15 @@ impl Sim {
     }
 
     /// `execute_kw` body: one transaction.
-    pub fn execute_kw(&self, uid: i64, model: &str, method: &str, args: Vec<Value>, kwargs: Map<String, Value>) -> Result<Option<Value>, OdooError> {
-        self.transaction(|db| models::call_kw(db, uid, model, method, args, kwargs)).map_err(OdooError::into_client_error)
+    pub fn execute_kw(
+        &self,
+        uid: i64,
+        model: &str,
+        method: &str,
+        args: Vec<Value>,
+        kwargs: Map<String, Value>,
+    ) -> Result<Option<Value>, OdooError> {
+        self.transaction(|db| models::call_kw(db, uid, model, method, args, kwargs))
+            .map_err(OdooError::into_client_error)
     }
 }

@@ -39,12 +39,23 @@ pub fn lookup(db: &Db, module: &str, name: &str) -> Option<XmlId> {
         .map(|i| {
             let model = db.str(M, i, "model");
             let res_id = db.value(M, i, "res_id").as_i64().unwrap_or_default();
-            XmlId { id: i, record_exists: db.exists(&model, res_id), model, res_id }
+            XmlId {
+                id: i,
+                record_exists: db.exists(&model, res_id),
+                model,
+                res_id,
+            }
         })
 }
 
 /// `_update_xmlids` for one xid: create it, or repoint it at `model`/`res_id`.
-pub fn register(db: &mut Db, module: &str, name: &str, model: &str, res_id: i64) -> Result<i64, OdooError> {
+pub fn register(
+    db: &mut Db,
+    module: &str,
+    name: &str,
+    model: &str,
+    res_id: i64,
+) -> Result<i64, OdooError> {
     if let Some(x) = lookup(db, module, name) {
         let mut vals = Map::new();
         vals.insert("model".into(), model.into());
@@ -53,7 +64,9 @@ pub fn register(db: &mut Db, module: &str, name: &str, model: &str, res_id: i64)
         return Ok(x.id);
     }
     let vals = json!({"module": module, "name": name, "model": model, "res_id": res_id, "noupdate": false});
-    let Value::Object(vals) = vals else { return Err(OdooError::value_error("bad xmlid values")) };
+    let Value::Object(vals) = vals else {
+        return Err(OdooError::value_error("bad xmlid values"));
+    };
     db.insert(M, vals)
 }
 

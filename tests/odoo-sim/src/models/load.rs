@@ -78,7 +78,11 @@ struct ConvError {
 }
 
 fn conv_err(message: String) -> ConvError {
-    ConvError { warning: false, message, extra: Map::new() }
+    ConvError {
+        warning: false,
+        message,
+        extra: Map::new(),
+    }
 }
 
 fn moreinfo(comodel: &str) -> Map<String, Value> {
@@ -102,7 +106,10 @@ fn moreinfo(comodel: &str) -> Map<String, Value> {
 fn not_found(kind: &str, value: &Value, comodel: &str) -> ConvError {
     ConvError {
         warning: false,
-        message: format!("No matching record found for {kind} '{}' in field '%(field)s'", py_str(value)),
+        message: format!(
+            "No matching record found for {kind} '{}' in field '%(field)s'",
+            py_str(value)
+        ),
         extra: moreinfo(comodel),
     }
 }
@@ -125,11 +132,15 @@ fn convert_cell(
                 let id = match value {
                     Value::Number(n) => n.as_i64(),
                     Value::String(s) => Some(s.trim().parse::<i64>().map_err(|_| {
-                        conv_err(format!("Invalid database id '{}' for the field '%(field)s'", py_str(value)))
+                        conv_err(format!(
+                            "Invalid database id '{}' for the field '%(field)s'",
+                            py_str(value)
+                        ))
                     })?),
                     _ => None,
                 };
-                id.filter(|i| db.exists(co, *i)).ok_or_else(|| not_found("database id", value, co))?
+                id.filter(|i| db.exists(co, *i))
+                    .ok_or_else(|| not_found("database id", value, co))?
             }
             Some("id") => {
                 let xid = py_str(value);
@@ -165,15 +176,29 @@ fn convert_cell(
     let v = match field.ty {
         FieldType::Float => match value {
             Value::Number(_) => value.clone(),
-            _ => py_str(value).trim().parse::<f64>().map(Value::from).map_err(|_| {
-                conv_err(format!("'{}' does not seem to be a number for field '%(field)s'", py_str(value)))
-            })?,
+            _ => py_str(value)
+                .trim()
+                .parse::<f64>()
+                .map(Value::from)
+                .map_err(|_| {
+                    conv_err(format!(
+                        "'{}' does not seem to be a number for field '%(field)s'",
+                        py_str(value)
+                    ))
+                })?,
         },
         FieldType::Integer => match value {
             Value::Number(n) if n.is_i64() => value.clone(),
-            _ => py_str(value).trim().parse::<i64>().map(Value::from).map_err(|_| {
-                conv_err(format!("'{}' does not seem to be an integer for field '%(field)s'", py_str(value)))
-            })?,
+            _ => py_str(value)
+                .trim()
+                .parse::<i64>()
+                .map(Value::from)
+                .map_err(|_| {
+                    conv_err(format!(
+                        "'{}' does not seem to be an integer for field '%(field)s'",
+                        py_str(value)
+                    ))
+                })?,
         },
         FieldType::Boolean => match value {
             Value::Bool(_) | Value::Number(_) => Value::Bool(truthy(value)),
@@ -186,7 +211,10 @@ fn convert_cell(
                 } else {
                     warnings.push(ConvError {
                         warning: true,
-                        message: format!("Unknown value '{}' for boolean field '%(field)s', assuming 'yes'", py_str(value)),
+                        message: format!(
+                            "Unknown value '{}' for boolean field '%(field)s', assuming 'yes'",
+                            py_str(value)
+                        ),
                         extra: Map::new(),
                     });
                     Value::Bool(true)
@@ -196,7 +224,15 @@ fn convert_cell(
         FieldType::Selection(opts) => {
             let s = py_str(value);
             let found = opts.iter().find(|o| o.eq_ignore_ascii_case(&s));
-            Value::String(found.ok_or_else(|| conv_err(format!("Value '{s}' not found in selection field '%(field)s'")))?.to_string())
+            Value::String(
+                found
+                    .ok_or_else(|| {
+                        conv_err(format!(
+                            "Value '{s}' not found in selection field '%(field)s'"
+                        ))
+                    })?
+                    .to_string(),
+            )
         }
         FieldType::Char | FieldType::Datetime => Value::String(py_str(value)),
         FieldType::Many2one(_) => Value::Bool(false),
@@ -206,9 +242,15 @@ fn convert_cell(
 
 fn message_for(err: ConvError, index: usize, field: &crate::db::FieldDef) -> Value {
     let mut m = info(index);
-    m.insert("type".into(), if err.warning { "warning" } else { "error" }.into());
+    m.insert(
+        "type".into(),
+        if err.warning { "warning" } else { "error" }.into(),
+    );
     m.insert("field".into(), field.name.into());
-    m.insert("message".into(), err.message.replace("%(field)s", field.string).into());
+    m.insert(
+        "message".into(),
+        err.message.replace("%(field)s", field.string).into(),
+    );
     m.insert("field_name".into(), field.string.into());
     for (k, v) in err.extra {
         m.insert(k, v);
@@ -226,7 +268,14 @@ fn load_ctx(db: &Db, model: &str, ctx: &Ctx) -> Ctx {
 }
 
 /// `_load_records`: write existing xids, create the rest, register xids. Ids in row order.
-fn load_records(db: &mut Db, model: &str, rows: &[&Row], uid: i64, ctx: &Ctx, current_module: &str) -> Result<Vec<i64>, OdooError> {
+fn load_records(
+    db: &mut Db,
+    model: &str,
+    rows: &[&Row],
+    uid: i64,
+    ctx: &Ctx,
+    current_module: &str,
+) -> Result<Vec<i64>, OdooError> {
     let lctx = load_ctx(db, model, ctx);
     let mut result: Vec<Option<i64>> = vec![None; rows.len()];
     let mut to_create: Vec<usize> = Vec::new();
@@ -267,7 +316,8 @@ fn load_records(db: &mut Db, model: &str, rows: &[&Row], uid: i64, ctx: &Ctx, cu
         }
     }
     if !to_create.is_empty() {
-        let mut vals_list: Vec<Map<String, Value>> = to_create.iter().map(|i| rows[*i].vals.clone()).collect();
+        let mut vals_list: Vec<Map<String, Value>> =
+            to_create.iter().map(|i| rows[*i].vals.clone()).collect();
         if model == "stock.quant" {
             let stock = location::standard(db)?.stock;
             for v in &mut vals_list {
@@ -296,18 +346,40 @@ fn row_error_message(e: &OdooError, index: usize) -> Value {
     let mut m = info(index);
     m.insert("type".into(), "error".into());
     if e.name == names::NOT_NULL {
-        let label = e.arguments.first().and_then(Value::as_str).unwrap_or_default();
-        let tech = e.arguments.get(1).and_then(Value::as_str).unwrap_or_default();
-        m.insert("message".into(), format!("Missing required value for the field '{label}' ({tech})").into());
+        let label = e
+            .arguments
+            .first()
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let tech = e
+            .arguments
+            .get(1)
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        m.insert(
+            "message".into(),
+            format!("Missing required value for the field '{label}' ({tech})").into(),
+        );
         m.insert("field".into(), tech.into());
     } else if e.name == names::FOREIGN_KEY {
-        m.insert("message".into(), e.arguments.first().cloned().unwrap_or(Value::from(e.message.clone())));
+        m.insert(
+            "message".into(),
+            e.arguments
+                .first()
+                .cloned()
+                .unwrap_or(Value::from(e.message.clone())),
+        );
     } else if e.is_odoo_exception() {
         m.insert("message".into(), e.message.clone().into());
     } else {
         m.insert(
             "message".into(),
-            format!("Unknown error during import: {}: {}", python_class(&e.name), e.message).into(),
+            format!(
+                "Unknown error during import: {}: {}",
+                python_class(&e.name),
+                e.message
+            )
+            .into(),
         );
         m.insert("moreinfo".into(), "Resolve other errors first".into());
     }
@@ -315,11 +387,23 @@ fn row_error_message(e: &OdooError, index: usize) -> Value {
 }
 
 /// `model.load(fields, data)` → `{"ids": [...] | false, "messages": [...], "nextrow": 0}`.
-pub fn load(db: &mut Db, model: &str, fields: &Value, data: &Value, uid: i64, ctx: &Ctx) -> Result<Value, OdooError> {
+pub fn load(
+    db: &mut Db,
+    model: &str,
+    fields: &Value,
+    data: &Value,
+    uid: i64,
+    ctx: &Ctx,
+) -> Result<Value, OdooError> {
     let def = db.model(model)?.clone();
     let fields: Vec<Vec<String>> = match fields {
         Value::Array(a) => a.iter().map(|f| fix_path(&py_str(f))).collect(),
-        other => return Err(OdooError::type_error(format!("'{}' object is not iterable", orm::py_type(other)))),
+        other => {
+            return Err(OdooError::type_error(format!(
+                "'{}' object is not iterable",
+                orm::py_type(other)
+            )))
+        }
     };
     for path in &fields {
         let head = path[0].as_str();
@@ -328,15 +412,32 @@ pub fn load(db: &mut Db, model: &str, fields: &Value, data: &Value, uid: i64, ct
         }
     }
     let rows_in: Vec<Vec<Value>> = match data {
-        Value::Array(a) => a.iter().map(|r| r.as_array().cloned().unwrap_or_default()).collect(),
-        other => return Err(OdooError::type_error(format!("'{}' object is not iterable", orm::py_type(other)))),
+        Value::Array(a) => a
+            .iter()
+            .map(|r| r.as_array().cloned().unwrap_or_default())
+            .collect(),
+        other => {
+            return Err(OdooError::type_error(format!(
+                "'{}' object is not iterable",
+                orm::py_type(other)
+            )))
+        }
     };
-    let current_module = ctx.get("module").and_then(Value::as_str).unwrap_or("__import__").to_owned();
+    let current_module = ctx
+        .get("module")
+        .and_then(Value::as_str)
+        .unwrap_or("__import__")
+        .to_owned();
     let snapshot = db.clone();
     let mut messages: Vec<Value> = Vec::new();
     let mut rows: Vec<Row> = Vec::new();
     for (index, cells) in rows_in.iter().enumerate() {
-        let mut row = Row { xid: None, dbid: None, vals: Map::new(), index };
+        let mut row = Row {
+            xid: None,
+            dbid: None,
+            vals: Map::new(),
+            index,
+        };
         for (col, path) in fields.iter().enumerate() {
             let cell = cells.get(col).cloned().unwrap_or(Value::Null);
             match path[0].as_str() {
@@ -349,23 +450,37 @@ pub fn load(db: &mut Db, model: &str, fields: &Value, data: &Value, uid: i64, ct
                     if is_empty_cell(&cell) {
                         continue;
                     }
-                    let id = cell.as_i64().or_else(|| py_str(&cell).trim().parse::<i64>().ok());
+                    let id = cell
+                        .as_i64()
+                        .or_else(|| py_str(&cell).trim().parse::<i64>().ok());
                     match id.filter(|i| db.exists(model, *i)) {
                         Some(i) => row.dbid = Some(Value::from(i)),
                         None => {
                             let mut m = info(index);
                             m.insert("type".into(), "error".into());
                             m.insert("field".into(), ".id".into());
-                            m.insert("message".into(), format!("Unknown database identifier '{}'", py_str(&cell)).into());
+                            m.insert(
+                                "message".into(),
+                                format!("Unknown database identifier '{}'", py_str(&cell)).into(),
+                            );
                             messages.push(Value::Object(m));
                         }
                     }
                 }
                 head => {
-                    let Some(field) = def.field(head) else { continue };
-                    match convert_cell(db, field, path.get(1).map(String::as_str), &cell, &current_module) {
+                    let Some(field) = def.field(head) else {
+                        continue;
+                    };
+                    match convert_cell(
+                        db,
+                        field,
+                        path.get(1).map(String::as_str),
+                        &cell,
+                        &current_module,
+                    ) {
                         Ok((v, warnings)) => {
-                            messages.extend(warnings.into_iter().map(|w| message_for(w, index, field)));
+                            messages
+                                .extend(warnings.into_iter().map(|w| message_for(w, index, field)));
                             row.vals.insert(head.to_owned(), v);
                         }
                         Err(e) => messages.push(message_for(e, index, field)),
@@ -395,7 +510,7 @@ pub fn load(db: &mut Db, model: &str, fields: &Value, data: &Value, uid: i64, ct
                         errors += 1;
                     }
                 }
-                if errors >= 10 && errors * 10 >= i + 1 {
+                if errors >= 10 && errors * 10 > i {
                     messages.push(json!({
                         "type": "warning",
                         "message": "Found more than 10 errors and more than one error per 10 records, interrupted to avoid showing too many errors."

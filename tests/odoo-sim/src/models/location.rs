@@ -31,21 +31,43 @@ fn vals(v: Value) -> Map<String, Value> {
 /// Create the standard locations and their external ids.
 pub fn seed(db: &mut Db) -> Result<StandardLocations, OdooError> {
     let m = "stock.location";
-    let physical = orm::base_create(db, m, &vals(json!({"name": "Physical Locations", "usage": "view"})))?;
+    let physical = orm::base_create(
+        db,
+        m,
+        &vals(json!({"name": "Physical Locations", "usage": "view"})),
+    )?;
     let partners = orm::base_create(db, m, &vals(json!({"name": "Partners", "usage": "view"})))?;
-    let virt = orm::base_create(db, m, &vals(json!({"name": "Virtual Locations", "usage": "view"})))?;
-    let vendors = orm::base_create(db, m, &vals(json!({"name": "Vendors", "usage": "supplier", "location_id": partners})))?;
-    let customers = orm::base_create(db, m, &vals(json!({"name": "Customers", "usage": "customer", "location_id": partners})))?;
+    let virt = orm::base_create(
+        db,
+        m,
+        &vals(json!({"name": "Virtual Locations", "usage": "view"})),
+    )?;
+    let vendors = orm::base_create(
+        db,
+        m,
+        &vals(json!({"name": "Vendors", "usage": "supplier", "location_id": partners})),
+    )?;
+    let customers = orm::base_create(
+        db,
+        m,
+        &vals(json!({"name": "Customers", "usage": "customer", "location_id": partners})),
+    )?;
     let inventory_adjustment = orm::base_create(
         db,
         m,
         &vals(json!({"name": "Inventory adjustment", "usage": "inventory", "location_id": virt})),
     )?;
-    let wh = orm::base_create(db, m, &vals(json!({"name": "WH", "usage": "view", "location_id": physical})))?;
+    let wh = orm::base_create(
+        db,
+        m,
+        &vals(json!({"name": "WH", "usage": "view", "location_id": physical})),
+    )?;
     let stock = orm::base_create(
         db,
         m,
-        &vals(json!({"name": "Stock", "usage": "internal", "location_id": wh, "barcode": "WHSTOCK"})),
+        &vals(
+            json!({"name": "Stock", "usage": "internal", "location_id": wh, "barcode": "WHSTOCK"}),
+        ),
     )?;
     for (name, id) in [
         ("stock_location_locations", physical),
@@ -58,7 +80,10 @@ pub fn seed(db: &mut Db) -> Result<StandardLocations, OdooError> {
     ] {
         ir_model_data::register(db, "stock", name, m, id)?;
     }
-    Ok(StandardLocations { stock, inventory_adjustment })
+    Ok(StandardLocations {
+        stock,
+        inventory_adjustment,
+    })
 }
 
 /// The standard locations of a seeded database (by their external ids).
@@ -66,9 +91,14 @@ pub fn standard(db: &Db) -> Result<StandardLocations, OdooError> {
     let find = |name: &str| {
         ir_model_data::lookup(db, "stock", name)
             .map(|x| x.res_id)
-            .ok_or_else(|| OdooError::value_error(format!("External ID not found in the system: stock.{name}")))
+            .ok_or_else(|| {
+                OdooError::value_error(format!("External ID not found in the system: stock.{name}"))
+            })
     };
-    Ok(StandardLocations { stock: find("stock_location_stock")?, inventory_adjustment: find("stock_location_inventory")? })
+    Ok(StandardLocations {
+        stock: find("stock_location_stock")?,
+        inventory_adjustment: find("stock_location_inventory")?,
+    })
 }
 
 /// `barcode_company_uniq`: unique (barcode, company_id), surfaced as a ValidationError.
@@ -78,7 +108,11 @@ pub fn check_barcode_unique(db: &Db, id: i64) -> Result<(), OdooError> {
     if barcode.is_empty() {
         return Ok(());
     }
-    if db.all_ids(m).into_iter().any(|o| o != id && db.str(m, o, "barcode") == barcode) {
+    if db
+        .all_ids(m)
+        .into_iter()
+        .any(|o| o != id && db.str(m, o, "barcode") == barcode)
+    {
         return Err(OdooError::validation_error(
             "The operation cannot be completed: The barcode for a location must be unique per company!",
         ));
@@ -88,5 +122,7 @@ pub fn check_barcode_unique(db: &Db, id: i64) -> Result<(), OdooError> {
 
 /// Find a location by exact barcode.
 pub fn by_barcode(db: &Db, barcode: &str) -> Option<i64> {
-    db.all_ids("stock.location").into_iter().find(|l| db.str("stock.location", *l, "barcode") == barcode)
+    db.all_ids("stock.location")
+        .into_iter()
+        .find(|l| db.str("stock.location", *l, "barcode") == barcode)
 }

@@ -37,7 +37,12 @@ pub fn base_db(version: OdooVersion, login: &str, user_name: &str) -> Result<Db,
 type Param = (&'static str, bool);
 
 /// Bind positional and keyword arguments to a signature like Python does, with its TypeErrors.
-pub fn bind(name: &str, params: &[Param], args: &[Value], kwargs: &Map<String, Value>) -> Result<Vec<Value>, OdooError> {
+pub fn bind(
+    name: &str,
+    params: &[Param],
+    args: &[Value],
+    kwargs: &Map<String, Value>,
+) -> Result<Vec<Value>, OdooError> {
     let required = params.iter().filter(|p| p.1).count();
     if args.len() > params.len() {
         let takes = if required == params.len() {
@@ -56,14 +61,23 @@ pub fn bind(name: &str, params: &[Param], args: &[Value], kwargs: &Map<String, V
     }
     for (k, v) in kwargs {
         let Some(pos) = params.iter().position(|p| p.0 == k) else {
-            return Err(OdooError::type_error(format!("{name}() got an unexpected keyword argument '{k}'")));
+            return Err(OdooError::type_error(format!(
+                "{name}() got an unexpected keyword argument '{k}'"
+            )));
         };
         if out[pos].is_some() {
-            return Err(OdooError::type_error(format!("{name}() got multiple values for argument '{k}'")));
+            return Err(OdooError::type_error(format!(
+                "{name}() got multiple values for argument '{k}'"
+            )));
         }
         out[pos] = Some(v.clone());
     }
-    let missing: Vec<&str> = params.iter().zip(&out).filter(|(p, v)| p.1 && v.is_none()).map(|(p, _)| p.0).collect();
+    let missing: Vec<&str> = params
+        .iter()
+        .zip(&out)
+        .filter(|(p, v)| p.1 && v.is_none())
+        .map(|(p, _)| p.0)
+        .collect();
     if !missing.is_empty() {
         let quoted: Vec<String> = missing.iter().map(|m| format!("'{m}'")).collect();
         // Python: 'a' / 'a' and 'b' / 'a', 'b', and 'c'
@@ -73,7 +87,11 @@ pub fn bind(name: &str, params: &[Param], args: &[Value], kwargs: &Map<String, V
             [rest @ .., last] => format!("{}, and {last}", rest.join(", ")),
             [] => String::new(),
         };
-        let plural = if missing.len() == 1 { "argument" } else { "arguments" };
+        let plural = if missing.len() == 1 {
+            "argument"
+        } else {
+            "arguments"
+        };
         return Err(OdooError::type_error(format!(
             "{name}() missing {} required positional {plural}: {list}",
             missing.len()
@@ -82,8 +100,17 @@ pub fn bind(name: &str, params: &[Param], args: &[Value], kwargs: &Map<String, V
     Ok(out.into_iter().map(|v| v.unwrap_or(Value::Null)).collect())
 }
 
-const GENERIC_METHODS: &[&str] =
-    &["search", "search_read", "search_count", "read", "create", "write", "unlink", "load", "fields_get"];
+const GENERIC_METHODS: &[&str] = &[
+    "search",
+    "search_read",
+    "search_count",
+    "read",
+    "create",
+    "write",
+    "unlink",
+    "load",
+    "fields_get",
+];
 
 fn model_methods(model: &str) -> &'static [&'static str] {
     match model {
@@ -119,7 +146,9 @@ pub fn check_method(db: &Db, model: &str, method: &str) -> Result<(), OdooError>
             )));
         }
         if !exists(method) {
-            return Err(OdooError::attribute_error(format!("The method '{model}.{method}' does not exist")));
+            return Err(OdooError::attribute_error(format!(
+                "The method '{model}.{method}' does not exist"
+            )));
         }
     }
     Ok(())
@@ -127,7 +156,10 @@ pub fn check_method(db: &Db, model: &str, method: &str) -> Result<(), OdooError>
 
 fn record_ids(args: &mut Vec<Value>) -> Result<Vec<i64>, OdooError> {
     if args.is_empty() {
-        return Err(OdooError::new(crate::rpc::errors::names::INDEX_ERROR, "list index out of range"));
+        return Err(OdooError::new(
+            crate::rpc::errors::names::INDEX_ERROR,
+            "list index out of range",
+        ));
     }
     orm::ids_arg(&args.remove(0))
 }
@@ -140,13 +172,19 @@ fn dicts(v: &Value) -> Result<(Vec<Map<String, Value>>, bool), OdooError> {
                 .iter()
                 .map(|x| {
                     x.as_object().cloned().ok_or_else(|| {
-                        OdooError::type_error(format!("'{}' object is not a mapping", orm::py_type(x)))
+                        OdooError::type_error(format!(
+                            "'{}' object is not a mapping",
+                            orm::py_type(x)
+                        ))
                     })
                 })
                 .collect::<Result<Vec<_>, _>>()?;
             Ok((list, false))
         }
-        other => Err(OdooError::type_error(format!("'{}' object is not a mapping", orm::py_type(other)))),
+        other => Err(OdooError::type_error(format!(
+            "'{}' object is not a mapping",
+            orm::py_type(other)
+        ))),
     }
 }
 
@@ -164,24 +202,53 @@ pub fn call_kw(
         Some(Value::Object(c)) => c,
         Some(Value::Null) | Some(Value::Bool(false)) | None => Map::new(),
         Some(other) => {
-            return Err(OdooError::type_error(format!("'{}' object is not a mapping", orm::py_type(&other))))
+            return Err(OdooError::type_error(format!(
+                "'{}' object is not a mapping",
+                orm::py_type(&other)
+            )))
         }
     };
     let mut args = args;
     let some = |v: Value| Ok(Some(v));
     match method {
         "search" => {
-            let a = bind(method, &[("domain", true), ("offset", false), ("limit", false), ("order", false)], &args, &kwargs)?;
-            some(serde_json::json!(orm::search(db, model, &a[0], &a[1], &a[2], &a[3], &ctx)?))
+            let a = bind(
+                method,
+                &[
+                    ("domain", true),
+                    ("offset", false),
+                    ("limit", false),
+                    ("order", false),
+                ],
+                &args,
+                &kwargs,
+            )?;
+            some(serde_json::json!(orm::search(
+                db, model, &a[0], &a[1], &a[2], &a[3], &ctx
+            )?))
         }
         "search_count" => {
-            let a = bind(method, &[("domain", true), ("limit", false)], &args, &kwargs)?;
-            some(Value::from(orm::search_count(db, model, &a[0], &a[1], &ctx)?))
+            let a = bind(
+                method,
+                &[("domain", true), ("limit", false)],
+                &args,
+                &kwargs,
+            )?;
+            some(Value::from(orm::search_count(
+                db, model, &a[0], &a[1], &ctx,
+            )?))
         }
         "search_read" => {
             let a = bind(
                 method,
-                &[("domain", false), ("fields", false), ("offset", false), ("limit", false), ("order", false), ("load", false)],
+                &[
+                    ("domain", false),
+                    ("fields", false),
+                    ("offset", false),
+                    ("limit", false),
+                    ("order", false),
+                    ("load", false),
+                ],
                 &args,
                 &kwargs,
             )?;
@@ -190,7 +257,12 @@ pub fn call_kw(
         }
         "read" => {
             let ids = record_ids(&mut args)?;
-            let a = bind(method, &[("fields", false), ("load", false)], &args, &kwargs)?;
+            let a = bind(
+                method,
+                &[("fields", false), ("load", false)],
+                &args,
+                &kwargs,
+            )?;
             some(Value::Array(orm::read(db, model, &ids, &a[0])?))
         }
         "create" => {
@@ -198,7 +270,12 @@ pub fn call_kw(
             let (list, single) = dicts(&a[0])?;
             let ids = orm::create(db, model, &list, uid, &ctx)?;
             if single {
-                some(ids.first().copied().map(Value::from).unwrap_or(Value::Bool(false)))
+                some(
+                    ids.first()
+                        .copied()
+                        .map(Value::from)
+                        .unwrap_or(Value::Bool(false)),
+                )
             } else {
                 some(serde_json::json!(ids))
             }
@@ -223,12 +300,21 @@ pub fn call_kw(
             some(load::load(db, model, &a[0], &a[1], uid, &ctx)?)
         }
         "fields_get" => {
-            bind(method, &[("allfields", false), ("attributes", false)], &args, &kwargs)?;
+            bind(
+                method,
+                &[("allfields", false), ("attributes", false)],
+                &args,
+                &kwargs,
+            )?;
             some(orm::fields_get(db, model)?)
         }
         "action_apply_inventory" => {
             let ids = record_ids(&mut args)?;
-            let params: &[Param] = if db.version >= OdooVersion::V19 { &[("date", false)] } else { &[] };
+            let params: &[Param] = if db.version >= OdooVersion::V19 {
+                &[("date", false)]
+            } else {
+                &[]
+            };
             bind(method, params, &args, &kwargs)?;
             quant::action_apply_inventory(db, &ids, uid, &ctx)
         }
@@ -239,7 +325,9 @@ pub fn call_kw(
             quant::action_clear_inventory_quantity(db, &ids)?;
             Ok(None)
         }
-        _ => Err(OdooError::attribute_error(format!("The method '{model}.{method}' does not exist"))),
+        _ => Err(OdooError::attribute_error(format!(
+            "The method '{model}.{method}' does not exist"
+        ))),
     }
 }
 

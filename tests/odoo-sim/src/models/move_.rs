@@ -16,7 +16,14 @@ use crate::rpc::errors::OdooError;
 const M: &str = "stock.move";
 
 /// Create a confirmed inventory move of `qty` from `src` to `dest` (not yet done).
-pub fn create_inventory_move(db: &mut Db, name: &str, product: i64, qty: f64, src: i64, dest: i64) -> Result<i64, OdooError> {
+pub fn create_inventory_move(
+    db: &mut Db,
+    name: &str,
+    product: i64,
+    qty: f64,
+    src: i64,
+    dest: i64,
+) -> Result<i64, OdooError> {
     let vals = json!({
         "name": name,
         "product_id": product,
@@ -28,17 +35,27 @@ pub fn create_inventory_move(db: &mut Db, name: &str, product: i64, qty: f64, sr
         "is_inventory": true,
         "picked": true,
     });
-    let Value::Object(vals) = vals else { return Err(OdooError::value_error("bad move values")) };
+    let Value::Object(vals) = vals else {
+        return Err(OdooError::value_error("bad move values"));
+    };
     orm::base_create(db, M, &vals)
 }
 
 /// `_action_done` of one move whose move line carries `lot`.
 pub fn action_done(db: &mut Db, id: i64, lot: Option<i64>) -> Result<(), OdooError> {
     let qty = db.float(M, id, "quantity");
-    let product = db.m2o(M, id, "product_id").ok_or_else(|| OdooError::missing(M, &[id], 2))?;
-    let src = db.m2o(M, id, "location_id").ok_or_else(|| OdooError::missing(M, &[id], 2))?;
-    let dest = db.m2o(M, id, "location_dest_id").ok_or_else(|| OdooError::missing(M, &[id], 2))?;
-    if product::is_storable(db, product) && !quant::float_compare(qty, 0.0, quant::UNIT_ROUNDING).is_eq() {
+    let product = db
+        .m2o(M, id, "product_id")
+        .ok_or_else(|| OdooError::missing(M, &[id], 2))?;
+    let src = db
+        .m2o(M, id, "location_id")
+        .ok_or_else(|| OdooError::missing(M, &[id], 2))?;
+    let dest = db
+        .m2o(M, id, "location_dest_id")
+        .ok_or_else(|| OdooError::missing(M, &[id], 2))?;
+    if product::is_storable(db, product)
+        && !quant::float_compare(qty, 0.0, quant::UNIT_ROUNDING).is_eq()
+    {
         quant::update_available_quantity(db, product, src, lot, -qty)?;
         quant::update_available_quantity(db, product, dest, lot, qty)?;
     }
@@ -50,15 +67,24 @@ pub fn action_done(db: &mut Db, id: i64, lot: Option<i64>) -> Result<(), OdooErr
 
 /// `_unlink_if_draft_or_cancel`.
 pub fn check_unlink(db: &Db, ids: &[i64]) -> Result<(), OdooError> {
-    if ids.iter().any(|m| !matches!(db.str(M, *m, "state").as_str(), "draft" | "cancel")) {
-        return Err(OdooError::user_error("You can only delete draft or cancelled moves."));
+    if ids
+        .iter()
+        .any(|m| !matches!(db.str(M, *m, "state").as_str(), "draft" | "cancel"))
+    {
+        return Err(OdooError::user_error(
+            "You can only delete draft or cancelled moves.",
+        ));
     }
     Ok(())
 }
 
 /// A move's fields for `/__sim/state`.
 pub fn dump(db: &Db, id: i64) -> Value {
-    let m2o = |f: &str| db.m2o(M, id, f).map(Value::from).unwrap_or(Value::Bool(false));
+    let m2o = |f: &str| {
+        db.m2o(M, id, f)
+            .map(Value::from)
+            .unwrap_or(Value::Bool(false))
+    };
     json!({
         "id": id,
         "name": db.str(M, id, "name"),

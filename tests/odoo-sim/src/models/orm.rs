@@ -21,12 +21,21 @@ pub fn active_test(ctx: &Ctx) -> bool {
 }
 
 /// Parse and validate a domain for `model`, adding `active = True` like `_search` does.
-pub fn prepare_domain(db: &Db, model: &str, domain: &Value, ctx: &Ctx) -> Result<Domain, OdooError> {
+pub fn prepare_domain(
+    db: &Db,
+    model: &str,
+    domain: &Value,
+    ctx: &Ctx,
+) -> Result<Domain, OdooError> {
     let d = domain::parse(domain)?;
     d.validate(db, model)?;
     let def = db.model(model)?;
     if def.has_active() && active_test(ctx) && !d.mentions_active() {
-        let active = Domain::Leaf { path: vec!["active".into()], op: "=".into(), value: Value::Bool(true) };
+        let active = Domain::Leaf {
+            path: vec!["active".into()],
+            op: "=".into(),
+            value: Value::Bool(true),
+        };
         return Ok(Domain::And(vec![active, d]));
     }
     Ok(d)
@@ -55,13 +64,20 @@ fn compare(a: &Value, b: &Value) -> Ordering {
 }
 
 /// Sort ids by an `order` spec (`"name desc, id"`), defaulting to the model's `_order`.
-pub fn sort_ids(db: &Db, model: &str, ids: &mut [i64], order: Option<&str>) -> Result<(), OdooError> {
+pub fn sort_ids(
+    db: &Db,
+    model: &str,
+    ids: &mut [i64],
+    order: Option<&str>,
+) -> Result<(), OdooError> {
     let def = db.model(model)?;
     let spec = order.filter(|o| !o.trim().is_empty()).unwrap_or(def.order);
     let mut keys: Vec<(String, bool)> = Vec::new();
     for part in spec.split(',') {
         let mut words = part.split_whitespace();
-        let Some(field) = words.next() else { return Err(order_error(spec)) };
+        let Some(field) = words.next() else {
+            return Err(order_error(spec));
+        };
         let desc = match words.next().map(str::to_lowercase).as_deref() {
             None | Some("asc") => false,
             Some("desc") => true,
@@ -123,18 +139,36 @@ pub fn search(
     ctx: &Ctx,
 ) -> Result<Vec<i64>, OdooError> {
     let d = prepare_domain(db, model, domain, ctx)?;
-    let mut ids: Vec<i64> = db.all_ids(model).into_iter().filter(|id| d.matches(db, model, *id)).collect();
+    let mut ids: Vec<i64> = db
+        .all_ids(model)
+        .into_iter()
+        .filter(|id| d.matches(db, model, *id))
+        .collect();
     sort_ids(db, model, &mut ids, order.as_str())?;
     let offset = opt_usize(offset, "offset")?.unwrap_or(0);
     let limit = opt_usize(limit, "limit")?;
-    let ids: Vec<i64> = ids.into_iter().skip(offset).take(limit.unwrap_or(usize::MAX)).collect();
+    let ids: Vec<i64> = ids
+        .into_iter()
+        .skip(offset)
+        .take(limit.unwrap_or(usize::MAX))
+        .collect();
     Ok(ids)
 }
 
 /// `search_count(domain, limit)`.
-pub fn search_count(db: &Db, model: &str, domain: &Value, limit: &Value, ctx: &Ctx) -> Result<usize, OdooError> {
+pub fn search_count(
+    db: &Db,
+    model: &str,
+    domain: &Value,
+    limit: &Value,
+    ctx: &Ctx,
+) -> Result<usize, OdooError> {
     let d = prepare_domain(db, model, domain, ctx)?;
-    let n = db.all_ids(model).into_iter().filter(|id| d.matches(db, model, *id)).count();
+    let n = db
+        .all_ids(model)
+        .into_iter()
+        .filter(|id| d.matches(db, model, *id))
+        .count();
     Ok(match opt_usize(limit, "limit")? {
         Some(l) => n.min(l),
         None => n,
@@ -146,9 +180,17 @@ pub fn field_list(db: &Db, model: &str, fields: &Value) -> Result<Vec<String>, O
     let def = db.model(model)?;
     let wanted: Vec<String> = match fields {
         Value::Null | Value::Bool(false) => Vec::new(),
-        Value::Array(a) => a.iter().map(|v| v.as_str().unwrap_or_default().to_owned()).collect(),
+        Value::Array(a) => a
+            .iter()
+            .map(|v| v.as_str().unwrap_or_default().to_owned())
+            .collect(),
         Value::String(s) => vec![s.clone()],
-        other => return Err(OdooError::type_error(format!("'{}' object is not iterable", py_type(other)))),
+        other => {
+            return Err(OdooError::type_error(format!(
+                "'{}' object is not iterable",
+                py_type(other)
+            )))
+        }
     };
     if wanted.is_empty() {
         return Ok(def.fields.iter().map(|f| f.name.to_owned()).collect());
@@ -156,7 +198,9 @@ pub fn field_list(db: &Db, model: &str, fields: &Value) -> Result<Vec<String>, O
     let mut out = vec!["id".to_owned()];
     for w in wanted {
         if def.field(&w).is_none() {
-            return Err(OdooError::value_error(format!("Invalid field '{w}' on model '{model}'")));
+            return Err(OdooError::value_error(format!(
+                "Invalid field '{w}' on model '{model}'"
+            )));
         }
         if !out.contains(&w) {
             out.push(w);
@@ -190,7 +234,10 @@ pub fn ids_arg(v: &Value) -> Result<Vec<i64>, OdooError> {
     match v {
         Value::Null | Value::Bool(false) => Ok(Vec::new()),
         Value::Number(n) => n.as_i64().map(|i| vec![i]).ok_or_else(|| bad_ids(v)),
-        Value::Array(a) => a.iter().map(|x| x.as_i64().ok_or_else(|| bad_ids(v))).collect(),
+        Value::Array(a) => a
+            .iter()
+            .map(|x| x.as_i64().ok_or_else(|| bad_ids(v)))
+            .collect(),
         _ => Err(bad_ids(v)),
     }
 }
@@ -201,7 +248,11 @@ fn bad_ids(v: &Value) -> OdooError {
 
 /// Raise MissingError if any id does not exist (what touching a deleted record does).
 pub fn ensure_exist(db: &Db, model: &str, ids: &[i64], uid: i64) -> Result<(), OdooError> {
-    let missing: Vec<i64> = ids.iter().copied().filter(|i| !db.exists(model, *i)).collect();
+    let missing: Vec<i64> = ids
+        .iter()
+        .copied()
+        .filter(|i| !db.exists(model, *i))
+        .collect();
     if missing.is_empty() {
         Ok(())
     } else {
@@ -217,9 +268,9 @@ pub fn convert_vals(db: &Db, model: &str, vals: &Map<String, Value>) -> Result<R
         if k == "id" || k == "display_name" {
             continue;
         }
-        let field = def
-            .field(k)
-            .ok_or_else(|| OdooError::value_error(format!("Invalid field '{k}' on model '{model}'")))?;
+        let field = def.field(k).ok_or_else(|| {
+            OdooError::value_error(format!("Invalid field '{k}' on model '{model}'"))
+        })?;
         out.insert(k.clone(), db.coerce(model, field, v)?);
     }
     Ok(out)
@@ -233,12 +284,23 @@ pub fn check_required(db: &Db, model: &str, id: i64) -> Result<(), OdooError> {
         if let FieldType::Many2one(co) = f.ty {
             if let Some(target) = crate::db::as_id(v) {
                 if !db.exists(co, target) {
-                    return Err(OdooError::foreign_key(model, def.description, f.name, co, target));
+                    return Err(OdooError::foreign_key(
+                        model,
+                        def.description,
+                        f.name,
+                        co,
+                        target,
+                    ));
                 }
             }
         }
         if f.required && v.is_null() {
-            return Err(OdooError::not_null(model, def.description, f.string, f.name));
+            return Err(OdooError::not_null(
+                model,
+                def.description,
+                f.string,
+                f.name,
+            ));
         }
     }
     Ok(())
@@ -264,7 +326,13 @@ pub fn base_create(db: &mut Db, model: &str, vals: &Map<String, Value>) -> Resul
 }
 
 /// Plain `BaseModel.write` of client values on existing records.
-pub fn base_write(db: &mut Db, model: &str, ids: &[i64], vals: &Map<String, Value>, uid: i64) -> Result<(), OdooError> {
+pub fn base_write(
+    db: &mut Db,
+    model: &str,
+    ids: &[i64],
+    vals: &Map<String, Value>,
+    uid: i64,
+) -> Result<(), OdooError> {
     ensure_exist(db, model, ids, uid)?;
     let rec = convert_vals(db, model, vals)?;
     for id in ids {
@@ -279,15 +347,31 @@ pub fn base_write(db: &mut Db, model: &str, ids: &[i64], vals: &Map<String, Valu
 }
 
 /// `create(vals_list)` with model overrides; returns the ids in input order.
-pub fn create(db: &mut Db, model: &str, vals_list: &[Map<String, Value>], uid: i64, ctx: &Ctx) -> Result<Vec<i64>, OdooError> {
+pub fn create(
+    db: &mut Db,
+    model: &str,
+    vals_list: &[Map<String, Value>],
+    uid: i64,
+    ctx: &Ctx,
+) -> Result<Vec<i64>, OdooError> {
     match model {
         "stock.quant" => quant::create(db, vals_list, uid, ctx),
-        _ => vals_list.iter().map(|v| base_create(db, model, v)).collect(),
+        _ => vals_list
+            .iter()
+            .map(|v| base_create(db, model, v))
+            .collect(),
     }
 }
 
 /// `write(vals)` with model overrides.
-pub fn write(db: &mut Db, model: &str, ids: &[i64], vals: &Map<String, Value>, uid: i64, ctx: &Ctx) -> Result<(), OdooError> {
+pub fn write(
+    db: &mut Db,
+    model: &str,
+    ids: &[i64],
+    vals: &Map<String, Value>,
+    uid: i64,
+    ctx: &Ctx,
+) -> Result<(), OdooError> {
     match model {
         "stock.quant" => quant::write(db, ids, vals, uid, ctx),
         _ => base_write(db, model, ids, vals, uid),
@@ -320,7 +404,11 @@ pub fn fields_get(db: &Db, model: &str) -> Result<Value, OdooError> {
             FieldType::Selection(opts) => {
                 d.insert(
                     "selection".into(),
-                    Value::Array(opts.iter().map(|o| Value::Array(vec![(*o).into(), (*o).into()])).collect()),
+                    Value::Array(
+                        opts.iter()
+                            .map(|o| Value::Array(vec![(*o).into(), (*o).into()]))
+                            .collect(),
+                    ),
                 );
                 ("selection", None)
             }

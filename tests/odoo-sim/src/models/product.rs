@@ -25,7 +25,10 @@ pub fn storable_vals(db: &Db, storable: bool) -> Map<String, Value> {
         m.insert("type".into(), "consu".into());
         m.insert("is_storable".into(), storable.into());
     } else {
-        m.insert("detailed_type".into(), if storable { "product" } else { "consu" }.into());
+        m.insert(
+            "detailed_type".into(),
+            if storable { "product" } else { "consu" }.into(),
+        );
     }
     m
 }
@@ -54,5 +57,7 @@ pub fn check_barcode_uniqueness(db: &Db, id: i64) -> Result<(), OdooError> {
 
 /// Find a product by exact barcode (active or not).
 pub fn by_barcode(db: &Db, barcode: &str) -> Option<i64> {
-    db.all_ids("product.product").into_iter().find(|p| db.str("product.product", *p, "barcode") == barcode)
+    db.all_ids("product.product")
+        .into_iter()
+        .find(|p| db.str("product.product", *p, "barcode") == barcode)
 }

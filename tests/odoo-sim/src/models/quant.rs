@@ -64,13 +64,22 @@ const INVENTORY_FIELDS_CREATE: &[&str] = &[
     "package_id",
 ];
 
-const FORBIDDEN_FIELDS_WRITE: &[&str] = &["product_id", "location_id", "lot_id", "package_id", "owner_id"];
+const FORBIDDEN_FIELDS_WRITE: &[&str] = &[
+    "product_id",
+    "location_id",
+    "lot_id",
+    "package_id",
+    "owner_id",
+];
 
 /// Fields the simulator does not store but Odoo accepts (no-ops here).
 const IGNORED_FIELDS: &[&str] = &["owner_id", "package_id", "inventory_date", "is_outdated"];
 
 fn strip_ignored(vals: &Map<String, Value>) -> Map<String, Value> {
-    vals.iter().filter(|(k, _)| !IGNORED_FIELDS.contains(&k.as_str())).map(|(k, v)| (k.clone(), v.clone())).collect()
+    vals.iter()
+        .filter(|(k, _)| !IGNORED_FIELDS.contains(&k.as_str()))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
 }
 
 fn id_value(v: Option<&Value>) -> Option<i64> {
@@ -96,7 +105,11 @@ pub fn gather(db: &Db, product: i64, location: i64, lot: Option<i64>) -> Vec<i64
 /// Returns true when it wrote.
 pub fn assign(db: &mut Db, id: i64, field: &str, value: Value) -> Result<bool, OdooError> {
     let def = db.model(Q)?.field(field).cloned();
-    let Some(def) = def else { return Err(OdooError::value_error(format!("Invalid field '{field}' on model '{Q}'"))) };
+    let Some(def) = def else {
+        return Err(OdooError::value_error(format!(
+            "Invalid field '{field}' on model '{Q}'"
+        )));
+    };
     let new = db.coerce(Q, &def, &value)?;
     let old = db.value(Q, id, field).clone();
     let same = match (&old, &new) {
@@ -117,10 +130,12 @@ pub fn assign(db: &mut Db, id: i64, field: &str, value: Value) -> Result<bool, O
 /// Stored computes triggered by a write (`_compute_inventory_quantity_set`,
 /// `_compute_inventory_diff_quantity`).
 pub fn after_write(db: &mut Db, id: i64, written: &Record) -> Result<(), OdooError> {
-    if written.contains_key("inventory_quantity") && !written.contains_key("inventory_quantity_set") {
+    if written.contains_key("inventory_quantity") && !written.contains_key("inventory_quantity_set")
+    {
         db.set1(Q, id, "inventory_quantity_set", Value::Bool(true))?;
     }
-    if (written.contains_key("inventory_quantity") || written.contains_key("inventory_quantity_set"))
+    if (written.contains_key("inventory_quantity")
+        || written.contains_key("inventory_quantity_set"))
         && !written.contains_key("inventory_diff_quantity")
     {
         let diff = if db.bool(Q, id, "inventory_quantity_set") {
@@ -137,7 +152,9 @@ pub fn after_write(db: &mut Db, id: i64, written: &Record) -> Result<(), OdooErr
 pub fn check_constraints(db: &Db, id: i64) -> Result<(), OdooError> {
     if let Some(p) = db.m2o(Q, id, "product_id") {
         if !product::is_storable(db, p) {
-            return Err(OdooError::validation_error("Quants cannot be created for consumables or services."));
+            return Err(OdooError::validation_error(
+                "Quants cannot be created for consumables or services.",
+            ));
         }
     }
     if let Some(l) = db.m2o(Q, id, "location_id") {
@@ -164,7 +181,8 @@ pub fn check_constraints(db: &Db, id: i64) -> Result<(), OdooError> {
 fn create_plain(db: &mut Db, vals: &Map<String, Value>) -> Result<i64, OdooError> {
     let mut vals = strip_ignored(vals);
     if !vals.contains_key("inventory_quantity") {
-        vals.entry("inventory_quantity_set").or_insert(Value::Bool(false));
+        vals.entry("inventory_quantity_set")
+            .or_insert(Value::Bool(false));
     }
     let rec = orm::convert_vals(db, Q, &vals)?;
     let id = db.insert(Q, rec.clone())?;
@@ -175,25 +193,42 @@ fn create_plain(db: &mut Db, vals: &Map<String, Value>) -> Result<i64, OdooError
 }
 
 /// `stock.quant.create(vals_list)`, inventory mode included.
-pub fn create(db: &mut Db, vals_list: &[Map<String, Value>], uid: i64, ctx: &Ctx) -> Result<Vec<i64>, OdooError> {
+pub fn create(
+    db: &mut Db,
+    vals_list: &[Map<String, Value>],
+    uid: i64,
+    ctx: &Ctx,
+) -> Result<Vec<i64>, OdooError> {
     let inventory_mode = is_inventory_mode(ctx);
     let mut out = Vec::with_capacity(vals_list.len());
     for vals in vals_list {
-        let counted = vals.contains_key("inventory_quantity") || vals.contains_key("inventory_quantity_auto_apply");
+        let counted = vals.contains_key("inventory_quantity")
+            || vals.contains_key("inventory_quantity_auto_apply");
         if !(inventory_mode && counted) {
             out.push(create_plain(db, vals)?);
             continue;
         }
-        if vals.keys().any(|k| !INVENTORY_FIELDS_CREATE.contains(&k.as_str())) {
-            return Err(OdooError::user_error("Quant's creation is restricted, you can't do this operation."));
+        if vals
+            .keys()
+            .any(|k| !INVENTORY_FIELDS_CREATE.contains(&k.as_str()))
+        {
+            return Err(OdooError::user_error(
+                "Quant's creation is restricted, you can't do this operation.",
+            ));
         }
         let mut vals = vals.clone();
         let auto_apply = vals.contains_key("inventory_quantity_auto_apply");
         let a = vals.remove("inventory_quantity_auto_apply").filter(truthy);
         let b = vals.remove("inventory_quantity").filter(truthy);
         let qty = a.or(b).map(|v| as_f64(&v)).unwrap_or(0.0);
-        let product = id_value(Some(vals.get("product_id").ok_or_else(|| OdooError::key_error("product_id"))?));
-        let location = id_value(Some(vals.get("location_id").ok_or_else(|| OdooError::key_error("location_id"))?));
+        let product = id_value(Some(
+            vals.get("product_id")
+                .ok_or_else(|| OdooError::key_error("product_id"))?,
+        ));
+        let location = id_value(Some(
+            vals.get("location_id")
+                .ok_or_else(|| OdooError::key_error("location_id"))?,
+        ));
         let lot = id_value(vals.get("lot_id"));
         let import_file = ctx.get("import_file").is_some_and(truthy);
         let existing = match (product, location, import_file) {
@@ -223,7 +258,13 @@ pub fn create(db: &mut Db, vals_list: &[Map<String, Value>], uid: i64, ctx: &Ctx
 }
 
 /// `_set_inventory_quantity` (inverse of `inventory_quantity_auto_apply`).
-fn set_inventory_quantity_auto_apply(db: &mut Db, ids: &[i64], qty: f64, uid: i64, ctx: &Ctx) -> Result<(), OdooError> {
+fn set_inventory_quantity_auto_apply(
+    db: &mut Db,
+    ids: &[i64],
+    qty: f64,
+    uid: i64,
+    ctx: &Ctx,
+) -> Result<(), OdooError> {
     if !is_inventory_mode(ctx) {
         return Ok(());
     }
@@ -242,17 +283,30 @@ fn set_inventory_quantity_auto_apply(db: &mut Db, ids: &[i64], qty: f64, uid: i6
 }
 
 /// `stock.quant.write(vals)`.
-pub fn write(db: &mut Db, ids: &[i64], vals: &Map<String, Value>, uid: i64, ctx: &Ctx) -> Result<(), OdooError> {
+pub fn write(
+    db: &mut Db,
+    ids: &[i64],
+    vals: &Map<String, Value>,
+    uid: i64,
+    ctx: &Ctx,
+) -> Result<(), OdooError> {
     orm::ensure_exist(db, Q, ids, uid)?;
-    if is_inventory_mode(ctx) && vals.keys().any(|k| FORBIDDEN_FIELDS_WRITE.contains(&k.as_str())) {
+    if is_inventory_mode(ctx)
+        && vals
+            .keys()
+            .any(|k| FORBIDDEN_FIELDS_WRITE.contains(&k.as_str()))
+    {
         let in_inventory_location = ids.iter().any(|q| {
-            db.m2o(Q, *q, "location_id").is_some_and(|l| db.str("stock.location", l, "usage") == "inventory")
+            db.m2o(Q, *q, "location_id")
+                .is_some_and(|l| db.str("stock.location", l, "usage") == "inventory")
         });
         if in_inventory_location {
             // "Do nothing when user tries to modify manually a inventory loss"
             return Ok(());
         }
-        return Err(OdooError::user_error("Quant's editing is restricted, you can't do this operation."));
+        return Err(OdooError::user_error(
+            "Quant's editing is restricted, you can't do this operation.",
+        ));
     }
     let mut vals = strip_ignored(vals);
     let auto_apply = vals.remove("inventory_quantity_auto_apply");
@@ -289,17 +343,27 @@ fn wizard(name: &str, res_model: &str, ctx: Map<String, Value>) -> Value {
 }
 
 /// `action_apply_inventory()`: None when applied, or a wizard action.
-pub fn action_apply_inventory(db: &mut Db, ids: &[i64], uid: i64, ctx: &Ctx) -> Result<Option<Value>, OdooError> {
+pub fn action_apply_inventory(
+    db: &mut Db,
+    ids: &[i64],
+    uid: i64,
+    ctx: &Ctx,
+) -> Result<Option<Value>, OdooError> {
     orm::ensure_exist(db, Q, ids, uid)?;
     let mut tracked_without_lot: Vec<i64> = Vec::new();
     if db.version.major() <= 18 {
         for q in ids {
-            let (diff, inv, qty) =
-                (db.float(Q, *q, "inventory_diff_quantity"), db.float(Q, *q, "inventory_quantity"), db.float(Q, *q, "quantity"));
+            let (diff, inv, qty) = (
+                db.float(Q, *q, "inventory_diff_quantity"),
+                db.float(Q, *q, "inventory_quantity"),
+                db.float(Q, *q, "quantity"),
+            );
             if is_zero(diff) && is_zero(inv) && is_zero(qty) {
                 continue;
             }
-            let Some(p) = db.m2o(Q, *q, "product_id") else { continue };
+            let Some(p) = db.m2o(Q, *q, "product_id") else {
+                continue;
+            };
             let tracking = db.str("product.product", p, "tracking");
             if (tracking == "lot" || tracking == "serial")
                 && db.m2o(Q, *q, "lot_id").is_none()
@@ -312,14 +376,26 @@ pub fn action_apply_inventory(db: &mut Db, ids: &[i64], uid: i64, ctx: &Ctx) -> 
     }
     let mut wctx = ctx.clone();
     wctx.insert("default_quant_ids".into(), json!(ids));
-    let outdated: Vec<i64> = ids.iter().copied().filter(|q| is_outdated(db, *q)).collect();
+    let outdated: Vec<i64> = ids
+        .iter()
+        .copied()
+        .filter(|q| is_outdated(db, *q))
+        .collect();
     if !outdated.is_empty() {
         wctx.insert("default_quant_to_fix_ids".into(), json!(outdated));
-        return Ok(Some(wizard("Conflict in Inventory Adjustment", "stock.inventory.conflict", wctx)));
+        return Ok(Some(wizard(
+            "Conflict in Inventory Adjustment",
+            "stock.inventory.conflict",
+            wctx,
+        )));
     }
     if !tracked_without_lot.is_empty() {
         wctx.insert("default_product_ids".into(), json!(tracked_without_lot));
-        return Ok(Some(wizard("Tracked Products in Inventory Adjustment", "stock.track.confirmation", wctx)));
+        return Ok(Some(wizard(
+            "Tracked Products in Inventory Adjustment",
+            "stock.track.confirmation",
+            wctx,
+        )));
     }
     apply_inventory(db, ids, ctx)?;
     for q in ids {
@@ -337,7 +413,10 @@ pub fn inventory_move_name(db: &Db, quant: i64, qty: f64, ctx: &Ctx) -> String {
         None if is_zero(qty) => "Product Quantity Confirmed".to_owned(),
         None => "Product Quantity Updated".to_owned(),
     };
-    if let Some(user) = db.m2o(Q, quant, "user_id").filter(|u| *u != users::SUPERUSER_ID) {
+    if let Some(user) = db
+        .m2o(Q, quant, "user_id")
+        .filter(|u| *u != users::SUPERUSER_ID)
+    {
         name.push_str(&format!(" ({})", db.display_name("res.users", user)));
     }
     name
@@ -355,10 +434,17 @@ pub fn apply_inventory(db: &mut Db, ids: &[i64], ctx: &Ctx) -> Result<(), OdooEr
     let mut moves = Vec::with_capacity(ids.len());
     for q in ids {
         let diff = db.float(Q, *q, "inventory_diff_quantity");
-        let product = db.m2o(Q, *q, "product_id").ok_or_else(|| OdooError::missing("product.product", &[], 2))?;
-        let loc = db.m2o(Q, *q, "location_id").ok_or_else(|| OdooError::missing("stock.location", &[], 2))?;
-        let (qty, src, dest) =
-            if float_compare(diff, 0.0, UNIT_ROUNDING).is_gt() { (diff, loss, loc) } else { (-diff, loc, loss) };
+        let product = db
+            .m2o(Q, *q, "product_id")
+            .ok_or_else(|| OdooError::missing("product.product", &[], 2))?;
+        let loc = db
+            .m2o(Q, *q, "location_id")
+            .ok_or_else(|| OdooError::missing("stock.location", &[], 2))?;
+        let (qty, src, dest) = if float_compare(diff, 0.0, UNIT_ROUNDING).is_gt() {
+            (diff, loss, loc)
+        } else {
+            (-diff, loc, loss)
+        };
         let name = inventory_move_name(db, *q, qty, ctx);
         let m = move_::create_inventory_move(db, &name, product, qty, src, dest)?;
         moves.push((m, db.m2o(Q, *q, "lot_id")));
@@ -383,7 +469,13 @@ pub fn action_clear_inventory_quantity(db: &mut Db, ids: &[i64]) -> Result<(), O
 }
 
 /// `_update_available_quantity(product, location, quantity, lot_id)`.
-pub fn update_available_quantity(db: &mut Db, product: i64, location: i64, lot: Option<i64>, qty: f64) -> Result<(), OdooError> {
+pub fn update_available_quantity(
+    db: &mut Db,
+    product: i64,
+    location: i64,
+    lot: Option<i64>,
+    qty: f64,
+) -> Result<(), OdooError> {
     let mut quants = gather(db, product, location, lot);
     if lot.is_some() && qty > 0.0 {
         quants.retain(|q| db.m2o(Q, *q, "lot_id").is_some());
@@ -396,7 +488,10 @@ pub fn update_available_quantity(db: &mut Db, product: i64, location: i64, lot: 
     let mut vals = Map::new();
     vals.insert("product_id".into(), product.into());
     vals.insert("location_id".into(), location.into());
-    vals.insert("lot_id".into(), lot.map(Value::from).unwrap_or(Value::Bool(false)));
+    vals.insert(
+        "lot_id".into(),
+        lot.map(Value::from).unwrap_or(Value::Bool(false)),
+    );
     vals.insert("quantity".into(), float(qty));
     create_plain(db, &vals)?;
     Ok(())
@@ -404,7 +499,11 @@ pub fn update_available_quantity(db: &mut Db, product: i64, location: i64, lot: 
 
 /// A quant's fields for `/__sim/state`.
 pub fn dump(db: &Db, id: i64) -> Value {
-    let m2o = |f: &str| db.m2o(Q, id, f).map(Value::from).unwrap_or(Value::Bool(false));
+    let m2o = |f: &str| {
+        db.m2o(Q, id, f)
+            .map(Value::from)
+            .unwrap_or(Value::Bool(false))
+    };
     json!({
         "id": id,
         "product_id": m2o("product_id"),

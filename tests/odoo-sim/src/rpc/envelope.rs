@@ -33,7 +33,9 @@ pub struct RpcRequest {
 /// Parse a request body.
 pub fn parse(body: &[u8]) -> Result<RpcRequest, EnvelopeError> {
     let v: Value = serde_json::from_slice(body).map_err(|_| EnvelopeError::InvalidJson)?;
-    let Value::Object(obj) = v else { return Err(EnvelopeError::InvalidJsonRpc) };
+    let Value::Object(obj) = v else {
+        return Err(EnvelopeError::InvalidJsonRpc);
+    };
     let id = obj.get("id").cloned().unwrap_or(Value::Null);
     let params = match obj.get("params") {
         Some(Value::Object(p)) => p.clone(),
@@ -83,7 +85,10 @@ mod tests {
 
     #[test]
     fn false_and_empty_results_are_kept() {
-        assert_eq!(success(&json!(1), Some(json!(false)))["result"], json!(false));
+        assert_eq!(
+            success(&json!(1), Some(json!(false)))["result"],
+            json!(false)
+        );
         assert_eq!(success(&json!(1), Some(json!([])))["result"], json!([]));
     }
 

@@ -60,7 +60,11 @@ impl OdooError {
     /// An exception whose `args` is `(message,)`.
     pub fn new(name: &str, message: impl Into<String>) -> Self {
         let message = message.into();
-        Self { name: name.to_owned(), arguments: vec![Value::String(message.clone())], message }
+        Self {
+            name: name.to_owned(),
+            arguments: vec![Value::String(message.clone())],
+            message,
+        }
     }
 
     /// `UserError(message)`: a business rule refused the operation.
@@ -124,7 +128,10 @@ impl OdooError {
 
     /// The serialization failure Odoo returns once its own 5 retries are exhausted.
     pub fn serialization_failure() -> Self {
-        Self::new(names::SERIALIZATION_FAILURE, "could not serialize access due to concurrent update")
+        Self::new(
+            names::SERIALIZATION_FAILURE,
+            "could not serialize access due to concurrent update",
+        )
     }
 
     /// A NOT NULL violation on `field` (converted before reaching the client, see
@@ -142,7 +149,13 @@ impl OdooError {
     /// A foreign key violation: `field` of `model` points at a missing `comodel` row.
     /// `message` is the client ValidationError text, `arguments[0]` PostgreSQL's own text (what
     /// `load` reports).
-    pub fn foreign_key(model: &str, description: &str, field: &str, comodel: &str, id: i64) -> Self {
+    pub fn foreign_key(
+        model: &str,
+        description: &str,
+        field: &str,
+        comodel: &str,
+        id: i64,
+    ) -> Self {
         let table = model.replace('.', "_");
         let cotable = comodel.replace('.', "_");
         let constraint = format!("{table}_{field}_fkey");
@@ -234,7 +247,9 @@ mod tests {
         assert_eq!(data["name"], "odoo.exceptions.UserError");
         assert_eq!(data["message"], "nope");
         assert_eq!(data["arguments"], json!(["nope"]));
-        assert!(data["debug"].as_str().is_some_and(|d| d.starts_with("Traceback")));
+        assert!(data["debug"]
+            .as_str()
+            .is_some_and(|d| d.starts_with("Traceback")));
         assert_eq!(data["context"], json!({}));
     }
 }

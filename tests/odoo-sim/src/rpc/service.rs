@@ -42,7 +42,10 @@ fn check_db(sim: &Sim, db: &Value) -> Result<(), OdooError> {
     match db.as_str() {
         Some(name) if name == sim.config.db_name => Ok(()),
         Some(name) => Err(no_database(name)),
-        None => Err(OdooError::type_error(format!("expected str for the database name, got {}", py_type(db)))),
+        None => Err(OdooError::type_error(format!(
+            "expected str for the database name, got {}",
+            py_type(db)
+        ))),
     }
 }
 
@@ -60,11 +63,12 @@ fn py_int(v: &Value) -> Result<i64, OdooError> {
         Value::Number(n) => n
             .as_i64()
             .or_else(|| n.as_f64().map(|f| f.trunc() as i64))
-            .ok_or_else(|| OdooError::value_error(format!("invalid literal for int() with base 10: '{n}'"))),
-        Value::String(s) => s
-            .trim()
-            .parse::<i64>()
-            .map_err(|_| OdooError::value_error(format!("invalid literal for int() with base 10: '{s}'"))),
+            .ok_or_else(|| {
+                OdooError::value_error(format!("invalid literal for int() with base 10: '{n}'"))
+            }),
+        Value::String(s) => s.trim().parse::<i64>().map_err(|_| {
+            OdooError::value_error(format!("invalid literal for int() with base 10: '{s}'"))
+        }),
         other => Err(OdooError::type_error(format!(
             "int() argument must be a string, a bytes-like object or a real number, not '{}'",
             py_type(other)
@@ -83,7 +87,10 @@ fn common(sim: &Sim, ip: IpAddr, method: &str, args: &[Value]) -> Result<Option<
             let a = bind("exp_about", &[("extended", false)], args, &none)?;
             let info = "See http://openerp.com";
             if a[0].as_bool() == Some(true) {
-                Ok(Some(json!([info, format!("{}.0", sim.config.version.major())])))
+                Ok(Some(json!([
+                    info,
+                    format!("{}.0", sim.config.version.major())
+                ])))
             } else {
                 Ok(Some(json!(info)))
             }
@@ -92,16 +99,26 @@ fn common(sim: &Sim, ip: IpAddr, method: &str, args: &[Value]) -> Result<Option<
             let params: &[(&str, bool)] = if method == "login" {
                 &[("db", true), ("login", true), ("password", true)]
             } else {
-                &[("db", true), ("login", true), ("password", true), ("user_agent_env", true)]
+                &[
+                    ("db", true),
+                    ("login", true),
+                    ("password", true),
+                    ("user_agent_env", true),
+                ]
             };
             let a = bind(&format!("exp_{method}"), params, args, &none)?;
             check_db(sim, &a[0])?;
-            Ok(Some(match sim.authenticate(ip, &str_arg(&a[1]), &str_arg(&a[2])) {
-                Some(uid) => Value::from(uid),
-                None => Value::Bool(false),
-            }))
+            Ok(Some(
+                match sim.authenticate(ip, &str_arg(&a[1]), &str_arg(&a[2])) {
+                    Some(uid) => Value::from(uid),
+                    None => Value::Bool(false),
+                },
+            ))
         }
-        other => Err(OdooError::new(names::EXCEPTION, format!("Method not found: {other}"))),
+        other => Err(OdooError::new(
+            names::EXCEPTION,
+            format!("Method not found: {other}"),
+        )),
     }
 }
 
@@ -112,7 +129,9 @@ fn db_service(sim: &Sim, method: &str, args: &[Value]) -> Result<Option<Value>, 
         "server_version" => Ok(Some(json!(format!("{}.0", sim.config.version.major())))),
         "db_exist" => {
             let a = bind("exp_db_exist", &[("db_name", true)], args, &none)?;
-            Ok(Some(Value::Bool(a[0].as_str() == Some(sim.config.db_name.as_str()))))
+            Ok(Some(Value::Bool(
+                a[0].as_str() == Some(sim.config.db_name.as_str()),
+            )))
         }
         other => Err(OdooError::key_error(&format!("Method not found: {other}"))),
     }
@@ -121,7 +140,10 @@ fn db_service(sim: &Sim, method: &str, args: &[Value]) -> Result<Option<Value>, 
 /// The object call after faults: auth, then `execute_kw` / `execute`.
 fn object(sim: &Sim, ip: IpAddr, method: &str, args: &[Value]) -> Result<Option<Value>, OdooError> {
     if args.len() < 3 {
-        return Err(OdooError::new(names::INDEX_ERROR, "list index out of range"));
+        return Err(OdooError::new(
+            names::INDEX_ERROR,
+            "list index out of range",
+        ));
     }
     let uid = py_int(&args[1])?;
     check_db(sim, &args[0])?;
@@ -130,7 +152,17 @@ fn object(sim: &Sim, ip: IpAddr, method: &str, args: &[Value]) -> Result<Option<
     let none = Map::new();
     match method {
         "execute_kw" => {
-            let a = bind("execute_kw", &[("obj", true), ("method", true), ("args", true), ("kw", false)], rest, &none)?;
+            let a = bind(
+                "execute_kw",
+                &[
+                    ("obj", true),
+                    ("method", true),
+                    ("args", true),
+                    ("kw", false),
+                ],
+                rest,
+                &none,
+            )?;
             let call_args = match &a[2] {
                 Value::Array(v) => v.clone(),
                 other => {
@@ -157,12 +189,25 @@ fn object(sim: &Sim, ip: IpAddr, method: &str, args: &[Value]) -> Result<Option<
                 return Err(OdooError::type_error(format!(
                     "execute() missing {} required positional argument{}",
                     2 - rest.len(),
-                    if rest.len() == 1 { ": 'method'" } else { "s: 'obj' and 'method'" }
+                    if rest.len() == 1 {
+                        ": 'method'"
+                    } else {
+                        "s: 'obj' and 'method'"
+                    }
                 )));
             }
-            sim.execute_kw(uid, &str_arg(&rest[0]), &str_arg(&rest[1]), rest[2..].to_vec(), Map::new())
+            sim.execute_kw(
+                uid,
+                &str_arg(&rest[0]),
+                &str_arg(&rest[1]),
+                rest[2..].to_vec(),
+                Map::new(),
+            )
         }
-        other => Err(OdooError::new(names::NAME_ERROR, format!("Method not available {other}"))),
+        other => Err(OdooError::new(
+            names::NAME_ERROR,
+            format!("Method not available {other}"),
+        )),
     }
 }
 
@@ -178,8 +223,11 @@ pub async fn handle(sim: &Sim, ip: IpAddr, req: RpcRequest) -> Outcome {
         }
     };
     let p = &req.params;
-    let missing: Vec<(&str, bool)> =
-        ["service", "method", "args"].into_iter().filter(|k| !p.contains_key(*k)).map(|k| (k, true)).collect();
+    let missing: Vec<(&str, bool)> = ["service", "method", "args"]
+        .into_iter()
+        .filter(|k| !p.contains_key(*k))
+        .map(|k| (k, true))
+        .collect();
     if !missing.is_empty() {
         return reply(bind("jsonrpc", &missing, &[], &Map::new()).map(|_| None));
     }
@@ -216,7 +264,10 @@ pub async fn handle(sim: &Sim, ip: IpAddr, req: RpcRequest) -> Outcome {
                 FaultAction::DropBeforeCommit => Outcome::Drop,
                 FaultAction::DropAfterCommit => {
                     let result = object(sim, ip, &method, &args);
-                    tracing::debug!(committed = result.is_ok(), "dropping the connection after the call");
+                    tracing::debug!(
+                        committed = result.is_ok(),
+                        "dropping the connection after the call"
+                    );
                     Outcome::Drop
                 }
             }
