@@ -270,6 +270,8 @@ mod tests {
 
     fn state(quants: Vec<Quant>, moves: Vec<Move>) -> SimState {
         SimState {
+            products: vec![],
+            locations: vec![],
             quants,
             moves,
             xmlids: vec![],

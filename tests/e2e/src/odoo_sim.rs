@@ -146,9 +146,26 @@ pub struct XmlId {
     pub res_id: i64,
 }
 
+/// A product or location with a barcode, as `/__sim/state` lists them.
+#[derive(Debug, Clone, Deserialize)]
+pub struct BarcodeRecord {
+    pub id: i64,
+    pub barcode: String,
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub usage: Option<String>,
+}
+
 /// `GET /__sim/state`.
 #[derive(Debug, Clone, Deserialize)]
 pub struct SimState {
+    /// Products with a barcode (the simulator lists them beyond the contract; empty otherwise).
+    #[serde(default)]
+    pub products: Vec<BarcodeRecord>,
+    /// Locations with a barcode (likewise).
+    #[serde(default)]
+    pub locations: Vec<BarcodeRecord>,
     pub quants: Vec<Quant>,
     pub moves: Vec<Move>,
     #[serde(default)]

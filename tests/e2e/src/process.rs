@@ -67,6 +67,21 @@ impl StateDir {
         Ok(dir)
     }
 
+    /// Keeps a temporary directory after all (a setup step failed before any test assertion)
+    /// and prints where it is and which logs it holds.
+    pub fn keep_for_diagnosis(&mut self) {
+        if let Some(temp) = self.temp.take() {
+            let kept = temp.keep();
+            eprintln!(
+                "\n==> setup failed; state and logs kept in {}",
+                kept.display()
+            );
+            for log in self.log_files() {
+                eprintln!("    {}", log.display());
+            }
+        }
+    }
+
     /// Every `*.log` / `*.out` file in the directory, for failure reports.
     pub fn log_files(&self) -> Vec<PathBuf> {
         let mut logs: Vec<PathBuf> = std::fs::read_dir(&self.path)

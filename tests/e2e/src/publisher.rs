@@ -208,9 +208,10 @@ pub struct NoopSubscriber {
 }
 
 impl NoopSubscriber {
-    /// Connects with a persistent session, subscribes to `topic` at QoS 1 and waits for the SUBACK.
+    /// Connects (clean session, so nothing is queued for it once it is gone), subscribes to
+    /// `topic` at QoS 1 and waits for the SUBACK.
     pub async fn start(port: u16, client_id: &str, topic: &str) -> Result<NoopSubscriber> {
-        let (client, mut eventloop) = AsyncClient::new(options(client_id, port, false, 1000), 1024);
+        let (client, mut eventloop) = AsyncClient::new(options(client_id, port, true, 1000), 1024);
         client
             .subscribe(topic, QoS::AtLeastOnce)
             .await
@@ -278,5 +279,48 @@ impl NoopSubscriber {
     pub async fn stop(self) {
         self.stop.cancel();
         let _ = self.driver.await;
+    }
+}
+
+/// Connects as `client_id` with its persistent session (clean_session = false, no new
+/// subscription), acknowledges and collects messages until `n` have arrived or `timeout` passes.
+/// Used to prove what the broker kept queued for a session.
+pub async fn drain_session(
+    port: u16,
+    client_id: &str,
+    n: usize,
+    timeout: Duration,
+) -> Result<Vec<Vec<u8>>> {
+    let (client, mut eventloop) = AsyncClient::new(options(client_id, port, false, 1000), 1024);
+    let mut got = Vec::with_capacity(n);
+    let work = async {
+        while got.len() < n {
+            match eventloop.poll().await {
+                Ok(Event::Incoming(Packet::Publish(p))) => got.push(p.payload.to_vec()),
+                Ok(_) => {}
+                Err(e) => return Err(mqtt_err(client_id, e)),
+            }
+        }
+        Ok(())
+    };
+    let outcome = tokio::time::timeout(timeout, work).await;
+    // Flush the last PUBACKs before leaving.
+    let _ = client.disconnect().await;
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        loop {
+            match eventloop.poll().await {
+                Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    match outcome {
+        Ok(Ok(())) => Ok(got),
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err(mqtt_err(
+            client_id,
+            format!("received {} of {n} queued messages", got.len()),
+        )),
     }
 }

@@ -13,8 +13,9 @@ use crate::error::{HarnessError, Result};
 use crate::mosquitto::Mosquitto;
 use crate::odoo_sim::{OdooSim, SeedLocation, SeedProduct, SeedRequest, SimOptions, SimState};
 use crate::process::StateDir;
-use crate::publisher::preregister_session;
+use crate::publisher::{preregister_session, Publisher};
 use crate::relay::{ca_init, ca_issue, CaDir, Relay, RelayOptions, SiteBundle};
+use crate::scans::{topic_for, ScanPayload};
 
 /// How to build the stack.
 #[derive(Debug, Clone)]
@@ -58,8 +59,19 @@ pub struct Stack {
 }
 
 impl Stack {
-    /// Brings the chain up in `dir`.
-    pub async fn start(dir: StateDir, opts: &StackOptions) -> Result<Stack> {
+    /// Brings the chain up in `dir`. If a step fails, the directory is kept (and printed) so the
+    /// logs of the processes started so far can be read.
+    pub async fn start(mut dir: StateDir, opts: &StackOptions) -> Result<Stack> {
+        match Stack::start_in(&dir, opts).await {
+            Ok(parts) => Ok(parts.with_dir(dir)),
+            Err(e) => {
+                dir.keep_for_diagnosis();
+                Err(e)
+            }
+        }
+    }
+
+    async fn start_in(dir: &StateDir, opts: &StackOptions) -> Result<StackParts> {
         let root = dir.path().to_path_buf();
         let mosquitto = Mosquitto::start(&root).await?;
         let sim = OdooSim::start(&root, &opts.sim).await?;
@@ -93,7 +105,7 @@ impl Stack {
             .await?;
         }
         let agent = Agent::start(&root, &agent_options).await?;
-        Ok(Stack {
+        Ok(StackParts {
             agent,
             relay,
             sim,
@@ -102,7 +114,6 @@ impl Stack {
             bundle,
             agent_options,
             site: opts.site.clone(),
-            dir,
         })
     }
 
@@ -140,6 +151,100 @@ impl Stack {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
+}
+
+/// A stack without its directory, while it is being started.
+struct StackParts {
+    agent: Agent,
+    relay: Relay,
+    sim: OdooSim,
+    mosquitto: Mosquitto,
+    ca: CaDir,
+    bundle: SiteBundle,
+    agent_options: AgentOptions,
+    site: String,
+}
+
+impl StackParts {
+    fn with_dir(self, dir: StateDir) -> Stack {
+        Stack {
+            agent: self.agent,
+            relay: self.relay,
+            sim: self.sim,
+            mosquitto: self.mosquitto,
+            ca: self.ca,
+            bundle: self.bundle,
+            agent_options: self.agent_options,
+            site: self.site,
+            dir,
+        }
+    }
+}
+
+/// The qty of the fence count: the last scan of a stream, on a product no stream counts.
+pub const FENCE_QTY: f64 = 7.0;
+
+impl Stack {
+    /// Publishes the fence scan after a stream (same publisher, so after every scan of it), waits
+    /// for every PUBACK, then polls the simulator until the fence is applied. The relay applies a
+    /// site's events in seq order, so every scan before the fence has been dealt with by then.
+    pub async fn fence_and_wait(
+        &mut self,
+        publisher: &mut Publisher,
+        device: &str,
+        catalog: &Catalog,
+        expected: &Expected,
+        timeout: Duration,
+    ) -> Result<SimState> {
+        let (fence_code, fence_id) = catalog.fence_product.clone();
+        let (loc_code, loc_id) = catalog.locations[0].clone();
+        let fence = ScanPayload::count(device, &fence_code, &loc_code, FENCE_QTY);
+        publisher
+            .publish(&topic_for(device), fence.to_bytes())
+            .await?;
+        publisher.wait_all_acked(timeout).await?;
+        let total = expected.counts.len();
+        self.wait_for_state(
+            timeout,
+            "the fence scan to be applied in the Odoo simulator",
+            |s| {
+                s.quant(fence_id, loc_id)
+                    .is_some_and(|q| q.quantity == FENCE_QTY)
+            },
+            |s| {
+                format!(
+                    "{}/{total} pairs at their final quantity, {} moves, {} RPCs",
+                    expected.pairs_done(s),
+                    s.moves.len(),
+                    s.rpc_total
+                )
+            },
+        )
+        .await
+    }
+}
+
+/// Publishes `plan` in order as counts from `device`; with `per_second`, paced at about that rate.
+pub async fn publish_plan(
+    publisher: &mut Publisher,
+    device: &str,
+    plan: &[PlannedCount],
+    per_second: Option<u32>,
+) -> Result<()> {
+    let topic = topic_for(device);
+    let tick = Duration::from_millis(10);
+    let per_tick = per_second.map(|r| (r as usize / 100).max(1));
+    let mut interval = tokio::time::interval(tick);
+    for (i, c) in plan.iter().enumerate() {
+        if let Some(n) = per_tick {
+            if i % n == 0 {
+                interval.tick().await;
+            }
+        }
+        let scan = ScanPayload::count(device, &c.product_code, &c.location_code, c.qty as f64);
+        publisher.publish(&topic, scan.to_bytes()).await?;
+    }
+    Ok(())
 }
 
 /// Products and shelf locations seeded into the simulator, with their database ids.
