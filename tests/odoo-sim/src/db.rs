@@ -8,7 +8,7 @@
 //! on a copy and the copy replaces the original only when the call succeeded (one transaction per
 //! call, like Odoo's one cursor per RPC).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use serde_json::{Map, Number, Value};
@@ -261,21 +261,30 @@ impl Schema {
     }
 }
 
-/// One model's rows.
+/// One model's rows. Rows are shared (`Arc`) so that copying a table for a transaction copies
+/// pointers, not records; a row is copied when it is first written (`Arc::make_mut`).
 #[derive(Debug, Clone, Default)]
 pub struct Table {
-    rows: BTreeMap<i64, Record>,
+    rows: BTreeMap<i64, Arc<Record>>,
     next_id: i64,
 }
 
-/// The whole database of one simulated Odoo instance.
+/// The whole database of one simulated Odoo instance. Cloning is cheap (copy-on-write tables),
+/// which is what makes "run each call on a copy" affordable.
 #[derive(Debug, Clone)]
 pub struct Db {
     /// The version impersonated.
     pub version: OdooVersion,
     schema: Arc<Schema>,
-    tables: BTreeMap<&'static str, Table>,
+    tables: BTreeMap<&'static str, Arc<Table>>,
+    /// `(module, name)` → `ir.model.data` id (the unique index of the real table).
+    xids: Arc<HashMap<(String, String), i64>>,
+    /// `(product, location, lot)` → `stock.quant` ids, ascending (what `_gather` searches).
+    quant_keys: Arc<HashMap<QuantKey, Vec<i64>>>,
 }
+
+/// The strict `_gather` key of a quant: product, location, lot.
+pub type QuantKey = (Option<i64>, Option<i64>, Option<i64>);
 
 /// Odoo's datetime format, UTC.
 pub fn now_string() -> String {
@@ -348,10 +357,10 @@ impl Db {
         let tables = schema.models.keys().map(|k| {
             (
                 *k,
-                Table {
+                Arc::new(Table {
                     next_id: 1,
                     ..Table::default()
-                },
+                }),
             )
         });
         let tables = tables.collect();
@@ -359,6 +368,8 @@ impl Db {
             version,
             schema,
             tables,
+            xids: Arc::new(HashMap::new()),
+            quant_keys: Arc::new(HashMap::new()),
         }
     }
 
@@ -375,13 +386,86 @@ impl Db {
     }
 
     fn table(&self, model: &str) -> Option<&Table> {
-        self.tables.get(model)
+        self.tables.get(model).map(|t| &**t)
     }
 
     fn table_mut(&mut self, model: &str) -> Result<&mut Table, OdooError> {
         self.tables
             .get_mut(model)
+            .map(Arc::make_mut)
             .ok_or_else(|| OdooError::user_error(format!("Object {model} doesn't exist")))
+    }
+
+    fn row_mut(&mut self, model: &str, id: i64) -> Option<&mut Record> {
+        let table = self.tables.get_mut(model).map(Arc::make_mut)?;
+        table.rows.get_mut(&id).map(Arc::make_mut)
+    }
+
+    fn xid_key(&self, id: i64) -> Option<(String, String)> {
+        let rec = self.get("ir.model.data", id)?;
+        let field = |f: &str| {
+            rec.get(f)
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned()
+        };
+        Some((field("module"), field("name")))
+    }
+
+    /// The `ir.model.data` id of `module.name` (indexed).
+    pub fn xid_lookup(&self, module: &str, name: &str) -> Option<i64> {
+        self.xids
+            .get(&(module.to_owned(), name.to_owned()))
+            .copied()
+    }
+
+    fn quant_key(&self, id: i64) -> Option<QuantKey> {
+        let rec = self.get("stock.quant", id)?;
+        let m2o = |f: &str| rec.get(f).and_then(as_id);
+        Some((m2o("product_id"), m2o("location_id"), m2o("lot_id")))
+    }
+
+    /// Quants with exactly this product, location and lot, ascending ids (indexed).
+    pub fn quants_by_key(&self, key: QuantKey) -> &[i64] {
+        self.quant_keys.get(&key).map(Vec::as_slice).unwrap_or(&[])
+    }
+
+    fn reindex_quant(&mut self, id: i64, old: Option<QuantKey>) {
+        let new = self.quant_key(id);
+        if old == new {
+            return;
+        }
+        let index = Arc::make_mut(&mut self.quant_keys);
+        if let Some(old) = old {
+            if let Some(v) = index.get_mut(&old) {
+                v.retain(|q| *q != id);
+                if v.is_empty() {
+                    index.remove(&old);
+                }
+            }
+        }
+        if let Some(new) = new {
+            let v = index.entry(new).or_default();
+            if let Err(pos) = v.binary_search(&id) {
+                v.insert(pos, id);
+            }
+        }
+    }
+
+    fn reindex_xid(&mut self, id: i64, old: Option<(String, String)>) {
+        let new = self.xid_key(id);
+        if old == new {
+            return;
+        }
+        let index = Arc::make_mut(&mut self.xids);
+        if let Some(old) = old {
+            if index.get(&old) == Some(&id) {
+                index.remove(&old);
+            }
+        }
+        if let Some(new) = new {
+            index.insert(new, id);
+        }
     }
 
     /// True when the record exists.
@@ -391,7 +475,9 @@ impl Db {
 
     /// The stored record.
     pub fn get(&self, model: &str, id: i64) -> Option<&Record> {
-        self.table(model).and_then(|t| t.rows.get(&id))
+        self.table(model)
+            .and_then(|t| t.rows.get(&id))
+            .map(|r| &**r)
     }
 
     /// All ids of a model, ascending.
@@ -463,29 +549,56 @@ impl Db {
         let id = table.next_id;
         table.next_id += 1;
         rec.insert("id".into(), Value::from(id));
-        table.rows.insert(id, rec);
+        table.rows.insert(id, Arc::new(rec));
         self.refresh_computed(model, id);
+        if model == "ir.model.data" {
+            self.reindex_xid(id, None);
+        } else if model == "stock.quant" {
+            self.reindex_quant(id, None);
+        }
         Ok(id)
     }
 
     /// Low-level delete.
     pub fn remove(&mut self, model: &str, id: i64) {
-        if let Some(t) = self.tables.get_mut(model) {
+        let old = if model == "ir.model.data" {
+            self.xid_key(id)
+        } else {
+            None
+        };
+        if let Some(t) = self.tables.get_mut(model).map(Arc::make_mut) {
             t.rows.remove(&id);
+        }
+        if old.is_some() {
+            self.reindex_xid(id, old);
         }
     }
 
     /// Low-level update of stored values (no business rules).
     pub fn set(&mut self, model: &str, id: i64, values: Record) -> Result<(), OdooError> {
-        let table = self.table_mut(model)?;
-        let rec = table
-            .rows
-            .get_mut(&id)
+        self.model(model)?;
+        let old = if model == "ir.model.data" {
+            self.xid_key(id)
+        } else {
+            None
+        };
+        let old_quant = if model == "stock.quant" {
+            self.quant_key(id)
+        } else {
+            None
+        };
+        let rec = self
+            .row_mut(model, id)
             .ok_or_else(|| OdooError::missing(model, &[id], 1))?;
         for (k, v) in values {
             rec.insert(k, v);
         }
         self.refresh_computed(model, id);
+        if model == "ir.model.data" {
+            self.reindex_xid(id, old);
+        } else if model == "stock.quant" {
+            self.reindex_quant(id, old_quant);
+        }
         Ok(())
     }
 
@@ -518,11 +631,7 @@ impl Db {
                         }
                         _ => name,
                     };
-                    if let Some(rec) = self
-                        .tables
-                        .get_mut(model)
-                        .and_then(|t| t.rows.get_mut(&loc))
-                    {
+                    if let Some(rec) = self.row_mut(model, loc) {
                         rec.insert("complete_name".into(), complete.into());
                     }
                     let children: Vec<i64> = self
@@ -536,7 +645,7 @@ impl Db {
             "stock.move" => {
                 // _compute_reference: picking name, else the move's name.
                 let name = self.value(model, id, "name").clone();
-                if let Some(rec) = self.tables.get_mut(model).and_then(|t| t.rows.get_mut(&id)) {
+                if let Some(rec) = self.row_mut(model, id) {
                     rec.insert("reference".into(), name);
                 }
             }
@@ -546,14 +655,14 @@ impl Db {
                     self.str(model, id, "module"),
                     self.str(model, id, "name")
                 );
-                if let Some(rec) = self.tables.get_mut(model).and_then(|t| t.rows.get_mut(&id)) {
+                if let Some(rec) = self.row_mut(model, id) {
                     rec.insert("complete_name".into(), complete.into());
                 }
             }
             "product.product" if !self.version.has_is_storable() => {
                 // 17: `type` is computed from `detailed_type`.
                 let dt = self.value(model, id, "detailed_type").clone();
-                if let Some(rec) = self.tables.get_mut(model).and_then(|t| t.rows.get_mut(&id)) {
+                if let Some(rec) = self.row_mut(model, id) {
                     rec.insert("type".into(), dt);
                 }
             }
@@ -723,6 +832,44 @@ mod tests {
             db.read_value("stock.lot", lot, &field),
             serde_json::json!([pid, "[W1] Widget"])
         );
+    }
+
+    #[test]
+    fn xid_and_quant_indexes_follow_writes_and_deletes() {
+        let mut db = Db::empty(OdooVersion::V18);
+        let mut x = Record::new();
+        x.insert("module".into(), "scanbridge".into());
+        x.insert("name".into(), "WH01_1".into());
+        x.insert("model".into(), "stock.quant".into());
+        x.insert("res_id".into(), 1.into());
+        let xid = db.insert("ir.model.data", x).unwrap_or_default();
+        assert_eq!(db.xid_lookup("scanbridge", "WH01_1"), Some(xid));
+        let _ = db.set1("ir.model.data", xid, "name", "WH01_2".into());
+        assert_eq!(db.xid_lookup("scanbridge", "WH01_1"), None);
+        assert_eq!(db.xid_lookup("scanbridge", "WH01_2"), Some(xid));
+        db.remove("ir.model.data", xid);
+        assert_eq!(db.xid_lookup("scanbridge", "WH01_2"), None);
+
+        let mut q = Record::new();
+        q.insert("product_id".into(), 7.into());
+        q.insert("location_id".into(), 9.into());
+        let quant = db.insert("stock.quant", q).unwrap_or_default();
+        assert_eq!(db.quants_by_key((Some(7), Some(9), None)), &[quant]);
+        let _ = db.set1("stock.quant", quant, "location_id", 10.into());
+        assert!(db.quants_by_key((Some(7), Some(9), None)).is_empty());
+        assert_eq!(db.quants_by_key((Some(7), Some(10), None)), &[quant]);
+    }
+
+    #[test]
+    fn a_cloned_database_does_not_see_later_writes() {
+        let mut db = Db::empty(OdooVersion::V17);
+        let mut p = Record::new();
+        p.insert("name".into(), "Widget".into());
+        let id = db.insert("product.product", p).unwrap_or_default();
+        let snapshot = db.clone();
+        let _ = db.set1("product.product", id, "name", "Gadget".into());
+        assert_eq!(snapshot.str("product.product", id, "name"), "Widget");
+        assert_eq!(db.str("product.product", id, "name"), "Gadget");
     }
 
     #[test]

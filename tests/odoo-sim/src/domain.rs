@@ -229,10 +229,10 @@ fn leaf_matches(db: &Db, model: &str, id: i64, path: &[String], op: &str, value:
     let Some(field) = def.field(name) else {
         return false;
     };
-    let stored = if name == "display_name" {
-        Value::String(db.display_name(&model, id))
+    let stored: std::borrow::Cow<'_, Value> = if name == "display_name" {
+        std::borrow::Cow::Owned(Value::String(db.display_name(&model, id)))
     } else {
-        db.value(&model, id, name).clone()
+        std::borrow::Cow::Borrowed(db.value(&model, id, name))
     };
     match field.ty {
         FieldType::Many2one(co) => m2o_matches(db, co, as_id(&stored), op, value),
@@ -333,27 +333,49 @@ fn is_descendant(db: &Db, model: &str, child: i64, ancestor: i64) -> bool {
     false
 }
 
-/// SQL LIKE with `%` and `_` wildcards.
+/// SQL LIKE with `%` and `_` wildcards (`\\` escapes the next character).
 pub fn like(text: &str, pattern: &str, case_insensitive: bool) -> bool {
-    let (t, p): (Vec<char>, Vec<char>) = if case_insensitive {
-        (
-            text.to_lowercase().chars().collect(),
-            pattern.to_lowercase().chars().collect(),
-        )
+    if case_insensitive {
+        let t: Vec<char> = text.to_lowercase().chars().collect();
+        let p: Vec<char> = pattern.to_lowercase().chars().collect();
+        like_slices(&t, &p)
+    } else if text.is_ascii() && pattern.is_ascii() {
+        like_slices(text.as_bytes(), pattern.as_bytes())
     } else {
-        (text.chars().collect(), pattern.chars().collect())
-    };
-    // Iterative wildcard matching with backtracking on '%'.
+        let t: Vec<char> = text.chars().collect();
+        let p: Vec<char> = pattern.chars().collect();
+        like_slices(&t, &p)
+    }
+}
+
+trait LikeChar: Copy + PartialEq {
+    fn is(self, c: char) -> bool;
+}
+
+impl LikeChar for char {
+    fn is(self, c: char) -> bool {
+        self == c
+    }
+}
+
+impl LikeChar for u8 {
+    fn is(self, c: char) -> bool {
+        char::from(self) == c
+    }
+}
+
+/// Iterative wildcard matching with backtracking on `%`.
+fn like_slices<C: LikeChar>(t: &[C], p: &[C]) -> bool {
     let (mut ti, mut pi) = (0usize, 0usize);
     let (mut star, mut mark) = (None::<usize>, 0usize);
     while ti < t.len() {
-        if pi < p.len() && p[pi] == '\\' && pi + 1 < p.len() && p[pi + 1] == t[ti] {
+        if pi + 1 < p.len() && p[pi].is('\\') && p[pi + 1] == t[ti] {
             ti += 1;
             pi += 2;
-        } else if pi < p.len() && (p[pi] == '_' || (p[pi] == t[ti] && p[pi] != '%')) {
+        } else if pi < p.len() && !p[pi].is('%') && (p[pi].is('_') || p[pi] == t[ti]) {
             ti += 1;
             pi += 1;
-        } else if pi < p.len() && p[pi] == '%' {
+        } else if pi < p.len() && p[pi].is('%') {
             star = Some(pi);
             mark = ti;
             pi += 1;
@@ -365,7 +387,7 @@ pub fn like(text: &str, pattern: &str, case_insensitive: bool) -> bool {
             return false;
         }
     }
-    while pi < p.len() && p[pi] == '%' {
+    while pi < p.len() && p[pi].is('%') {
         pi += 1;
     }
     pi == p.len()
@@ -443,9 +465,10 @@ fn scalar_matches(stored: &Value, op: &str, value: &Value, ty: FieldType) -> boo
                 hit
             }
         }
-        "=like" | "=ilike" => {
-            !is_unset(stored) && like(&text_of(stored), &text_of(value), op == "=ilike")
-        }
+        "=like" | "=ilike" => match (stored, value) {
+            (Value::String(t), Value::String(p)) => like(t, p, op == "=ilike"),
+            _ => !is_unset(stored) && like(&text_of(stored), &text_of(value), op == "=ilike"),
+        },
         _ => false,
     }
 }

@@ -65,6 +65,8 @@ pub struct Sim {
     faults: Mutex<Faults>,
     stats: Mutex<Stats>,
     login_failures: Mutex<HashMap<IpAddr, (u32, Instant)>>,
+    /// 19 logs once that `/jsonrpc` is deprecated.
+    deprecation_logged: std::sync::atomic::AtomicBool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -84,6 +86,7 @@ impl Sim {
             faults: Mutex::new(Faults::default()),
             stats: Mutex::new(Stats::default()),
             login_failures: Mutex::new(HashMap::new()),
+            deprecation_logged: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -122,9 +125,19 @@ impl Sim {
         (f.take(), Duration::from_millis(f.latency_ms))
     }
 
-    /// Count one well-formed `/jsonrpc` request.
+    /// Count one well-formed `/jsonrpc` request (19: and warn once that the endpoint is
+    /// deprecated, as Odoo 19 does).
     pub fn count_rpc(&self) {
         lock(&self.stats).rpc_total += 1;
+        if self.config.version >= OdooVersion::V19
+            && !self
+                .deprecation_logged
+                .swap(true, std::sync::atomic::Ordering::Relaxed)
+        {
+            tracing::warn!(
+                "the /jsonrpc endpoint is deprecated in Odoo 19; use /json/2 (not simulated yet)"
+            );
+        }
     }
 
     /// Count one object call of `model.method`.

@@ -33,19 +33,16 @@ pub fn split(xid: &str, default_module: &str) -> (String, String) {
 
 /// `_lookup_xmlids` for one xid.
 pub fn lookup(db: &Db, module: &str, name: &str) -> Option<XmlId> {
-    db.all_ids(M)
-        .into_iter()
-        .find(|i| db.str(M, *i, "module") == module && db.str(M, *i, "name") == name)
-        .map(|i| {
-            let model = db.str(M, i, "model");
-            let res_id = db.value(M, i, "res_id").as_i64().unwrap_or_default();
-            XmlId {
-                id: i,
-                record_exists: db.exists(&model, res_id),
-                model,
-                res_id,
-            }
-        })
+    db.xid_lookup(module, name).map(|i| {
+        let model = db.str(M, i, "model");
+        let res_id = db.value(M, i, "res_id").as_i64().unwrap_or_default();
+        XmlId {
+            id: i,
+            record_exists: db.exists(&model, res_id),
+            model,
+            res_id,
+        }
+    })
 }
 
 /// `_update_xmlids` for one xid: create it, or repoint it at `model`/`res_id`.

@@ -91,14 +91,8 @@ fn id_value(v: Option<&Value>) -> Option<i64> {
 
 /// `_gather(product, location, lot_id, strict=True)`: quants of exactly that key, oldest first.
 pub fn gather(db: &Db, product: i64, location: i64, lot: Option<i64>) -> Vec<i64> {
-    db.all_ids(Q)
-        .into_iter()
-        .filter(|q| {
-            db.m2o(Q, *q, "product_id") == Some(product)
-                && db.m2o(Q, *q, "location_id") == Some(location)
-                && db.m2o(Q, *q, "lot_id") == lot
-        })
-        .collect()
+    db.quants_by_key((Some(product), Some(location), lot))
+        .to_vec()
 }
 
 /// `record.field = value` (`Field.__set__`): a no-op when the value is unchanged, else a write.
