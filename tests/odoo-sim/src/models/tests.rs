@@ -653,3 +653,70 @@ fn a_failing_call_leaves_the_database_untouched() {
     );
     assert_eq!(sim.read(|db| db.all_ids("stock.location").len()), before);
 }
+
+#[test]
+fn an_empty_user_column_in_load_keeps_the_move_name_exactly_the_inventory_name() {
+    let mut f = fixture(OdooVersion::V17);
+    let fields = json!([
+        "id",
+        "product_id/.id",
+        "location_id/.id",
+        "inventory_quantity",
+        "user_id/.id"
+    ]);
+    let res = ok(call(
+        &mut f.db,
+        "stock.quant",
+        "load",
+        json!([fields, [["scanbridge.WH01_1", f.widget, f.a01, 4, false]]]),
+        inventory_ctx(),
+    ));
+    assert_eq!(res["messages"], json!([]));
+    let ids = res["ids"].clone();
+    ok(call(
+        &mut f.db,
+        "stock.quant",
+        "action_apply_inventory",
+        json!([ids]),
+        json!({"context": {"inventory_mode": true, "inventory_name": TAG}}),
+    ));
+    assert_eq!(moves(&f.db)[0]["name"], TAG);
+    let n = ok(call(
+        &mut f.db,
+        "stock.move",
+        "search_count",
+        json!([[["name", "=", TAG]]]),
+        json!({}),
+    ));
+    assert_eq!(n, 1);
+}
+
+#[test]
+fn duplicate_ids_from_a_merging_load_apply_the_difference_twice_like_odoo() {
+    let mut f = fixture(OdooVersion::V18);
+    let fields = json!([
+        "id",
+        "product_id/.id",
+        "location_id/.id",
+        "inventory_quantity"
+    ]);
+    let rows = json!([
+        ["scanbridge.WH01_1", f.widget, f.a01, 5],
+        ["scanbridge.WH01_2", f.widget, f.a01, 7]
+    ]);
+    let res = ok(call(
+        &mut f.db,
+        "stock.quant",
+        "load",
+        json!([fields, rows]),
+        inventory_ctx(),
+    ));
+    let q = res["ids"][0].as_i64().unwrap_or_default();
+    assert_eq!(res["ids"], json!([q, q]), "both rows merged into one quant");
+    ok(apply(&mut f.db, &[q, q]));
+    assert_eq!(
+        quantity(&f.db, q),
+        14.0,
+        "each id of the recordset makes its own move"
+    );
+}
