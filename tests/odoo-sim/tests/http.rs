@@ -575,3 +575,53 @@ fn a_bad_command_line_exits_with_64() {
     assert_eq!(out.status.code(), Some(64));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--odoo-version"));
 }
+
+#[tokio::test]
+async fn login_execute_and_a_non_json_content_type_behave_like_odoo() {
+    let sim = start("17", &[]);
+    let uid = rpc(&sim, "common", "login", json!([DB, "scanbridge", KEY])).await;
+    assert_eq!(result(&uid), &json!(2));
+    let other_db = rpc(
+        &sim,
+        "common",
+        "authenticate",
+        json!(["nope", "scanbridge", KEY, {}]),
+    )
+    .await;
+    assert_eq!(
+        other_db["error"]["data"]["name"],
+        "psycopg2.OperationalError"
+    );
+    let ids = rpc(
+        &sim,
+        "object",
+        "execute",
+        json!([
+            DB,
+            2,
+            KEY,
+            "stock.location",
+            "search",
+            [["usage", "=", "inventory"]]
+        ]),
+    )
+    .await;
+    assert_eq!(result(&ids).as_array().map(Vec::len), Some(1));
+    let unknown = rpc(&sim, "object", "frobnicate", json!([DB, 2, KEY])).await;
+    assert_eq!(unknown["error"]["data"]["name"], "builtins.NameError");
+    let resp = client()
+        .post(format!("{}/jsonrpc", sim.base))
+        .header("Content-Type", "text/plain")
+        .body("{}")
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(resp.status(), 400);
+    let ct = resp
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    assert!(ct.starts_with("text/html"), "{ct}");
+}
