@@ -1,1 +1,223 @@
-fn main() {}
+//! `scanbridge-relay`: the command line. Parses arguments, sets up logging (stderr, RUST_LOG,
+//! default `info`), maps failures to exit codes (64 = bad command line or configuration) and
+//! turns SIGTERM/SIGINT into a clean shutdown. Everything else lives in the library.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use scanbridge_relay::ca::{self, DEFAULT_SITE_DAYS};
+use scanbridge_relay::config::Config;
+use scanbridge_relay::relay::Relay;
+use tokio_util::sync::CancellationToken;
+
+/// EX_USAGE: bad command line or configuration.
+const EXIT_USAGE: u8 = 64;
+/// EX_CANTCREAT: refusing to overwrite.
+const EXIT_CANTCREAT: u8 = 73;
+
+#[derive(Parser)]
+#[command(
+    name = "scanbridge-relay",
+    version,
+    about = "Scanbridge cloud relay: mTLS batch intake, durable inbox, Odoo push"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Manage the site certificate authority.
+    Ca {
+        #[command(subcommand)]
+        command: CaCommand,
+    },
+    /// Validate a configuration file (including TLS files and the Odoo key file) and exit.
+    CheckConfig { file: PathBuf },
+    /// Run the relay.
+    Run {
+        #[arg(long)]
+        config: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum CaCommand {
+    /// Create a CA and the relay's server certificate.
+    Init {
+        #[arg(long)]
+        dir: PathBuf,
+        /// DNS name of the relay (repeatable; default localhost).
+        #[arg(long = "server-name")]
+        server_names: Vec<String>,
+        /// IP address of the relay (repeatable; default 127.0.0.1).
+        #[arg(long = "server-ip")]
+        server_ips: Vec<IpAddr>,
+    },
+    /// Issue a site certificate bundle.
+    Issue {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long)]
+        site: String,
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value_t = DEFAULT_SITE_DAYS)]
+        days: u32,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = if e.use_stderr() { EXIT_USAGE } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    init_logging();
+    match cli.command {
+        Command::Ca { command } => run_ca(command),
+        Command::CheckConfig { file } => match check_config(&file) {
+            Ok(()) => {
+                println!("{}: ok", file.display());
+                ExitCode::SUCCESS
+            }
+            Err(message) => {
+                eprintln!("error: {message}");
+                ExitCode::from(EXIT_USAGE)
+            }
+        },
+        Command::Run { config } => run(&config),
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn run_ca(command: CaCommand) -> ExitCode {
+    let result = match command {
+        CaCommand::Init {
+            dir,
+            mut server_names,
+            mut server_ips,
+        } => {
+            if server_names.is_empty() {
+                server_names.push("localhost".into());
+            }
+            if server_ips.is_empty() {
+                server_ips.push(IpAddr::from([127, 0, 0, 1]));
+            }
+            ca::init(&dir, &server_names, &server_ips).map(|files| {
+                println!("CA written: {}", files.ca_cert.display());
+                println!("server certificate: {}", files.server_cert.display());
+            })
+        }
+        CaCommand::Issue {
+            dir,
+            site,
+            out,
+            days,
+        } => ca::issue(&dir, &site, &out, days).map(|bundle| {
+            println!("site bundle for {site}: {}", bundle.site_cert.display());
+        }),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            let code = if e.is_usage() {
+                EXIT_USAGE
+            } else if matches!(e, ca::CaError::CaExists(_) | ca::CaError::BundleExists(_)) {
+                EXIT_CANTCREAT
+            } else {
+                1
+            };
+            ExitCode::from(code)
+        }
+    }
+}
+
+/// Everything `run` validates before opening a socket.
+fn check_config(file: &Path) -> Result<(), String> {
+    let config = Config::load(file).map_err(|e| e.to_string())?;
+    scanbridge_relay::tls::server_config(
+        &config.tls.server_cert,
+        &config.tls.server_key,
+        &config.tls.client_ca,
+    )
+    .map_err(|e| format!("{}: {e}", file.display()))?;
+    Ok(())
+}
+
+fn run(file: &Path) -> ExitCode {
+    if let Err(message) = check_config(file) {
+        eprintln!("error: {message}");
+        return ExitCode::from(EXIT_USAGE);
+    }
+    let config = match Config::load(file) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result: anyhow::Result<()> = runtime.block_on(async {
+        let cancel = CancellationToken::new();
+        let relay = Relay::start(config, cancel.clone()).await?;
+        tokio::spawn(shutdown_on_signal(cancel));
+        relay.run().await?;
+        Ok(())
+    });
+    match result {
+        Ok(()) => {
+            tracing::info!("stopped");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            tracing::error!("{e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Cancels `cancel` on SIGTERM or SIGINT.
+async fn shutdown_on_signal(cancel: CancellationToken) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (mut term, mut int) = match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(t), Ok(i)) => (t, i),
+        _ => {
+            tracing::error!("cannot install signal handlers; stop the relay with SIGKILL");
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = int.recv() => tracing::info!("SIGINT received"),
+        _ = cancel.cancelled() => return,
+    }
+    cancel.cancel();
+}

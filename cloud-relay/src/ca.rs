@@ -1,0 +1,343 @@
+//! The relay's own small certificate authority: `scanbridge-relay ca init` and `ca issue`.
+//!
+//! Owns every file the CA writes. One CA key (ECDSA P-256) signs two kinds of leaf:
+//! - the relay's **server certificate** (SAN DNS names and IP addresses, EKU serverAuth);
+//! - one **site certificate** per site (SAN URI `urn:scanbridge:site:<ID>`, EKU clientAuth), which
+//!   is the only place the relay takes a site's identity from (see [`crate::identity`]).
+//!
+//! Files (private keys are created with mode 0600 from the start, never chmod-ed afterwards):
+//! - `ca init --dir D`: `D/ca.pem`, `D/ca.key`, `D/server.pem`, `D/server.key`. Refuses to touch
+//!   a directory that already holds a CA.
+//! - `ca issue --dir D --site S --out B`: `B/ca.pem` (trust anchor for the relay's server
+//!   certificate), `B/site.pem`, `B/site.key`. Refuses to overwrite an existing bundle.
+
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::net::IpAddr;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use rand::RngCore;
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose,
+    Ia5String, IsCa, KeyPair, KeyUsagePurpose, SanType, SerialNumber, PKCS_ECDSA_P256_SHA256,
+};
+use time::{Duration, OffsetDateTime};
+
+use crate::identity::site_uri;
+
+/// Validity of the CA certificate.
+const CA_VALIDITY_DAYS: i64 = 3650;
+/// Validity of the relay's server certificate.
+const SERVER_VALIDITY_DAYS: i64 = 825;
+/// Default validity of a site certificate (`--days`).
+pub const DEFAULT_SITE_DAYS: u32 = 397;
+
+/// What can go wrong while creating or using the CA.
+#[derive(Debug, thiserror::Error)]
+pub enum CaError {
+    #[error("{0} already exists: refusing to overwrite an existing CA (use another --dir, or move the old CA away deliberately)")]
+    CaExists(PathBuf),
+    #[error("{0} already exists: refusing to overwrite an issued bundle (use another --out)")]
+    BundleExists(PathBuf),
+    #[error("invalid site id {0:?}: use 1 to 32 characters of A-Z a-z 0-9 - _")]
+    InvalidSite(String),
+    #[error("invalid server name {0:?}: {1}")]
+    InvalidName(String, String),
+    #[error("--days must be between 1 and 3650, got {0}")]
+    InvalidDays(u32),
+    #[error(
+        "cannot read {path}: {source} (is this a directory made by `scanbridge-relay ca init`?)"
+    )]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot write {path}: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("certificate generation failed: {0}")]
+    Rcgen(#[from] rcgen::Error),
+}
+
+impl CaError {
+    /// Whether the mistake is in the command line (exit code 64) rather than in the environment.
+    pub fn is_usage(&self) -> bool {
+        matches!(
+            self,
+            CaError::InvalidSite(_) | CaError::InvalidName(..) | CaError::InvalidDays(_)
+        )
+    }
+}
+
+/// Paths of the files `ca init` writes into a CA directory.
+#[derive(Debug, Clone)]
+pub struct CaFiles {
+    pub ca_cert: PathBuf,
+    pub ca_key: PathBuf,
+    pub server_cert: PathBuf,
+    pub server_key: PathBuf,
+}
+
+impl CaFiles {
+    pub fn in_dir(dir: &Path) -> CaFiles {
+        CaFiles {
+            ca_cert: dir.join("ca.pem"),
+            ca_key: dir.join("ca.key"),
+            server_cert: dir.join("server.pem"),
+            server_key: dir.join("server.key"),
+        }
+    }
+}
+
+/// Paths of the files `ca issue` writes into a site bundle directory.
+#[derive(Debug, Clone)]
+pub struct BundleFiles {
+    pub ca_cert: PathBuf,
+    pub site_cert: PathBuf,
+    pub site_key: PathBuf,
+}
+
+impl BundleFiles {
+    pub fn in_dir(dir: &Path) -> BundleFiles {
+        BundleFiles {
+            ca_cert: dir.join("ca.pem"),
+            site_cert: dir.join("site.pem"),
+            site_key: dir.join("site.key"),
+        }
+    }
+}
+
+/// Creates a new CA and the relay's server certificate in `dir` (created if missing).
+pub fn init(
+    dir: &Path,
+    server_names: &[String],
+    server_ips: &[IpAddr],
+) -> Result<CaFiles, CaError> {
+    let files = CaFiles::in_dir(dir);
+    for existing in [&files.ca_cert, &files.ca_key] {
+        if existing.exists() {
+            return Err(CaError::CaExists(existing.clone()));
+        }
+    }
+    let mut sans = Vec::new();
+    for name in server_names {
+        let ia5 = Ia5String::try_from(name.as_str())
+            .map_err(|e| CaError::InvalidName(name.clone(), e.to_string()))?;
+        if name.is_empty() {
+            return Err(CaError::InvalidName(name.clone(), "empty".into()));
+        }
+        sans.push(SanType::DnsName(ia5));
+    }
+    sans.extend(server_ips.iter().copied().map(SanType::IpAddress));
+
+    let now = OffsetDateTime::now_utc();
+    let ca_key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
+    let mut ca_params = CertificateParams::default();
+    ca_params.distinguished_name = dn("Scanbridge site CA");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    ca_params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    ca_params.serial_number = Some(random_serial());
+    ca_params.not_before = now - Duration::hours(1);
+    ca_params.not_after = now + Duration::days(CA_VALIDITY_DAYS);
+    let ca_cert = ca_params.self_signed(&ca_key)?;
+
+    let server_key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
+    let mut params = CertificateParams::default();
+    params.distinguished_name = dn(server_names.first().map_or("scanbridge-relay", |s| s));
+    params.subject_alt_names = sans;
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    params.serial_number = Some(random_serial());
+    params.not_before = now - Duration::hours(1);
+    params.not_after = now + Duration::days(SERVER_VALIDITY_DAYS);
+    let server_cert = params.signed_by(&server_key, &ca_cert, &ca_key)?;
+
+    std::fs::create_dir_all(dir).map_err(|source| CaError::Write {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    // The key first: if it cannot be created exclusively, nothing else is written.
+    write_new(
+        &files.ca_key,
+        ca_key.serialize_pem().as_bytes(),
+        0o600,
+        true,
+    )?;
+    write_new(&files.ca_cert, ca_cert.pem().as_bytes(), 0o644, true)?;
+    write_new(
+        &files.server_key,
+        server_key.serialize_pem().as_bytes(),
+        0o600,
+        true,
+    )?;
+    write_new(
+        &files.server_cert,
+        server_cert.pem().as_bytes(),
+        0o644,
+        true,
+    )?;
+    Ok(files)
+}
+
+/// Issues a site certificate bundle for `site` from the CA in `ca_dir`, into `out`.
+pub fn issue(ca_dir: &Path, site: &str, out: &Path, days: u32) -> Result<BundleFiles, CaError> {
+    if !scanbridge_protocol::is_valid_site_id(site) {
+        return Err(CaError::InvalidSite(site.to_string()));
+    }
+    if days == 0 || days > 3650 {
+        return Err(CaError::InvalidDays(days));
+    }
+    let ca = CaFiles::in_dir(ca_dir);
+    let bundle = BundleFiles::in_dir(out);
+    for existing in [&bundle.site_cert, &bundle.site_key] {
+        if existing.exists() {
+            return Err(CaError::BundleExists(existing.clone()));
+        }
+    }
+    let ca_pem = read(&ca.ca_cert)?;
+    let ca_key = KeyPair::from_pem(&read(&ca.ca_key)?)?;
+    // Rebuild the issuer from the stored CA certificate (same subject and key identifier).
+    let ca_cert = CertificateParams::from_ca_cert_pem(&ca_pem)?.self_signed(&ca_key)?;
+
+    let now = OffsetDateTime::now_utc();
+    let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
+    let mut params = CertificateParams::default();
+    params.distinguished_name = dn(&format!("scanbridge site {site}"));
+    let uri = Ia5String::try_from(site_uri(site))
+        .map_err(|e| CaError::InvalidSite(format!("{site} ({e})")))?;
+    params.subject_alt_names = vec![SanType::URI(uri)];
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    params.serial_number = Some(random_serial());
+    params.not_before = now - Duration::hours(1);
+    params.not_after = now + Duration::days(i64::from(days));
+    let cert = params.signed_by(&key, &ca_cert, &ca_key)?;
+
+    std::fs::create_dir_all(out).map_err(|source| CaError::Write {
+        path: out.to_path_buf(),
+        source,
+    })?;
+    write_new(
+        &bundle.site_key,
+        key.serialize_pem().as_bytes(),
+        0o600,
+        true,
+    )?;
+    write_new(&bundle.site_cert, cert.pem().as_bytes(), 0o644, true)?;
+    // The trust anchor may already be there (several sites' bundles in one directory is odd,
+    // but harmless): it is public and identical, so it is replaced.
+    write_new(&bundle.ca_cert, ca_pem.as_bytes(), 0o644, false)?;
+    Ok(bundle)
+}
+
+fn dn(common_name: &str) -> DistinguishedName {
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::OrganizationName, "Scanbridge");
+    dn.push(DnType::CommonName, common_name);
+    dn
+}
+
+/// A random positive 128-bit serial number (the revocation handle).
+fn random_serial() -> SerialNumber {
+    let mut bytes = [0u8; 16];
+    rand::thread_rng().fill_bytes(&mut bytes);
+    bytes[0] &= 0x7f;
+    bytes[0] |= 0x01;
+    SerialNumber::from_slice(&bytes)
+}
+
+fn read(path: &Path) -> Result<String, CaError> {
+    std::fs::read_to_string(path).map_err(|source| CaError::Read {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Writes `bytes` to `path` with `mode` set at creation; `exclusive` refuses an existing file.
+fn write_new(path: &Path, bytes: &[u8], mode: u32, exclusive: bool) -> Result<(), CaError> {
+    let mut opts = OpenOptions::new();
+    opts.write(true).mode(mode);
+    if exclusive {
+        opts.create_new(true);
+    } else {
+        opts.create(true).truncate(true);
+    }
+    let werr = |source| CaError::Write {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut file = opts.open(path).map_err(werr)?;
+    file.write_all(bytes).map_err(werr)?;
+    file.sync_all().map_err(werr)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn mode(p: &Path) -> u32 {
+        std::fs::metadata(p)
+            .map(|m| m.permissions().mode() & 0o777)
+            .unwrap_or(0)
+    }
+
+    #[test]
+    fn init_writes_ca_and_server_files_with_private_keys_readable_only_by_owner() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let files = init(
+            dir.path(),
+            &["localhost".into()],
+            &["127.0.0.1".parse().expect("ip")],
+        )
+        .expect("init");
+        assert_eq!(mode(&files.ca_key), 0o600);
+        assert_eq!(mode(&files.server_key), 0o600);
+        assert!(files.ca_cert.exists() && files.server_cert.exists());
+    }
+
+    #[test]
+    fn init_refuses_to_overwrite_an_existing_ca() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        init(dir.path(), &["localhost".into()], &[]).expect("first init");
+        let before = std::fs::read(dir.path().join("ca.key")).expect("read key");
+        let err = init(dir.path(), &["localhost".into()], &[]).expect_err("second init");
+        assert!(matches!(err, CaError::CaExists(_)), "{err}");
+        assert_eq!(
+            std::fs::read(dir.path().join("ca.key")).expect("read key"),
+            before
+        );
+    }
+
+    #[test]
+    fn issue_writes_a_site_bundle_whose_certificate_names_the_site() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        init(dir.path(), &["localhost".into()], &[]).expect("init");
+        let out = dir.path().join("wh01");
+        let bundle = issue(dir.path(), "WH01", &out, DEFAULT_SITE_DAYS).expect("issue");
+        assert_eq!(mode(&bundle.site_key), 0o600);
+        let pem = std::fs::read(&bundle.site_cert).expect("read cert");
+        let der = rustls_pemfile::certs(&mut pem.as_slice())
+            .next()
+            .expect("one cert")
+            .expect("pem");
+        let site = crate::identity::site_from_cert_der(&der).expect("site");
+        assert_eq!(site.as_str(), "WH01");
+    }
+
+    #[test]
+    fn issue_rejects_an_invalid_site_id() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        init(dir.path(), &["localhost".into()], &[]).expect("init");
+        let err = issue(dir.path(), "WH 01", &dir.path().join("x"), 30).expect_err("bad id");
+        assert!(err.is_usage());
+    }
+}

@@ -1,0 +1,467 @@
+//! The relay's durable store (`state_dir/relay.redb`): inbox, dedupe, push cursors, outcomes,
+//! dead letters, quarantine, agent status and counters, all in one redb file.
+//!
+//! Every method is blocking (redb does file I/O and fsync): call them from `spawn_blocking`.
+//! Every write transaction commits with `Durability::Immediate` (fsync) before it returns, so a
+//! caller may acknowledge what it wrote as soon as the call returns.
+//!
+//! # Tables
+//!
+//! Keys and values use redb's own fixed encodings (integers little-endian; `&str`/`&[u8]`
+//! length-prefixed inside tuples). Timestamps are microseconds since the Unix epoch (UTC).
+//!
+//! | table            | key                          | value                                                   |
+//! |------------------|------------------------------|---------------------------------------------------------|
+//! | `inbox`          | `(site: &str, seq: u64)`     | `&[u8]`: the `scanbridge_protocol::Event`, postcard bytes exactly as the agent encoded them inside the batch (no envelope) |
+//! | `site_highest`   | `site: &str`                 | `u64`: highest seq ever received for the site            |
+//! | `agent_status`   | `site: &str`                 | `(received_at: i64, agent: &str, status: &[u8])`; `status` is an enveloped `AgentStatus` (`scanbridge_protocol::encode`, magic + version + CRC), empty when the last batch carried none |
+//! | `push_cursor`    | `site: &str`                 | `u64`: next seq the pusher has to handle; every seq below has an outcome |
+//! | `push_inflight`  | `site: &str`                 | `(first_seq: u64, last_seq: u64)`: the chunk last sent to Odoo, written before the first write call so a retry (also after a restart) re-forms the same chunk and the same TAG |
+//! | `outcomes`       | `(site: &str, seq: u64)`     | `(kind: u8, detail: &str)`; kind 1 applied (detail = TAG), 2 dead-lettered (reason), 3 quarantined (reason) |
+//! | `dead_letters`   | `(site: &str, seq: u64)`     | `(at: i64, reason: &str)`; the event itself stays in `inbox` for replay |
+//! | `quarantine`     | `(site: &str, seq: u64)`     | `(received_at: i64, raw: &[u8], reason: &str)`             |
+//! | `counters`       | `(site: &str, name: &str)`   | `u64`; names in [`counter`]                               |
+//!
+//! Invariants: an `inbox` row is never overwritten (insert-if-absent = dedupe by `(site, seq)`);
+//! `push_cursor` and the `outcomes`/`dead_letters` rows of the events it passes are written in
+//! the same transaction.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use redb::{Database, Durability, ReadableTable, TableDefinition};
+use scanbridge_protocol::{Batch, Event, EventBody};
+
+const INBOX: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("inbox");
+const SITE_HIGHEST: TableDefinition<&str, u64> = TableDefinition::new("site_highest");
+const AGENT_STATUS: TableDefinition<&str, (i64, &str, &[u8])> =
+    TableDefinition::new("agent_status");
+const PUSH_CURSOR: TableDefinition<&str, u64> = TableDefinition::new("push_cursor");
+const PUSH_INFLIGHT: TableDefinition<&str, (u64, u64)> = TableDefinition::new("push_inflight");
+const OUTCOMES: TableDefinition<(&str, u64), (u8, &str)> = TableDefinition::new("outcomes");
+const DEAD_LETTERS: TableDefinition<(&str, u64), (i64, &str)> =
+    TableDefinition::new("dead_letters");
+const QUARANTINE: TableDefinition<(&str, u64), (i64, &[u8], &str)> =
+    TableDefinition::new("quarantine");
+const COUNTERS: TableDefinition<(&str, &str), u64> = TableDefinition::new("counters");
+
+/// Names of the per-site counters.
+pub mod counter {
+    pub const RECEIVED: &str = "received";
+    pub const DUPLICATES: &str = "duplicates";
+    pub const APPLIED: &str = "applied";
+    pub const DEAD_LETTERED: &str = "dead_lettered";
+    pub const QUARANTINED: &str = "quarantined";
+}
+
+const KIND_APPLIED: u8 = 1;
+const KIND_DEAD_LETTERED: u8 = 2;
+const KIND_QUARANTINED: u8 = 3;
+
+/// The store failed; the caller answers 503 (intake) or retries later (pusher).
+#[derive(Debug, thiserror::Error)]
+pub enum InboxError {
+    #[error("relay store {path} cannot be opened: {source} (is another relay running on this state_dir?)")]
+    Open { path: PathBuf, source: redb::Error },
+    #[error("relay store I/O failed: {0} (disk full or failing?)")]
+    Storage(#[from] redb::Error),
+    #[error("relay store worker failed: {0}")]
+    Worker(String),
+}
+
+macro_rules! redb_from {
+    ($($t:ty),*) => {$(
+        impl From<$t> for InboxError {
+            fn from(e: $t) -> Self {
+                InboxError::Storage(e.into())
+            }
+        }
+    )*};
+}
+redb_from!(
+    redb::StorageError,
+    redb::TableError,
+    redb::TransactionError,
+    redb::CommitError
+);
+
+/// What happened to one event in the pusher.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Written to Odoo by the chunk `tag`.
+    Applied { tag: String },
+    /// Kept in `dead_letters` with Odoo's (or the relay's) reason.
+    DeadLettered { reason: String },
+    /// A quarantined payload; already recorded in `quarantine` at intake.
+    Quarantined { reason: String },
+}
+
+/// The result of storing one batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Accepted {
+    pub inserted: u32,
+    pub duplicates: u32,
+}
+
+/// An event read back for the pusher; `Err` holds why its stored bytes do not decode.
+#[derive(Debug, Clone)]
+pub struct StoredEvent {
+    pub seq: u64,
+    pub event: Result<Event, String>,
+}
+
+/// The pusher's view of one site.
+#[derive(Debug, Clone)]
+pub struct Pending {
+    /// Next seq to handle.
+    pub cursor: u64,
+    /// The chunk last sent to Odoo, if any.
+    pub inflight: Option<(u64, u64)>,
+    /// Events with `seq >= cursor`, in seq order, at most the requested limit.
+    pub events: Vec<StoredEvent>,
+}
+
+/// A dead letter as listed for operators and tests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetter {
+    pub seq: u64,
+    pub at: i64,
+    pub reason: String,
+}
+
+/// A quarantined payload as listed for operators and tests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuarantineEntry {
+    pub seq: u64,
+    pub received_at: i64,
+    pub raw: Vec<u8>,
+    pub reason: String,
+}
+
+/// Per-site counters and cursor.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SiteStats {
+    pub received: u64,
+    pub duplicates: u64,
+    pub applied: u64,
+    pub dead_lettered: u64,
+    pub quarantined: u64,
+    pub cursor: u64,
+    pub highest_seq: Option<u64>,
+}
+
+/// Handle to the store; cheap to clone.
+#[derive(Clone)]
+pub struct Inbox {
+    db: Arc<Database>,
+}
+
+impl Inbox {
+    /// Opens (or creates) the store and its tables.
+    pub fn open(path: &Path) -> Result<Inbox, InboxError> {
+        let open_err = |e: redb::Error| InboxError::Open {
+            path: path.to_path_buf(),
+            source: e,
+        };
+        let db = Database::create(path).map_err(|e| open_err(e.into()))?;
+        let mut txn = db.begin_write().map_err(|e| open_err(e.into()))?;
+        txn.set_durability(Durability::Immediate);
+        {
+            txn.open_table(INBOX)?;
+            txn.open_table(SITE_HIGHEST)?;
+            txn.open_table(AGENT_STATUS)?;
+            txn.open_table(PUSH_CURSOR)?;
+            txn.open_table(PUSH_INFLIGHT)?;
+            txn.open_table(OUTCOMES)?;
+            txn.open_table(DEAD_LETTERS)?;
+            txn.open_table(QUARANTINE)?;
+            txn.open_table(COUNTERS)?;
+        }
+        txn.commit()?;
+        Ok(Inbox { db: Arc::new(db) })
+    }
+
+    /// Stores a batch (already checked by intake) for `site`: inserts events that are absent,
+    /// counts the ones already there, records quarantined payloads and the agent status, and
+    /// commits durably. `encoded` holds each event's postcard bytes, in batch order.
+    pub fn accept_batch(
+        &self,
+        site: &str,
+        batch: &Batch,
+        encoded: &[Vec<u8>],
+        now: i64,
+    ) -> Result<Accepted, InboxError> {
+        let mut txn = self.db.begin_write()?;
+        txn.set_durability(Durability::Immediate);
+        let mut accepted = Accepted {
+            inserted: 0,
+            duplicates: 0,
+        };
+        {
+            let mut inbox = txn.open_table(INBOX)?;
+            let mut quarantine = txn.open_table(QUARANTINE)?;
+            let mut quarantined = 0u64;
+            for (event, bytes) in batch.events.iter().zip(encoded) {
+                if inbox.get((site, event.seq))?.is_some() {
+                    accepted.duplicates += 1;
+                    continue;
+                }
+                inbox.insert((site, event.seq), bytes.as_slice())?;
+                accepted.inserted += 1;
+                if let EventBody::Quarantined(q) = &event.body {
+                    quarantine.insert(
+                        (site, event.seq),
+                        (event.received_at, q.raw.as_slice(), q.reason.as_str()),
+                    )?;
+                    quarantined += 1;
+                }
+            }
+            if accepted.inserted > 0 {
+                let mut highest = txn.open_table(SITE_HIGHEST)?;
+                let last = batch.events.last().map_or(0, |e| e.seq);
+                let previous = highest.get(site)?.map(|v| v.value());
+                if previous.is_none_or(|p| p < last) {
+                    highest.insert(site, last)?;
+                }
+            }
+            let mut counters = txn.open_table(COUNTERS)?;
+            add(
+                &mut counters,
+                site,
+                counter::RECEIVED,
+                u64::from(accepted.inserted),
+            )?;
+            add(
+                &mut counters,
+                site,
+                counter::DUPLICATES,
+                u64::from(accepted.duplicates),
+            )?;
+            add(&mut counters, site, counter::QUARANTINED, quarantined)?;
+
+            let status = match &batch.status {
+                Some(s) => {
+                    scanbridge_protocol::encode(s).map_err(|e| InboxError::Worker(e.to_string()))?
+                }
+                None => Vec::new(),
+            };
+            let mut statuses = txn.open_table(AGENT_STATUS)?;
+            let keep_previous =
+                status.is_empty() && statuses.get(site)?.is_some_and(|v| !v.value().2.is_empty());
+            if !keep_previous {
+                statuses.insert(site, (now, batch.agent.as_str(), status.as_slice()))?;
+            }
+        }
+        txn.commit()?;
+        Ok(accepted)
+    }
+
+    /// Sites that have events at or past their push cursor.
+    pub fn sites_with_backlog(&self) -> Result<Vec<String>, InboxError> {
+        let txn = self.db.begin_read()?;
+        let highest = txn.open_table(SITE_HIGHEST)?;
+        let cursors = txn.open_table(PUSH_CURSOR)?;
+        let mut out = Vec::new();
+        for row in highest.iter()? {
+            let (site, high) = row?;
+            let cursor = cursors.get(site.value())?.map_or(0, |v| v.value());
+            if high.value() >= cursor {
+                out.push(site.value().to_string());
+            }
+        }
+        Ok(out)
+    }
+
+    /// Reads the push cursor, the inflight chunk and up to `limit` events from the cursor on.
+    pub fn pending(&self, site: &str, limit: usize) -> Result<Pending, InboxError> {
+        let txn = self.db.begin_read()?;
+        let cursor = txn
+            .open_table(PUSH_CURSOR)?
+            .get(site)?
+            .map_or(0, |v| v.value());
+        let inflight = txn.open_table(PUSH_INFLIGHT)?.get(site)?.map(|v| v.value());
+        let inbox = txn.open_table(INBOX)?;
+        let mut events = Vec::new();
+        for row in inbox.range((site, cursor)..=(site, u64::MAX))?.take(limit) {
+            let (key, value) = row?;
+            let seq = key.value().1;
+            let event = postcard::from_bytes::<Event>(value.value())
+                .map_err(|e| format!("stored event bytes do not decode: {e}"));
+            events.push(StoredEvent { seq, event });
+        }
+        Ok(Pending {
+            cursor,
+            inflight,
+            events,
+        })
+    }
+
+    /// Records the chunk about to be sent to Odoo (durably, before the first write call).
+    pub fn set_inflight(&self, site: &str, first: u64, last: u64) -> Result<(), InboxError> {
+        let mut txn = self.db.begin_write()?;
+        txn.set_durability(Durability::Immediate);
+        txn.open_table(PUSH_INFLIGHT)?.insert(site, (first, last))?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Moves the cursor to `new_cursor` and records `outcomes`, in one durable transaction.
+    /// Clears the inflight chunk when the cursor passes it.
+    pub fn commit_outcomes(
+        &self,
+        site: &str,
+        new_cursor: u64,
+        outcomes: &[(u64, Outcome)],
+        now: i64,
+    ) -> Result<(), InboxError> {
+        let mut txn = self.db.begin_write()?;
+        txn.set_durability(Durability::Immediate);
+        {
+            let mut table = txn.open_table(OUTCOMES)?;
+            let mut dead = txn.open_table(DEAD_LETTERS)?;
+            let mut counters = txn.open_table(COUNTERS)?;
+            let (mut applied, mut dead_lettered) = (0u64, 0u64);
+            for (seq, outcome) in outcomes {
+                let (kind, detail) = match outcome {
+                    Outcome::Applied { tag } => {
+                        applied += 1;
+                        (KIND_APPLIED, tag.as_str())
+                    }
+                    Outcome::DeadLettered { reason } => {
+                        dead_lettered += 1;
+                        dead.insert((site, *seq), (now, reason.as_str()))?;
+                        (KIND_DEAD_LETTERED, reason.as_str())
+                    }
+                    Outcome::Quarantined { reason } => (KIND_QUARANTINED, reason.as_str()),
+                };
+                table.insert((site, *seq), (kind, detail))?;
+            }
+            add(&mut counters, site, counter::APPLIED, applied)?;
+            add(&mut counters, site, counter::DEAD_LETTERED, dead_lettered)?;
+            txn.open_table(PUSH_CURSOR)?.insert(site, new_cursor)?;
+            let mut inflight = txn.open_table(PUSH_INFLIGHT)?;
+            let passed = inflight
+                .get(site)?
+                .is_some_and(|v| v.value().1 < new_cursor);
+            if passed {
+                inflight.remove(site)?;
+            }
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Counters and cursor of one site.
+    pub fn stats(&self, site: &str) -> Result<SiteStats, InboxError> {
+        let txn = self.db.begin_read()?;
+        let counters = txn.open_table(COUNTERS)?;
+        let get = |name: &str| -> Result<u64, InboxError> {
+            Ok(counters.get((site, name))?.map_or(0, |v| v.value()))
+        };
+        Ok(SiteStats {
+            received: get(counter::RECEIVED)?,
+            duplicates: get(counter::DUPLICATES)?,
+            applied: get(counter::APPLIED)?,
+            dead_lettered: get(counter::DEAD_LETTERED)?,
+            quarantined: get(counter::QUARANTINED)?,
+            cursor: txn
+                .open_table(PUSH_CURSOR)?
+                .get(site)?
+                .map_or(0, |v| v.value()),
+            highest_seq: txn.open_table(SITE_HIGHEST)?.get(site)?.map(|v| v.value()),
+        })
+    }
+
+    /// The outcome recorded for one event, if any.
+    pub fn outcome(&self, site: &str, seq: u64) -> Result<Option<Outcome>, InboxError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(OUTCOMES)?;
+        Ok(table.get((site, seq))?.map(|v| {
+            let (kind, detail) = v.value();
+            let detail = detail.to_string();
+            match kind {
+                KIND_APPLIED => Outcome::Applied { tag: detail },
+                KIND_QUARANTINED => Outcome::Quarantined { reason: detail },
+                _ => Outcome::DeadLettered { reason: detail },
+            }
+        }))
+    }
+
+    /// All dead letters of a site, in seq order.
+    pub fn dead_letters(&self, site: &str) -> Result<Vec<DeadLetter>, InboxError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(DEAD_LETTERS)?;
+        let mut out = Vec::new();
+        for row in table.range((site, 0)..=(site, u64::MAX))? {
+            let (key, value) = row?;
+            let (at, reason) = value.value();
+            out.push(DeadLetter {
+                seq: key.value().1,
+                at,
+                reason: reason.to_string(),
+            });
+        }
+        Ok(out)
+    }
+
+    /// All quarantined payloads of a site, in seq order.
+    pub fn quarantine(&self, site: &str) -> Result<Vec<QuarantineEntry>, InboxError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(QUARANTINE)?;
+        let mut out = Vec::new();
+        for row in table.range((site, 0)..=(site, u64::MAX))? {
+            let (key, value) = row?;
+            let (received_at, raw, reason) = value.value();
+            out.push(QuarantineEntry {
+                seq: key.value().1,
+                received_at,
+                raw: raw.to_vec(),
+                reason: reason.to_string(),
+            });
+        }
+        Ok(out)
+    }
+
+    /// The agent name and decoded status last received from a site.
+    pub fn agent_status(
+        &self,
+        site: &str,
+    ) -> Result<Option<(i64, String, Option<scanbridge_protocol::AgentStatus>)>, InboxError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(AGENT_STATUS)?;
+        Ok(table.get(site)?.map(|v| {
+            let (at, agent, bytes) = v.value();
+            let status = if bytes.is_empty() {
+                None
+            } else {
+                scanbridge_protocol::decode(bytes).ok()
+            };
+            (at, agent.to_string(), status)
+        }))
+    }
+}
+
+fn add(
+    counters: &mut redb::Table<(&str, &str), u64>,
+    site: &str,
+    name: &str,
+    n: u64,
+) -> Result<(), InboxError> {
+    if n == 0 {
+        return Ok(());
+    }
+    let current = counters.get((site, name))?.map_or(0, |v| v.value());
+    counters.insert((site, name), current.saturating_add(n))?;
+    Ok(())
+}
+
+/// Runs a blocking store call on tokio's blocking pool.
+pub async fn run_blocking<T, F>(f: F) -> Result<T, InboxError>
+where
+    T: Send + 'static,
+    F: FnOnce() -> Result<T, InboxError> + Send + 'static,
+{
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| InboxError::Worker(e.to_string()))?
+}

@@ -1,0 +1,216 @@
+//! `POST /v1/batches`: checks a batch against the caller's certificate and the limits, stores it
+//! durably in the inbox, then answers `200` with an enveloped postcard `Ack`.
+//!
+//! Owns the mapping of every intake failure to an HTTP status ([`IntakeError`], one place):
+//!
+//! | failure                                        | status |
+//! |------------------------------------------------|--------|
+//! | body larger than `limits.max_body_bytes`       | 413    |
+//! | envelope / postcard does not decode            | 400 with the `DecodeError` text |
+//! | `batch.site` is not the certificate's site     | 403    |
+//! | more than `limits.max_batch_events` events     | 413    |
+//! | events not consecutive from `first_seq`        | 400    |
+//! | store busy or failing                          | 503 + `Retry-After` |
+//!
+//! The answer is sent only after the inbox transaction committed with immediate durability.
+//! An empty batch is a heartbeat: its status is stored, `Ack.upto` is `first_seq - 1`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::State;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Extension;
+use scanbridge_protocol::{decode, encode, Ack, Batch, DecodeError};
+use tokio::sync::{Notify, Semaphore};
+
+use crate::config::Limits;
+use crate::identity::SiteId;
+use crate::inbox::{Inbox, InboxError};
+
+/// Seconds a client is asked to wait when the store sheds load.
+const RETRY_AFTER_SECS: u64 = 5;
+/// Longest wait for a store slot before answering 503.
+const STORE_QUEUE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Concurrent batch transactions queued on the store.
+pub const STORE_SLOTS: usize = 32;
+
+/// Shared state of the intake handler.
+#[derive(Clone)]
+pub struct IntakeState {
+    pub inbox: Inbox,
+    pub limits: Limits,
+    /// Woken after every commit that inserted events, so the pusher starts at once.
+    pub wake: Arc<Notify>,
+    /// Bounds the number of batches waiting for the store (redb has one writer at a time).
+    pub store_slots: Arc<Semaphore>,
+}
+
+/// Why a batch was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum IntakeError {
+    #[error(
+        "request body larger than {limit} bytes (limits.max_body_bytes); send smaller batches"
+    )]
+    BodyTooLarge { limit: usize },
+    #[error("cannot read the request body: {0}")]
+    Body(String),
+    #[error("malformed batch: {0}")]
+    Malformed(#[from] DecodeError),
+    #[error("batch names site {claimed:?} but the client certificate is for site {certified:?}")]
+    SiteMismatch { claimed: String, certified: String },
+    #[error("batch has {count} events, more than the limit of {limit} (limits.max_batch_events)")]
+    TooManyEvents { count: usize, limit: usize },
+    #[error(
+        "events are not consecutive from first_seq {first_seq}: position {index} has seq {seq}"
+    )]
+    NotConsecutive {
+        first_seq: u64,
+        index: usize,
+        seq: u64,
+    },
+    #[error("relay store unavailable, retry later: {0}")]
+    StoreUnavailable(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl IntakeError {
+    fn status(&self) -> StatusCode {
+        match self {
+            IntakeError::BodyTooLarge { .. } | IntakeError::TooManyEvents { .. } => {
+                StatusCode::PAYLOAD_TOO_LARGE
+            }
+            IntakeError::Body(_)
+            | IntakeError::Malformed(_)
+            | IntakeError::NotConsecutive { .. } => StatusCode::BAD_REQUEST,
+            IntakeError::SiteMismatch { .. } => StatusCode::FORBIDDEN,
+            IntakeError::StoreUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            IntakeError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+impl From<InboxError> for IntakeError {
+    fn from(e: InboxError) -> Self {
+        IntakeError::StoreUnavailable(e.to_string())
+    }
+}
+
+impl IntoResponse for IntakeError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let mut response = (status, self.to_string()).into_response();
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
+        }
+        response
+    }
+}
+
+/// The `POST /v1/batches` handler.
+pub async fn post_batch(
+    State(state): State<IntakeState>,
+    Extension(site): Extension<SiteId>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, IntakeError> {
+    let body = body.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            IntakeError::BodyTooLarge {
+                limit: state.limits.max_body_bytes,
+            }
+        } else {
+            IntakeError::Body(rejection.body_text())
+        }
+    })?;
+    let batch: Batch = decode(&body).inspect_err(|e| {
+        tracing::warn!(site = %site, error = %e, "refusing a malformed batch");
+    })?;
+    check_batch(&site, &batch, &state.limits).inspect_err(|e| match e {
+        IntakeError::SiteMismatch { .. } => tracing::warn!(
+            site = %site, claimed_site = %batch.site, agent = %batch.agent,
+            "refusing a batch for another site than the client certificate's"
+        ),
+        other => tracing::warn!(site = %site, error = %other, "refusing a batch"),
+    })?;
+    let encoded = batch
+        .events
+        .iter()
+        .map(postcard::to_allocvec)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| IntakeError::Internal(e.to_string()))?;
+
+    let permit = tokio::time::timeout(
+        STORE_QUEUE_TIMEOUT,
+        state.store_slots.clone().acquire_owned(),
+    )
+    .await
+    .map_err(|_| IntakeError::StoreUnavailable("too many batches waiting for the store".into()))?
+    .map_err(|_| IntakeError::StoreUnavailable("relay is shutting down".into()))?;
+    let upto = batch
+        .events
+        .last()
+        .map_or(batch.first_seq.saturating_sub(1), |e| e.seq);
+    let inbox = state.inbox.clone();
+    let site_name = site.as_str().to_string();
+    let accepted = tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        inbox.accept_batch(&site_name, &batch, &encoded, crate::now_micros())
+    })
+    .await
+    .map_err(|e| IntakeError::StoreUnavailable(e.to_string()))?
+    .inspect_err(
+        |e| tracing::error!(site = %site, error = %e, "cannot store a batch; answering 503"),
+    )?;
+
+    if accepted.inserted > 0 {
+        state.wake.notify_one();
+    }
+    tracing::debug!(
+        site = %site, upto, inserted = accepted.inserted, duplicates = accepted.duplicates,
+        "batch stored"
+    );
+    let ack = encode(&Ack {
+        upto,
+        duplicates: accepted.duplicates,
+    })
+    .map_err(|e| IntakeError::Internal(e.to_string()))?;
+    Ok((
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/octet-stream")],
+        ack,
+    )
+        .into_response())
+}
+
+/// The checks that need no I/O: site, event count, consecutive seqs.
+pub fn check_batch(site: &SiteId, batch: &Batch, limits: &Limits) -> Result<(), IntakeError> {
+    if batch.site != site.as_str() {
+        return Err(IntakeError::SiteMismatch {
+            claimed: batch.site.clone(),
+            certified: site.to_string(),
+        });
+    }
+    if batch.events.len() > limits.max_batch_events {
+        return Err(IntakeError::TooManyEvents {
+            count: batch.events.len(),
+            limit: limits.max_batch_events,
+        });
+    }
+    for (index, event) in batch.events.iter().enumerate() {
+        let expected = (index as u64).checked_add(batch.first_seq);
+        if expected != Some(event.seq) {
+            return Err(IntakeError::NotConsecutive {
+                first_seq: batch.first_seq,
+                index,
+                seq: event.seq,
+            });
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,570 @@
+//! The Odoo pusher: moves every site's inbox into Odoo, in seq order, from a per-site cursor.
+//!
+//! Owns the Odoo client, the barcode caches (no negative cache) and each site's retry state.
+//! One task iterates the sites with a backlog; per site, one step at a time:
+//!
+//! 1. Leading events that are not count scans are settled without Odoo: quarantined payloads
+//!    get the `quarantined` outcome (already kept in the quarantine table at intake), other
+//!    scans and PLC readings are dead-lettered with the reason (kept, counted, never dropped).
+//! 2. Otherwise the next chunk of consecutive count scans is formed ([`count::chunk_len`]),
+//!    barcodes are resolved (`search_read`, cached), unresolvable events are dead-lettered and
+//!    left out, the chunk is recorded as inflight, and — only when in doubt (first chunk after
+//!    start, or the previous attempt was ambiguous) — `stock.move.search_count([name = TAG])`
+//!    decides whether it is already applied. Then `stock.quant.load` and
+//!    `action_apply_inventory`, exactly as CONTRACTS.md says.
+//! 3. After Odoo answered, the cursor and the outcomes commit in one redb transaction.
+//!
+//! Transient failures keep the cursor and retry the same chunk (same TAG: the inflight record
+//! pins its end, also across a restart) with capped exponential backoff and jitter. A
+//! permanent failure of a multi-event chunk isolates it: each event is retried alone under its
+//! own TAG (`<seq>-<seq>`), and the one Odoo refuses is dead-lettered with Odoo's message.
+//! The loop wakes on new inbox data ([`Notify`]) and on a periodic tick.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand::Rng;
+use serde_json::json;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::inbox::{run_blocking, Inbox, InboxError, Outcome};
+use crate::odoo::client::OdooClient;
+use crate::odoo::count::{self, CountLine, Handling, LoadOutcome, LoadRow};
+use crate::odoo::errors::{Class, OdooError};
+
+/// Periodic wake-up even without new data (retries of sites in backoff are also timed).
+const TICK: Duration = Duration::from_secs(5);
+/// First retry delay after a transient failure.
+const BACKOFF_INITIAL: Duration = Duration::from_millis(500);
+/// Longest retry delay.
+const BACKOFF_MAX: Duration = Duration::from_secs(60);
+
+/// Why a push step could not finish; the site is retried after a backoff.
+#[derive(Debug, thiserror::Error)]
+pub enum PushError {
+    #[error(transparent)]
+    Odoo(#[from] OdooError),
+    #[error(transparent)]
+    Store(#[from] InboxError),
+}
+
+/// Retry state of one site.
+#[derive(Debug, Clone)]
+struct SiteState {
+    /// The next chunk must first be checked with `search_count` (start, or ambiguous failure).
+    in_doubt: bool,
+    /// Consecutive failed steps.
+    failures: u32,
+    /// No attempt before this instant.
+    not_before: Option<Instant>,
+}
+
+impl Default for SiteState {
+    fn default() -> Self {
+        SiteState {
+            in_doubt: true,
+            failures: 0,
+            not_before: None,
+        }
+    }
+}
+
+/// The result of a failed write of a chunk's rows.
+enum WriteError {
+    /// Odoo refused the data (rolled back); its message.
+    Refused(String),
+    /// Anything else: retry later.
+    Failed(OdooError),
+}
+
+/// The pusher component.
+pub struct Pusher {
+    inbox: Inbox,
+    client: OdooClient,
+    max_chunk: usize,
+    /// Signalled by intake after a commit that inserted events.
+    wake: Arc<Notify>,
+    cancel: CancellationToken,
+    sites: HashMap<String, SiteState>,
+    /// product barcode → product.product id.
+    products: HashMap<String, i64>,
+    /// location barcode → stock.location id.
+    locations: HashMap<String, i64>,
+}
+
+impl Pusher {
+    pub fn new(
+        inbox: Inbox,
+        client: OdooClient,
+        max_chunk: usize,
+        wake: Arc<Notify>,
+        cancel: CancellationToken,
+    ) -> Pusher {
+        Pusher {
+            inbox,
+            client,
+            max_chunk: max_chunk.max(1),
+            wake,
+            cancel,
+            sites: HashMap::new(),
+            products: HashMap::new(),
+            locations: HashMap::new(),
+        }
+    }
+
+    /// Pushes until cancelled. A step in progress finishes (the caller bounds it with a drain
+    /// deadline; an interrupted chunk is in doubt at the next start and checked then).
+    pub async fn run(mut self) -> Result<(), PushError> {
+        loop {
+            if self.cancel.is_cancelled() {
+                break;
+            }
+            let inbox = self.inbox.clone();
+            let sites = match run_blocking(move || inbox.sites_with_backlog()).await {
+                Ok(sites) => sites,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot read the inbox; retrying");
+                    Vec::new()
+                }
+            };
+            let mut progressed = false;
+            let mut next_due = Instant::now() + TICK;
+            for site in sites {
+                if self.cancel.is_cancelled() {
+                    break;
+                }
+                let mut state = self.sites.get(&site).cloned().unwrap_or_default();
+                if let Some(t) = state.not_before {
+                    if t > Instant::now() {
+                        next_due = next_due.min(t);
+                        continue;
+                    }
+                }
+                let span = tracing::info_span!("push", site = %site);
+                let result = self
+                    .step(&site, &mut state.in_doubt)
+                    .instrument(span.clone())
+                    .await;
+                match result {
+                    Ok(did_work) => {
+                        progressed |= did_work;
+                        state.failures = 0;
+                        state.not_before = None;
+                    }
+                    Err(e) => {
+                        state.failures = state.failures.saturating_add(1);
+                        let delay = backoff_delay(
+                            state.failures,
+                            BACKOFF_INITIAL,
+                            BACKOFF_MAX,
+                            rand::thread_rng().gen::<f64>(),
+                        );
+                        state.not_before = Some(Instant::now() + delay);
+                        next_due = next_due.min(Instant::now() + delay);
+                        let _enter = span.enter();
+                        self.report_failure(&e, &mut state, delay);
+                    }
+                }
+                self.sites.insert(site, state);
+            }
+            if progressed {
+                continue;
+            }
+            tokio::select! {
+                _ = self.cancel.cancelled() => break,
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep_until(next_due) => {}
+            }
+        }
+        tracing::debug!("pusher stopped");
+        Ok(())
+    }
+
+    fn report_failure(&mut self, e: &PushError, state: &mut SiteState, delay: Duration) {
+        let retry_in_ms = delay.as_millis() as u64;
+        match e {
+            PushError::Store(e) => {
+                tracing::error!(error = %e, retry_in_ms, "relay store failed while pushing")
+            }
+            PushError::Odoo(e) => match e.class() {
+                Class::Transient { ambiguous } => {
+                    state.in_doubt |= ambiguous;
+                    tracing::warn!(error = %e, ambiguous, retry_in_ms, failures = state.failures, "Odoo call failed; retrying");
+                }
+                Class::Alarm => {
+                    self.client.reset_session();
+                    tracing::error!(error = %e, retry_in_ms, "Odoo refuses the relay: an operator must fix the Odoo settings; retrying");
+                }
+                Class::Permanent => {
+                    tracing::error!(error = %e, retry_in_ms, "Odoo refused a lookup; retrying");
+                }
+            },
+        }
+    }
+
+    /// One step for one site. `Ok(true)` when something was settled.
+    async fn step(&mut self, site: &str, in_doubt: &mut bool) -> Result<bool, PushError> {
+        let inbox = self.inbox.clone();
+        let (site_owned, limit) = (site.to_string(), self.max_chunk);
+        let pending = run_blocking(move || inbox.pending(&site_owned, limit)).await?;
+        let Some(first) = pending.events.first() else {
+            return Ok(false);
+        };
+        if first.seq != pending.cursor && pending.cursor != 0 {
+            tracing::warn!(
+                cursor = pending.cursor,
+                next_seq = first.seq,
+                "events missing from the inbox; continuing after the gap"
+            );
+        }
+        let handled: Vec<Handling> = pending.events.iter().map(count::classify).collect();
+
+        // 1. Leading events that do not go to Odoo.
+        let settled: Vec<(u64, Outcome)> = pending
+            .events
+            .iter()
+            .zip(&handled)
+            .map_while(|(e, h)| match h {
+                Handling::Settle(o) => Some((e.seq, o.clone())),
+                Handling::Count(_) => None,
+            })
+            .collect();
+        if let Some(&(last, _)) = settled.last() {
+            self.commit(site, last.saturating_add(1), settled).await?;
+            return Ok(true);
+        }
+
+        // 2. The next chunk of count scans.
+        let lines: Vec<CountLine> = handled
+            .into_iter()
+            .map_while(|h| match h {
+                Handling::Count(line) => Some(line),
+                Handling::Settle(_) => None,
+            })
+            .collect();
+        let limit_last = pending
+            .inflight
+            .filter(|&(first_seq, _)| first_seq == first.seq)
+            .map(|(_, last)| last);
+        let n = count::chunk_len(&lines, self.max_chunk, limit_last);
+        let chunk = &lines[..n];
+        self.push_chunk(site, chunk, pending.inflight, in_doubt)
+            .await?;
+        Ok(true)
+    }
+
+    /// Pushes one chunk and commits its outcomes and the cursor past it.
+    async fn push_chunk(
+        &mut self,
+        site: &str,
+        chunk: &[CountLine],
+        inflight: Option<(u64, u64)>,
+        in_doubt: &mut bool,
+    ) -> Result<(), PushError> {
+        let (Some(first), Some(last)) = (chunk.first(), chunk.last()) else {
+            return Ok(());
+        };
+        let (first, last) = (first.seq, last.seq);
+        let tag = count::tag(site, first, last);
+        let span = tracing::info_span!("chunk", %tag, events = chunk.len());
+        async {
+            let mut outcomes: BTreeMap<u64, Outcome> = BTreeMap::new();
+            let complete: Vec<&CountLine> = chunk
+                .iter()
+                .filter(|line| match line.incomplete() {
+                    Some(reason) => {
+                        outcomes.insert(line.seq, Outcome::DeadLettered { reason });
+                        false
+                    }
+                    None => true,
+                })
+                .collect();
+            let rows = self.resolve(&complete, &mut outcomes).await?;
+            if rows.is_empty() {
+                self.commit(site, last.saturating_add(1), outcomes.into_iter().collect()).await?;
+                *in_doubt = false;
+                return Ok(());
+            }
+            if inflight != Some((first, last)) {
+                let (inbox, s) = (self.inbox.clone(), site.to_string());
+                run_blocking(move || inbox.set_inflight(&s, first, last)).await?;
+            }
+            match self.write_rows(&tag, site, &rows, *in_doubt).await {
+                Ok(()) => {
+                    for row in &rows {
+                        outcomes.insert(row.seq, Outcome::Applied { tag: tag.clone() });
+                    }
+                }
+                Err(WriteError::Failed(e)) => return Err(e.into()),
+                Err(WriteError::Refused(reason)) if rows.len() == 1 => {
+                    outcomes.insert(rows[0].seq, Outcome::DeadLettered { reason });
+                }
+                Err(WriteError::Refused(reason)) => {
+                    tracing::warn!(%reason, "Odoo refused the chunk; retrying its events one by one");
+                    *in_doubt = false;
+                    return self.isolate(site, last, rows, outcomes).await;
+                }
+            }
+            self.commit(site, last.saturating_add(1), outcomes.into_iter().collect()).await?;
+            *in_doubt = false;
+            tracing::debug!("chunk settled");
+            Ok(())
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// Retries each row alone, committing after each, so the refused one is dead-lettered.
+    async fn isolate(
+        &mut self,
+        site: &str,
+        chunk_last: u64,
+        rows: Vec<LoadRow>,
+        mut outcomes: BTreeMap<u64, Outcome>,
+    ) -> Result<(), PushError> {
+        for row in rows {
+            let seq = row.seq;
+            let tag = count::tag(site, seq, seq);
+            let (inbox, s) = (self.inbox.clone(), site.to_string());
+            run_blocking(move || inbox.set_inflight(&s, seq, seq)).await?;
+            let outcome = match self
+                .write_rows(&tag, site, std::slice::from_ref(&row), false)
+                .await
+            {
+                Ok(()) => Outcome::Applied { tag },
+                Err(WriteError::Refused(reason)) => Outcome::DeadLettered { reason },
+                Err(WriteError::Failed(e)) => return Err(e.into()),
+            };
+            outcomes.insert(seq, outcome);
+            let rest = outcomes.split_off(&seq.saturating_add(1));
+            let done = std::mem::replace(&mut outcomes, rest);
+            self.commit(site, seq.saturating_add(1), done.into_iter().collect())
+                .await?;
+        }
+        self.commit(
+            site,
+            chunk_last.saturating_add(1),
+            outcomes.into_iter().collect(),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Resolves barcodes to ids (cache, then `search_read`); unknown ones are dead-lettered.
+    async fn resolve(
+        &mut self,
+        lines: &[&CountLine],
+        outcomes: &mut BTreeMap<u64, Outcome>,
+    ) -> Result<Vec<LoadRow>, PushError> {
+        let products: Vec<String> = lines.iter().map(|l| l.product.clone()).collect();
+        let locations: Vec<String> = lines.iter().filter_map(|l| l.location.clone()).collect();
+        self.lookup("product.product", &products).await?;
+        self.lookup("stock.location", &locations).await?;
+        let mut rows = Vec::with_capacity(lines.len());
+        for line in lines {
+            let location = line.location.as_deref().unwrap_or_default();
+            let product_id = self.products.get(&line.product).copied();
+            let location_id = self.locations.get(location).copied();
+            match (product_id, location_id, line.qty) {
+                (Some(product_id), Some(location_id), Some(qty)) => rows.push(LoadRow {
+                    seq: line.seq,
+                    product_id,
+                    location_id,
+                    qty,
+                }),
+                (None, _, _) => {
+                    outcomes.insert(line.seq, Outcome::DeadLettered {
+                        reason: format!("product barcode {} not found in Odoo (product.product.barcode); create the product or fix its barcode, then replay", line.product),
+                    });
+                }
+                (_, None, _) => {
+                    outcomes.insert(line.seq, Outcome::DeadLettered {
+                        reason: format!("location barcode {location} not found in Odoo (stock.location.barcode); create the location or fix its barcode, then replay"),
+                    });
+                }
+                (_, _, None) => {
+                    outcomes.insert(
+                        line.seq,
+                        Outcome::DeadLettered {
+                            reason: "count scan without a quantity".into(),
+                        },
+                    );
+                }
+            }
+        }
+        Ok(rows)
+    }
+
+    /// Looks up the barcodes of `model` that are not cached yet.
+    async fn lookup(&mut self, model: &str, barcodes: &[String]) -> Result<(), OdooError> {
+        let cache = if model == "product.product" {
+            &self.products
+        } else {
+            &self.locations
+        };
+        let mut missing: Vec<String> = barcodes
+            .iter()
+            .filter(|b| !cache.contains_key(*b))
+            .cloned()
+            .collect();
+        missing.sort();
+        missing.dedup();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let result = self
+            .client
+            .execute_kw(
+                model,
+                "search_read",
+                count::lookup_args(&missing),
+                Some(count::lookup_kwargs()),
+            )
+            .await?;
+        let found = count::parse_lookup(&format!("{model}.search_read"), result)?;
+        let cache = if model == "product.product" {
+            &mut self.products
+        } else {
+            &mut self.locations
+        };
+        cache.extend(found);
+        Ok(())
+    }
+
+    /// The in-doubt check (when asked), `load`, then `action_apply_inventory`.
+    async fn write_rows(
+        &mut self,
+        tag: &str,
+        site: &str,
+        rows: &[LoadRow],
+        in_doubt: bool,
+    ) -> Result<(), WriteError> {
+        let refused = |e: OdooError| match e.class() {
+            Class::Permanent => WriteError::Refused(e.to_string()),
+            _ => WriteError::Failed(e),
+        };
+        if in_doubt {
+            let result = self
+                .client
+                .execute_kw(
+                    "stock.move",
+                    "search_count",
+                    count::in_doubt_args(tag),
+                    None,
+                )
+                .await
+                .map_err(WriteError::Failed)?;
+            let applied = count::parse_count(result).map_err(WriteError::Failed)?;
+            if applied > 0 {
+                tracing::info!(
+                    moves = applied,
+                    "chunk was already applied before; not writing it again"
+                );
+                return Ok(());
+            }
+        }
+        let result = self
+            .client
+            .execute_kw(
+                "stock.quant",
+                "load",
+                count::load_args(site, rows),
+                Some(count::load_kwargs()),
+            )
+            .await
+            .map_err(refused)?;
+        let mut ids = match count::interpret_load(result).map_err(WriteError::Failed)? {
+            LoadOutcome::Written(ids) => ids,
+            LoadOutcome::Rejected(reason) => {
+                self.forget_ids();
+                return Err(WriteError::Refused(reason));
+            }
+        };
+        ids.sort_unstable();
+        ids.dedup();
+        let result = self
+            .client
+            .execute_kw(
+                "stock.quant",
+                "action_apply_inventory",
+                json!([ids]),
+                Some(count::apply_kwargs(tag)),
+            )
+            .await
+            .map_err(|e| {
+                if e.class() == Class::Permanent {
+                    self.forget_ids();
+                }
+                refused(e)
+            })?;
+        count::interpret_apply(result).map_err(WriteError::Refused)
+    }
+
+    /// Drops the barcode caches (ids may be stale after Odoo refused a write).
+    fn forget_ids(&mut self) {
+        self.products.clear();
+        self.locations.clear();
+    }
+
+    /// Commits the cursor and outcomes, then logs the dead letters.
+    async fn commit(
+        &self,
+        site: &str,
+        cursor: u64,
+        outcomes: Vec<(u64, Outcome)>,
+    ) -> Result<(), InboxError> {
+        let (inbox, s) = (self.inbox.clone(), site.to_string());
+        let outcomes = run_blocking(move || {
+            inbox.commit_outcomes(&s, cursor, &outcomes, crate::now_micros())?;
+            Ok(outcomes)
+        })
+        .await?;
+        for (seq, outcome) in &outcomes {
+            if let Outcome::DeadLettered { reason } = outcome {
+                tracing::warn!(event_seq = seq, %reason, "event dead-lettered");
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Capped exponential backoff with jitter: `failures` ≥ 1, `jitter` in [0, 1). The delay is
+/// between half and all of `initial * 2^(failures-1)`, capped at `max`.
+pub fn backoff_delay(failures: u32, initial: Duration, max: Duration, jitter: f64) -> Duration {
+    let exponent = failures.saturating_sub(1).min(20);
+    let base = initial.saturating_mul(1u32 << exponent).min(max);
+    let jitter = jitter.clamp(0.0, 1.0);
+    base / 2 + base.mul_f64(jitter / 2.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_from_the_initial_delay() {
+        let d = |n| {
+            backoff_delay(
+                n,
+                Duration::from_millis(500),
+                Duration::from_secs(60),
+                0.999_999,
+            )
+        };
+        assert!(d(1) <= Duration::from_millis(500) && d(1) >= Duration::from_millis(499));
+        assert!(d(2) >= Duration::from_millis(999) && d(2) <= Duration::from_millis(1000));
+    }
+
+    #[test]
+    fn backoff_is_capped_and_jitter_never_goes_below_half() {
+        let max = Duration::from_secs(60);
+        for n in [8, 30, u32::MAX] {
+            assert!(backoff_delay(n, Duration::from_millis(500), max, 0.999) <= max);
+            assert!(backoff_delay(n, Duration::from_millis(500), max, 0.0) >= max / 2);
+        }
+    }
+}

@@ -1,0 +1,185 @@
+//! Wires the relay's components together, in one place: the store, the HTTPS server and the
+//! Odoo pusher, sharing one [`CancellationToken`] for shutdown and one [`Notify`] so intake wakes
+//! the pusher. [`Relay::start`] validates and binds everything before returning (so a caller
+//! knows the bound address); [`Relay::run`] runs until cancelled, then drains with a deadline.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{Notify, Semaphore};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::inbox::{run_blocking, Inbox, InboxError};
+use crate::intake::{IntakeState, STORE_SLOTS};
+use crate::odoo::client::OdooClient;
+use crate::odoo::errors::OdooError;
+use crate::pusher::{PushError, Pusher};
+use crate::server::{router, Server, ServerError};
+use crate::tls::TlsError;
+
+/// How long open connections and a running Odoo chunk may take to finish after shutdown begins.
+pub const DRAIN_DEADLINE: Duration = Duration::from_secs(10);
+
+/// Why the relay could not start or stopped abnormally.
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    #[error("TLS: {0}")]
+    Tls(#[from] TlsError),
+    #[error("cannot create state_dir {path}: {source}")]
+    StateDir {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Store(#[from] InboxError),
+    #[error(transparent)]
+    Server(#[from] ServerError),
+    #[error("Odoo client: {0}")]
+    Odoo(#[from] OdooError),
+    #[error(transparent)]
+    Push(#[from] PushError),
+    #[error("a relay task panicked: {0}")]
+    Panic(String),
+}
+
+/// A started relay: bound, store open, tasks running.
+pub struct Relay {
+    local_addr: SocketAddr,
+    inbox: Inbox,
+    cancel: CancellationToken,
+    server: JoinHandle<Result<(), ServerError>>,
+    pusher: JoinHandle<Result<(), PushError>>,
+}
+
+impl Relay {
+    /// Opens the store, builds TLS, binds the listener and spawns the server and the pusher.
+    pub async fn start(config: Config, cancel: CancellationToken) -> Result<Relay, RelayError> {
+        let tls = crate::tls::server_config(
+            &config.tls.server_cert,
+            &config.tls.server_key,
+            &config.tls.client_ca,
+        )?;
+        std::fs::create_dir_all(&config.state_dir).map_err(|source| RelayError::StateDir {
+            path: config.state_dir.clone(),
+            source,
+        })?;
+        let db_path = config.db_path();
+        let inbox = run_blocking(move || Inbox::open(&db_path)).await?;
+        let wake = Arc::new(Notify::new());
+        let state = IntakeState {
+            inbox: inbox.clone(),
+            limits: config.limits,
+            wake: wake.clone(),
+            store_slots: Arc::new(Semaphore::new(STORE_SLOTS)),
+        };
+        let server = Server::bind(
+            config.listen,
+            tls,
+            router(state),
+            config.limits.max_connections,
+            cancel.child_token(),
+        )
+        .await?;
+        let local_addr = server.local_addr()?;
+        let client = OdooClient::new(&config.odoo)?;
+        let pusher = Pusher::new(
+            inbox.clone(),
+            client,
+            config.odoo.max_chunk,
+            wake,
+            cancel.child_token(),
+        );
+        tracing::info!(addr = %local_addr, "listening on {local_addr}");
+        Ok(Relay {
+            local_addr,
+            inbox,
+            cancel: cancel.clone(),
+            server: tokio::spawn(server.run()),
+            pusher: tokio::spawn(pusher.run()),
+        })
+    }
+
+    /// The bound HTTPS address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The store (for status tools and tests).
+    pub fn inbox(&self) -> &Inbox {
+        &self.inbox
+    }
+
+    /// A token that stops the relay when cancelled.
+    pub fn cancel_token(&self) -> CancellationToken {
+        self.cancel.clone()
+    }
+
+    /// Runs until the token is cancelled (or a task fails), then drains within [`DRAIN_DEADLINE`].
+    pub async fn run(self) -> Result<(), RelayError> {
+        let Relay {
+            cancel,
+            mut server,
+            mut pusher,
+            ..
+        } = self;
+        let early = tokio::select! {
+            _ = cancel.cancelled() => None,
+            r = &mut server => Some(("server", r.map(|r| r.map_err(RelayError::from)))),
+            r = &mut pusher => Some(("pusher", r.map(|r| r.map_err(RelayError::from)))),
+        };
+        cancel.cancel();
+        if let Some((name, result)) = early {
+            tracing::error!(
+                task = name,
+                "a relay task stopped unexpectedly; shutting down"
+            );
+            if name == "server" {
+                drain(pusher).await;
+            } else {
+                drain(server).await;
+            }
+            return match result {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => Err(e),
+                Err(e) => Err(RelayError::Panic(e.to_string())),
+            };
+        }
+        tracing::info!("shutting down: draining connections and the current Odoo call");
+        let deadline = tokio::time::sleep(DRAIN_DEADLINE);
+        tokio::pin!(deadline);
+        let both = async {
+            let s = (&mut server).await;
+            let p = (&mut pusher).await;
+            (s, p)
+        };
+        tokio::select! {
+            (s, p) = both => {
+                flatten(s.map(|r| r.map_err(RelayError::from)))?;
+                flatten(p.map(|r| r.map_err(RelayError::from)))?;
+            }
+            _ = &mut deadline => {
+                tracing::warn!("drain deadline reached; aborting open connections and the Odoo call in flight (it is checked again at the next start)");
+                server.abort();
+                pusher.abort();
+            }
+        }
+        Ok(())
+    }
+}
+
+async fn drain<T>(handle: JoinHandle<T>) {
+    if tokio::time::timeout(DRAIN_DEADLINE, handle).await.is_err() {
+        tracing::warn!("drain deadline reached");
+    }
+}
+
+fn flatten(r: Result<Result<(), RelayError>, tokio::task::JoinError>) -> Result<(), RelayError> {
+    match r {
+        Ok(r) => r,
+        Err(e) if e.is_cancelled() => Ok(()),
+        Err(e) => Err(RelayError::Panic(e.to_string())),
+    }
+}

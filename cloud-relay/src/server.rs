@@ -1,0 +1,196 @@
+//! The HTTPS listener: TCP accept loop, TLS handshake (mTLS, see [`crate::tls`]), site identity
+//! from the peer certificate, and HTTP/1.1 over the axum [`Router`] with the [`SiteId`] injected
+//! as a request extension.
+//!
+//! Owns the connection limit (a semaphore: at most `limits.max_connections` connections at once,
+//! further ones wait in the kernel backlog) and the per-connection tasks. A failed handshake is
+//! logged with the peer address and never stops the loop. On shutdown the loop stops accepting,
+//! open connections finish their current request (graceful shutdown) and [`Server::run`] returns
+//! once they are gone; the caller bounds that with a drain deadline.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::routing::post;
+use axum::Router;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tower::Service;
+
+use crate::identity::{site_from_cert_der, SiteId};
+use crate::intake::{post_batch, IntakeState};
+
+/// Longest a client may take to complete the TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest a client may take to send a request's headers.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Why the listener stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("cannot listen on {addr}: {source} (address in use, or a privileged port?)")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot read the listener's local address: {0}")]
+    LocalAddr(std::io::Error),
+}
+
+/// The router of the relay's HTTP API.
+pub fn router(state: IntakeState) -> Router {
+    let limit = state.limits.max_body_bytes;
+    Router::new()
+        .route("/v1/batches", post(post_batch))
+        .layer(axum::extract::DefaultBodyLimit::max(limit))
+        .with_state(state)
+}
+
+/// The bound listener and everything a connection needs.
+pub struct Server {
+    listener: TcpListener,
+    acceptor: TlsAcceptor,
+    router: Router,
+    /// One permit per open connection.
+    connections: Arc<Semaphore>,
+    cancel: CancellationToken,
+}
+
+impl Server {
+    /// Binds the listener (port 0 picks a free port).
+    pub async fn bind(
+        addr: SocketAddr,
+        tls: Arc<rustls::ServerConfig>,
+        router: Router,
+        max_connections: usize,
+        cancel: CancellationToken,
+    ) -> Result<Server, ServerError> {
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| ServerError::Bind { addr, source })?;
+        Ok(Server {
+            listener,
+            acceptor: TlsAcceptor::from(tls),
+            router,
+            connections: Arc::new(Semaphore::new(max_connections)),
+            cancel,
+        })
+    }
+
+    /// The address actually bound.
+    pub fn local_addr(&self) -> Result<SocketAddr, ServerError> {
+        self.listener.local_addr().map_err(ServerError::LocalAddr)
+    }
+
+    /// Accepts connections until cancelled, then waits for open connections to finish.
+    pub async fn run(self) -> Result<(), ServerError> {
+        let tracker = TaskTracker::new();
+        loop {
+            let permit = tokio::select! {
+                _ = self.cancel.cancelled() => break,
+                permit = self.connections.clone().acquire_owned() => match permit {
+                    Ok(p) => p,
+                    Err(_) => break,
+                },
+            };
+            let (tcp, peer) = tokio::select! {
+                _ = self.cancel.cancelled() => break,
+                accepted = self.listener.accept() => match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        // EMFILE and friends: back off a little instead of spinning.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                },
+            };
+            let connection = Connection {
+                acceptor: self.acceptor.clone(),
+                router: self.router.clone(),
+                cancel: self.cancel.clone(),
+                peer,
+                _permit: permit,
+            };
+            tracker.spawn(connection.serve(tcp));
+        }
+        tracker.close();
+        tracker.wait().await;
+        Ok(())
+    }
+}
+
+/// One client connection.
+struct Connection {
+    acceptor: TlsAcceptor,
+    router: Router,
+    cancel: CancellationToken,
+    peer: SocketAddr,
+    /// Released when the connection ends.
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Connection {
+    async fn serve(self, tcp: TcpStream) {
+        let peer = self.peer;
+        let _ = tcp.set_nodelay(true);
+        let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, self.acceptor.accept(tcp)).await {
+            Ok(Ok(tls)) => tls,
+            Ok(Err(e)) => {
+                tracing::warn!(%peer, error = %e, "TLS handshake failed");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!(%peer, "TLS handshake timed out");
+                return;
+            }
+        };
+        let site = match peer_site(&tls) {
+            Ok(site) => site,
+            Err(reason) => {
+                tracing::warn!(%peer, %reason, "refusing a connection without a site identity");
+                return;
+            }
+        };
+        let span = tracing::debug_span!("connection", %peer, site = %site);
+        let router = self.router;
+        let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
+            request.extensions_mut().insert(site.clone());
+            let mut router = router.clone();
+            async move { router.call(request).await }
+        });
+        let mut builder = hyper::server::conn::http1::Builder::new();
+        builder
+            .timer(TokioTimer::new())
+            .header_read_timeout(HEADER_READ_TIMEOUT);
+        let conn = builder.serve_connection(TokioIo::new(tls), service);
+        tokio::pin!(conn);
+        let result = tokio::select! {
+            r = conn.as_mut() => r,
+            _ = self.cancel.cancelled() => {
+                conn.as_mut().graceful_shutdown();
+                conn.await
+            }
+        };
+        if let Err(e) = result {
+            let _enter = span.enter();
+            tracing::debug!(error = %e, "connection ended with an error");
+        }
+    }
+}
+
+/// The site named by the verified peer certificate.
+fn peer_site(tls: &tokio_rustls::server::TlsStream<TcpStream>) -> Result<SiteId, String> {
+    let (_, session) = tls.get_ref();
+    let leaf = session
+        .peer_certificates()
+        .and_then(|certs| certs.first())
+        .ok_or_else(|| "no client certificate".to_string())?;
+    site_from_cert_der(leaf).map_err(|e| e.to_string())
+}
