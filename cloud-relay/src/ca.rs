@@ -136,7 +136,12 @@ pub fn init(
     let now = OffsetDateTime::now_utc();
     let ca_key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
     let mut ca_params = CertificateParams::default();
-    ca_params.distinguished_name = dn("Scanbridge site CA");
+    // A distinct name per CA, so a certificate of another relay's CA is "unknown CA" rather
+    // than a bad signature from a same-named issuer.
+    let mut id = [0u8; 4];
+    rand::thread_rng().fill_bytes(&mut id);
+    let id: String = id.iter().map(|b| format!("{b:02x}")).collect();
+    ca_params.distinguished_name = dn(&format!("Scanbridge site CA {id}"));
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
     ca_params.key_usages = vec![
         KeyUsagePurpose::KeyCertSign,
