@@ -48,7 +48,15 @@ impl Expected {
 }
 
 /// A chunk tag `scanbridge:<site>:<first>-<last>` parsed into its seq range.
+///
+/// Odoo 17+ appends ` (<user>)` to an inventory move's name when the quant is assigned to a user
+/// other than the superuser (`_get_inventory_move_values`), which inventory-mode writes through the
+/// API do; that suffix is accepted.
 pub fn parse_tag(name: &str, site: &str) -> Option<(u64, u64)> {
+    let name = match name.split_once(" (") {
+        Some((tag, user)) if user.ends_with(')') => tag,
+        _ => name,
+    };
     let rest = name
         .strip_prefix("scanbridge:")?
         .strip_prefix(site)?
@@ -369,6 +377,11 @@ mod tests {
     fn chunk_tags_parse_only_in_the_contract_form() {
         assert_eq!(parse_tag("scanbridge:WH01:1-200", "WH01"), Some((1, 200)));
         assert_eq!(parse_tag("scanbridge:WH01:7-7", "WH01"), Some((7, 7)));
+        assert_eq!(
+            parse_tag("scanbridge:WH01:1-39 (Administrator)", "WH01"),
+            Some((1, 39))
+        );
+        assert_eq!(parse_tag("scanbridge:WH01:1-39 (Admin", "WH01"), None);
         assert_eq!(parse_tag("scanbridge:WH02:1-2", "WH01"), None);
         assert_eq!(parse_tag("scanbridge:WH01:3-2", "WH01"), None);
         assert_eq!(parse_tag("scanbridge:WH01:1-", "WH01"), None);

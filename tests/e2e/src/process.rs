@@ -312,8 +312,17 @@ pub async fn wait_for_tcp(
     }
 }
 
-/// Waits until `path` contains a line for which `pick` returns `Some`, failing early if `process`
-/// exits. Used to read the simulator's `listening on` line from its stdout file.
+/// The part of a log file written by the latest run (after the last harness header line).
+pub fn latest_run(text: &str) -> &str {
+    match text.rfind("==> ") {
+        Some(i) => &text[i..],
+        None => text,
+    }
+}
+
+/// Waits until the latest run's part of `path` has a line for which `pick` returns `Some`,
+/// failing early if `process` exits. Reads the simulator's `listening on` line from its stdout
+/// and the relay's from its log.
 pub async fn wait_for_line<T>(
     path: &Path,
     process: &mut ChildProcess,
@@ -324,7 +333,7 @@ pub async fn wait_for_line<T>(
     let deadline = Instant::now() + timeout;
     loop {
         if let Ok(text) = std::fs::read_to_string(path) {
-            if let Some(found) = text.lines().find_map(&pick) {
+            if let Some(found) = latest_run(&text).lines().find_map(&pick) {
                 return Ok(found);
             }
         }

@@ -1,7 +1,6 @@
 //! The relay (`scanbridge-relay`) as a child process: its site CA and a site bundle made with the
 //! relay's own `ca init` / `ca issue` commands, its TOML configuration, and the running server.
 
-use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -9,7 +8,7 @@ use std::time::Duration;
 use crate::bins;
 use crate::error::{HarnessError, Result};
 use crate::odoo_sim::{DATABASE, LOGIN};
-use crate::process::{free_port, wait_for_tcp, ChildProcess, LogPaths};
+use crate::process::{free_port, wait_for_line, ChildProcess, LogPaths};
 
 /// How long the relay may take to listen.
 const START_TIMEOUT: Duration = Duration::from_secs(20);
@@ -275,10 +274,15 @@ async fn spawn(config: &Path, logs: &LogPaths, port: u16, rust_log: &str) -> Res
         .arg(config)
         .env("RUST_LOG", rust_log);
     let mut process = ChildProcess::spawn("the relay", cmd, logs.clone())?;
-    wait_for_tcp(
-        SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
+    // The relay logs `listening on <addr>` once bound (CONTRACTS.md); waiting for that line rather
+    // than probing the port keeps a bogus failed-handshake warning out of its log.
+    let expected = format!("listening on 127.0.0.1:{port}");
+    wait_for_line(
+        &logs.stderr,
         &mut process,
         START_TIMEOUT,
+        &format!("the relay's `{expected}` log line"),
+        |line| line.contains(&expected).then_some(()),
     )
     .await?;
     Ok(process)
