@@ -2,6 +2,8 @@
 //! publisher (rumqttc), and a site certificate bundle.
 #![allow(dead_code)]
 
+pub mod relay;
+
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
