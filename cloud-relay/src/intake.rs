@@ -18,8 +18,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
+use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -35,6 +34,11 @@ use crate::inbox::{Inbox, InboxError};
 const RETRY_AFTER_SECS: u64 = 5;
 /// Longest wait for a store slot before answering 503.
 const STORE_QUEUE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Bytes of an oversized body read and discarded before answering 413, so the client (still
+/// sending) sees the answer instead of a broken pipe.
+const DRAIN_LIMIT: usize = 64 * 1024 * 1024;
+/// Longest time spent reading one request body.
+const BODY_TIMEOUT: Duration = Duration::from_secs(60);
 /// Concurrent batch transactions queued on the store.
 pub const STORE_SLOTS: usize = 32;
 
@@ -117,17 +121,12 @@ impl IntoResponse for IntakeError {
 pub async fn post_batch(
     State(state): State<IntakeState>,
     Extension(site): Extension<SiteId>,
-    body: Result<Bytes, BytesRejection>,
+    body: Body,
 ) -> Result<Response, IntakeError> {
-    let body = body.map_err(|rejection| {
-        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            IntakeError::BodyTooLarge {
-                limit: state.limits.max_body_bytes,
-            }
-        } else {
-            IntakeError::Body(rejection.body_text())
-        }
-    })?;
+    let limit = state.limits.max_body_bytes;
+    let body = tokio::time::timeout(BODY_TIMEOUT, read_body(body, limit))
+        .await
+        .map_err(|_| IntakeError::Body("timed out reading the request body".into()))??;
     let batch: Batch = decode(&body).inspect_err(|e| {
         tracing::warn!(site = %site, error = %e, "refusing a malformed batch");
     })?;
@@ -186,6 +185,32 @@ pub async fn post_batch(
         ack,
     )
         .into_response())
+}
+
+/// Reads the body up to `limit` bytes. A longer body is read on (and discarded) up to
+/// [`DRAIN_LIMIT`] before [`IntakeError::BodyTooLarge`] is returned.
+async fn read_body(body: Body, limit: usize) -> Result<Bytes, IntakeError> {
+    use hyper::body::Body as _;
+    let mut body = std::pin::pin!(body);
+    let mut buf = Vec::new();
+    let mut total = 0usize;
+    loop {
+        let frame = std::future::poll_fn(|cx| body.as_mut().poll_frame(cx)).await;
+        let Some(frame) = frame else { break };
+        let frame = frame.map_err(|e| IntakeError::Body(e.to_string()))?;
+        if let Some(data) = frame.data_ref() {
+            total = total.saturating_add(data.len());
+            if total <= limit {
+                buf.extend_from_slice(data);
+            } else if total > DRAIN_LIMIT {
+                break;
+            }
+        }
+    }
+    if total > limit {
+        return Err(IntakeError::BodyTooLarge { limit });
+    }
+    Ok(Bytes::from(buf))
 }
 
 /// The checks that need no I/O: site, event count, consecutive seqs.

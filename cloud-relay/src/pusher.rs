@@ -305,8 +305,8 @@ impl Pusher {
                 }
                 Err(WriteError::Refused(reason)) => {
                     tracing::warn!(%reason, "Odoo refused the chunk; retrying its events one by one");
-                    *in_doubt = false;
-                    return self.isolate(site, last, rows, outcomes).await;
+                    let doubt = std::mem::replace(in_doubt, false);
+                    return self.isolate(site, last, rows, outcomes, doubt).await;
                 }
             }
             self.commit(site, last.saturating_add(1), outcomes.into_iter().collect()).await?;
@@ -319,12 +319,14 @@ impl Pusher {
     }
 
     /// Retries each row alone, committing after each, so the refused one is dead-lettered.
+    /// `in_doubt`: the chunk was in doubt, so a row's earlier load may have committed.
     async fn isolate(
         &mut self,
         site: &str,
         chunk_last: u64,
         rows: Vec<LoadRow>,
         mut outcomes: BTreeMap<u64, Outcome>,
+        in_doubt: bool,
     ) -> Result<(), PushError> {
         for row in rows {
             let seq = row.seq;
@@ -332,7 +334,7 @@ impl Pusher {
             let (inbox, s) = (self.inbox.clone(), site.to_string());
             run_blocking(move || inbox.set_inflight(&s, seq, seq)).await?;
             let outcome = match self
-                .write_rows(&tag, site, std::slice::from_ref(&row), false)
+                .write_rows(&tag, site, std::slice::from_ref(&row), in_doubt)
                 .await
             {
                 Ok(()) => Outcome::Applied { tag },
@@ -436,6 +438,11 @@ impl Pusher {
     }
 
     /// The in-doubt check (when asked), `load`, then `action_apply_inventory`.
+    ///
+    /// In doubt and not applied yet, an earlier `load` of these rows may still have committed
+    /// (its answer lost): its external ids exist then, and loading them again with product and
+    /// location would be refused by Odoo ("Quant's editing is restricted"). Those rows are found
+    /// in `ir.model.data` and re-loaded with only `inventory_quantity`.
     async fn write_rows(
         &mut self,
         tag: &str,
@@ -443,10 +450,7 @@ impl Pusher {
         rows: &[LoadRow],
         in_doubt: bool,
     ) -> Result<(), WriteError> {
-        let refused = |e: OdooError| match e.class() {
-            Class::Permanent => WriteError::Refused(e.to_string()),
-            _ => WriteError::Failed(e),
-        };
+        let (mut fresh, mut loaded): (Vec<LoadRow>, Vec<LoadRow>) = (rows.to_vec(), Vec::new());
         if in_doubt {
             let result = self
                 .client
@@ -466,24 +470,36 @@ impl Pusher {
                 );
                 return Ok(());
             }
-        }
-        let result = self
-            .client
-            .execute_kw(
-                "stock.quant",
-                "load",
-                count::load_args(site, rows),
-                Some(count::load_kwargs()),
-            )
-            .await
-            .map_err(refused)?;
-        let mut ids = match count::interpret_load(result).map_err(WriteError::Failed)? {
-            LoadOutcome::Written(ids) => ids,
-            LoadOutcome::Rejected(reason) => {
-                self.forget_ids();
-                return Err(WriteError::Refused(reason));
+            let seqs: Vec<u64> = rows.iter().map(|r| r.seq).collect();
+            let result = self
+                .client
+                .execute_kw(
+                    "ir.model.data",
+                    "search_read",
+                    count::xid_lookup_args(site, &seqs),
+                    Some(count::xid_lookup_kwargs()),
+                )
+                .await
+                .map_err(WriteError::Failed)?;
+            let existing = count::parse_xid_lookup(result).map_err(WriteError::Failed)?;
+            (loaded, fresh) = rows
+                .iter()
+                .cloned()
+                .partition(|r| existing.contains(&count::xid_name(site, r.seq)));
+            if !loaded.is_empty() {
+                tracing::info!(
+                    rows = loaded.len(),
+                    "an earlier load of this chunk committed; re-asserting its quantities"
+                );
             }
-        };
+        }
+        let mut ids = Vec::new();
+        if !loaded.is_empty() {
+            ids.extend(self.load(count::reload_args(site, &loaded)).await?);
+        }
+        if !fresh.is_empty() {
+            ids.extend(self.load(count::load_args(site, &fresh)).await?);
+        }
         ids.sort_unstable();
         ids.dedup();
         let result = self
@@ -495,13 +511,35 @@ impl Pusher {
                 Some(count::apply_kwargs(tag)),
             )
             .await
-            .map_err(|e| {
-                if e.class() == Class::Permanent {
-                    self.forget_ids();
-                }
-                refused(e)
-            })?;
+            .map_err(|e| self.refused(e))?;
         count::interpret_apply(result).map_err(WriteError::Refused)
+    }
+
+    /// One `stock.quant.load` in inventory mode; the quant ids it wrote.
+    async fn load(&mut self, args: serde_json::Value) -> Result<Vec<i64>, WriteError> {
+        let result = self
+            .client
+            .execute_kw("stock.quant", "load", args, Some(count::load_kwargs()))
+            .await
+            .map_err(|e| self.refused(e))?;
+        match count::interpret_load(result).map_err(WriteError::Failed)? {
+            LoadOutcome::Written(ids) => Ok(ids),
+            LoadOutcome::Rejected(reason) => {
+                self.forget_ids();
+                Err(WriteError::Refused(reason))
+            }
+        }
+    }
+
+    /// Sorts a failed write call: a permanent Odoo error refuses the rows, anything else retries.
+    fn refused(&mut self, e: OdooError) -> WriteError {
+        match e.class() {
+            Class::Permanent => {
+                self.forget_ids();
+                WriteError::Refused(e.to_string())
+            }
+            _ => WriteError::Failed(e),
+        }
     }
 
     /// Drops the barcode caches (ids may be stale after Odoo refused a write).

@@ -45,10 +45,9 @@ pub enum ServerError {
 
 /// The router of the relay's HTTP API.
 pub fn router(state: IntakeState) -> Router {
-    let limit = state.limits.max_body_bytes;
+    // The body limit is enforced by the handler itself (see `intake::read_body`).
     Router::new()
         .route("/v1/batches", post(post_batch))
-        .layer(axum::extract::DefaultBodyLimit::max(limit))
         .with_state(state)
 }
 

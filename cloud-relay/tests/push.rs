@@ -37,6 +37,8 @@ struct FakeOdoo {
     loads: Vec<Value>,
     /// Commit the next action_apply_inventory, then answer HTTP 502 (the answer is lost).
     lose_next_apply_answer: bool,
+    /// Commit the next full load, then answer HTTP 502.
+    lose_next_load_answer: bool,
     /// Answer the next execute_kw with AccessDenied.
     deny_next: bool,
 }
@@ -124,9 +126,47 @@ fn execute(
             ok(id, Value::Array(records))
         }
         ("stock.move", "search_count") => {
-            let tag = args[0][0][2].as_str().unwrap_or_default();
-            let n = odoo.moves.iter().filter(|m| *m == tag).count();
+            // ["|", ["name","=",TAG], ["name","=like","TAG (%"]]
+            assert_eq!(args[0][0], json!("|"));
+            let tag = args[0][1][2].as_str().unwrap_or_default().to_string();
+            assert_eq!(args[0][2], json!(["name", "=like", format!("{tag} (%")]));
+            let n = odoo
+                .moves
+                .iter()
+                .filter(|m| **m == tag || m.starts_with(&format!("{tag} (")))
+                .count();
             ok(id, json!(n))
+        }
+        ("ir.model.data", "search_read") => {
+            assert_eq!(args[0][0], json!(["module", "=", "scanbridge"]));
+            let records: Vec<Value> = args[0][1][2]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|n| n.as_str())
+                .filter_map(|n| {
+                    odoo.xids
+                        .get(&format!("scanbridge.{n}"))
+                        .map(|q| json!({"id": 1, "name": n, "res_id": q}))
+                })
+                .collect();
+            ok(id, Value::Array(records))
+        }
+        ("stock.quant", "load") if args[0] == json!(["id", "inventory_quantity"]) => {
+            let mut ids = Vec::new();
+            for row in args[1].as_array().into_iter().flatten() {
+                match odoo.xids.get(row[0].as_str().unwrap_or_default()) {
+                    Some(q) => ids.push(*q),
+                    None => {
+                        return ok(
+                            id,
+                            json!({"ids": false, "messages": [{"type": "error", "message": "Missing required value for the field 'Product' (product_id)"}]}),
+                        )
+                    }
+                }
+            }
+            odoo.loads.push(args[1].clone());
+            ok(id, json!({"ids": ids, "messages": []}))
         }
         ("stock.quant", "load") => {
             assert_eq!(kwargs, &json!({"context": {"inventory_mode": true}}));
@@ -139,9 +179,14 @@ fn execute(
                     "inventory_quantity"
                 ])
             );
-            odoo.loads.push(args[1].clone());
             let rows = args[1].as_array().cloned().unwrap_or_default();
             for (i, row) in rows.iter().enumerate() {
+                if odoo.xids.contains_key(row[0].as_str().unwrap_or_default()) {
+                    return ok(
+                        id,
+                        json!({"ids": false, "messages": [{"type": "error", "message": "Quant's editing is restricted, you can't do this operation.", "record": i}]}),
+                    );
+                }
                 if odoo
                     .refused_products
                     .contains(&row[1].as_i64().unwrap_or(0))
@@ -152,6 +197,7 @@ fn execute(
                     );
                 }
             }
+            odoo.loads.push(args[1].clone());
             let mut ids = Vec::new();
             for row in rows {
                 let key = (row[1].as_i64().unwrap_or(0), row[2].as_i64().unwrap_or(0));
@@ -160,6 +206,10 @@ fn execute(
                 odoo.xids
                     .insert(row[0].as_str().unwrap_or_default().to_string(), quant);
                 ids.push(quant);
+            }
+            if odoo.lose_next_load_answer {
+                odoo.lose_next_load_answer = false;
+                return (StatusCode::BAD_GATEWAY, "upstream went away").into_response();
             }
             ok(id, json!({"ids": ids, "messages": []}))
         }
@@ -259,6 +309,7 @@ async fn count_scans_reach_odoo_through_the_contract_call_sequence() {
             "product.product.search_read",
             "stock.location.search_read",
             "stock.move.search_count",
+            "ir.model.data.search_read",
             "stock.quant.load",
             "stock.quant.action_apply_inventory",
         ]
@@ -440,6 +491,31 @@ async fn access_denied_logs_in_again_once_and_the_call_is_repeated() {
         ]
     );
     assert_eq!(odoo.moves, ["scanbridge:WH01:1-1"]);
+    drop(odoo);
+    relay.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_load_whose_answer_was_lost_is_not_loaded_again_with_product_and_location() {
+    let mut fake = seeded();
+    fake.lose_next_load_answer = true;
+    let (url, odoo) = start_fake(fake).await;
+    let relay = start_relay(&url, "", 200).await;
+    send(&relay, vec![count("A", "L1", 4.0), count("B", "L1", 5.0)]).await;
+    settled(&relay, 2).await;
+    assert_eq!(relay.inbox.dead_letters("WH01").expect("dead letters"), []);
+    let odoo = odoo.lock().expect("lock");
+    assert_eq!(
+        odoo.loads,
+        [
+            json!([
+                ["scanbridge.WH01_1", 1, 10, 4.0],
+                ["scanbridge.WH01_2", 2, 10, 5.0]
+            ]),
+            json!([["scanbridge.WH01_1", 4.0], ["scanbridge.WH01_2", 5.0]]),
+        ]
+    );
+    assert_eq!(odoo.moves, vec!["scanbridge:WH01:1-2"; 2]);
     drop(odoo);
     relay.stop().await;
 }

@@ -19,9 +19,17 @@ pub fn tag(site: &str, first_seq: u64, last_seq: u64) -> String {
     format!("scanbridge:{site}:{first_seq}-{last_seq}")
 }
 
-/// The external id of one event's quant row.
+/// Module part of the relay's external ids.
+pub const XID_MODULE: &str = "scanbridge";
+
+/// The external id of one event's quant row (`module.name`).
 pub fn xid(site: &str, seq: u64) -> String {
-    format!("scanbridge.{site}_{seq}")
+    format!("{XID_MODULE}.{}", xid_name(site, seq))
+}
+
+/// The `ir.model.data.name` part of [`xid`].
+pub fn xid_name(site: &str, seq: u64) -> String {
+    format!("{site}_{seq}")
 }
 
 /// A count scan, as the chunker sees it.
@@ -169,8 +177,65 @@ pub fn lookup_kwargs() -> Value {
 }
 
 /// The positional args of the in-doubt `stock.move.search_count`.
+///
+/// Odoo 17+ names an inventory move `TAG (<user>)` when the quant is assigned to a user (a
+/// create in inventory mode assigns the caller), and exactly `TAG` otherwise, so both forms
+/// are matched: `["|", ["name","=",TAG], ["name","=like",TAG + " (%"]]` (LIKE wildcards in the
+/// TAG escaped).
 pub fn in_doubt_args(tag: &str) -> Value {
-    json!([[["name", "=", tag]]])
+    json!([[
+        "|",
+        ["name", "=", tag],
+        ["name", "=like", format!("{} (%", escape_like(tag))]
+    ]])
+}
+
+/// Escapes `\`, `%` and `_` for a SQL LIKE pattern.
+pub fn escape_like(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if matches!(c, '\\' | '%' | '_') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// The positional args of the `ir.model.data.search_read` that finds which rows of an in-doubt
+/// chunk a lost `load` answer already created.
+pub fn xid_lookup_args(site: &str, seqs: &[u64]) -> Value {
+    let names: Vec<String> = seqs.iter().map(|&seq| xid_name(site, seq)).collect();
+    json!([[["module", "=", XID_MODULE], ["name", "in", names]]])
+}
+
+/// The kwargs of the `ir.model.data.search_read`.
+pub fn xid_lookup_kwargs() -> Value {
+    json!({"fields": ["name", "res_id"]})
+}
+
+/// Reads the `ir.model.data.search_read` answer into the names that exist.
+pub fn parse_xid_lookup(result: Option<Value>) -> Result<Vec<String>, OdooError> {
+    let Some(Value::Array(records)) = result else {
+        return Err(OdooError::Unexpected {
+            call: "ir.model.data.search_read".into(),
+            detail: format!("expected a list of records, got {result:?}"),
+        });
+    };
+    Ok(records
+        .iter()
+        .filter_map(|r| r.get("name").and_then(Value::as_str).map(str::to_string))
+        .collect())
+}
+
+/// The positional args of a `stock.quant.load` that only re-asserts the counted quantity of
+/// quants whose external id already exists (a write may not touch product or location).
+pub fn reload_args(site: &str, rows: &[LoadRow]) -> Value {
+    let data: Vec<Value> = rows
+        .iter()
+        .map(|r| json!([xid(site, r.seq), r.qty]))
+        .collect();
+    json!([["id", "inventory_quantity"], data])
 }
 
 /// Reads a barcode `search_read` answer into `(barcode, id)` pairs.
@@ -332,6 +397,18 @@ mod tests {
     fn tag_and_external_id_follow_the_contract() {
         assert_eq!(tag("WH01", 1, 200), "scanbridge:WH01:1-200");
         assert_eq!(xid("WH01", 17), "scanbridge.WH01_17");
+    }
+
+    #[test]
+    fn the_in_doubt_check_matches_the_tag_with_and_without_the_user_suffix() {
+        assert_eq!(
+            in_doubt_args("scanbridge:WH_01:1-2"),
+            json!([[
+                "|",
+                ["name", "=", "scanbridge:WH_01:1-2"],
+                ["name", "=like", "scanbridge:WH\\_01:1-2 (%"]
+            ]])
+        );
     }
 
     #[test]
