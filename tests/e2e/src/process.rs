@@ -23,8 +23,9 @@ pub const POLL_INTERVAL: Duration = Duration::from_millis(20);
 
 /// A directory for one test's (or the demo's) state and logs.
 ///
-/// A temporary directory is deleted when dropped, unless the thread is panicking: then it is kept
-/// and its path and log files are printed to stderr, so a failed test leaves its evidence.
+/// A temporary directory is deleted when dropped, unless the thread is panicking (or
+/// `SCANBRIDGE_KEEP_STATE` is set): then it is kept and its path and log files are printed to
+/// stderr, so a failed test leaves its evidence.
 pub struct StateDir {
     path: PathBuf,
     temp: Option<tempfile::TempDir>,
@@ -98,7 +99,7 @@ impl StateDir {
 
 impl Drop for StateDir {
     fn drop(&mut self) {
-        if std::thread::panicking() {
+        if std::thread::panicking() || std::env::var_os("SCANBRIDGE_KEEP_STATE").is_some() {
             if let Some(temp) = self.temp.take() {
                 let kept = temp.keep();
                 eprintln!(
