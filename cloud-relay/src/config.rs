@@ -317,7 +317,7 @@ fn line_of_offset(text: &str, offset: usize) -> usize {
 
 /// 1-based line of `dotted` (`section.key` or a top-level `key`) in `text`, or 1 when absent.
 /// A plain scan is enough for the flat files this relay reads.
-pub(crate) fn line_of_key(text: &str, dotted: &str) -> usize {
+pub fn line_of_key(text: &str, dotted: &str) -> usize {
     let (section, key) = match dotted.rsplit_once('.') {
         Some((s, k)) => (Some(s), k),
         None => (None, dotted),

@@ -156,7 +156,13 @@ fn check_config(file: &Path) -> Result<(), String> {
         &config.tls.server_key,
         &config.tls.client_ca,
     )
-    .map_err(|e| format!("{}: {e}", file.display()))?;
+    .map_err(|e| {
+        let line = e.key().map_or(1, |key| {
+            std::fs::read_to_string(file)
+                .map_or(1, |text| scanbridge_relay::config::line_of_key(&text, key))
+        });
+        format!("{}: line {line}: {e}", file.display())
+    })?;
     Ok(())
 }
 

@@ -126,26 +126,24 @@ impl Relay {
             ..
         } = self;
         let early = tokio::select! {
+            biased;
             _ = cancel.cancelled() => None,
             r = &mut server => Some(("server", r.map(|r| r.map_err(RelayError::from)))),
             r = &mut pusher => Some(("pusher", r.map(|r| r.map_err(RelayError::from)))),
         };
         cancel.cancel();
         if let Some((name, result)) = early {
-            tracing::error!(
-                task = name,
-                "a relay task stopped unexpectedly; shutting down"
-            );
+            // A task returns Ok only once cancelled; anything else is a failure.
+            let result = flatten(result);
+            if let Err(e) = &result {
+                tracing::error!(task = name, error = %e, "a relay task failed; shutting down");
+            }
             if name == "server" {
                 drain(pusher).await;
             } else {
                 drain(server).await;
             }
-            return match result {
-                Ok(Ok(())) => Ok(()),
-                Ok(Err(e)) => Err(e),
-                Err(e) => Err(RelayError::Panic(e.to_string())),
-            };
+            return result;
         }
         tracing::info!("shutting down: draining connections and the current Odoo call");
         let deadline = tokio::time::sleep(DRAIN_DEADLINE);

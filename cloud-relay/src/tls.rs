@@ -50,6 +50,20 @@ pub enum TlsError {
     Rustls(#[from] rustls::Error),
 }
 
+impl TlsError {
+    /// The configuration key the error is about, when it is about one file.
+    pub fn key(&self) -> Option<&'static str> {
+        match self {
+            TlsError::Read { key, .. }
+            | TlsError::NoCertificate { key, .. }
+            | TlsError::NoKey { key, .. }
+            | TlsError::BadAnchor { key, .. } => Some(key),
+            TlsError::Verifier(_) => Some("tls.client_ca"),
+            TlsError::Rustls(_) => Some("tls.server_key"),
+        }
+    }
+}
+
 /// The one crypto provider the relay uses (ring).
 pub fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
