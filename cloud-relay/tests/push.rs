@@ -300,38 +300,39 @@ async fn count_scans_reach_odoo_through_the_contract_call_sequence() {
     )
     .await;
     settled(&relay, 3).await;
-    let odoo = odoo.lock().expect("lock");
-    assert_eq!(
-        odoo.calls,
-        [
-            "common.version",
-            "common.authenticate",
-            "product.product.search_read",
-            "stock.location.search_read",
-            "stock.move.search_count",
-            "ir.model.data.search_read",
-            "stock.quant.load",
-            "stock.quant.action_apply_inventory",
-        ]
-    );
-    assert_eq!(
-        odoo.loads[0],
-        json!([
-            ["scanbridge.WH01_1", 1, 10, 12.0],
-            ["scanbridge.WH01_2", 2, 10, 3.0],
-            ["scanbridge.WH01_3", 1, 11, 0.0]
-        ])
-    );
-    assert_eq!(odoo.moves, vec!["scanbridge:WH01:1-3"; 3]);
-    for seq in 1..=3 {
+    {
+        let odoo = odoo.lock().expect("lock");
         assert_eq!(
-            relay.inbox.outcome("WH01", seq).expect("outcome"),
-            Some(Outcome::Applied {
-                tag: "scanbridge:WH01:1-3".into()
-            })
+            odoo.calls,
+            [
+                "common.version",
+                "common.authenticate",
+                "product.product.search_read",
+                "stock.location.search_read",
+                "stock.move.search_count",
+                "ir.model.data.search_read",
+                "stock.quant.load",
+                "stock.quant.action_apply_inventory",
+            ]
         );
+        assert_eq!(
+            odoo.loads[0],
+            json!([
+                ["scanbridge.WH01_1", 1, 10, 12.0],
+                ["scanbridge.WH01_2", 2, 10, 3.0],
+                ["scanbridge.WH01_3", 1, 11, 0.0]
+            ])
+        );
+        assert_eq!(odoo.moves, vec!["scanbridge:WH01:1-3"; 3]);
+        for seq in 1..=3 {
+            assert_eq!(
+                relay.inbox.outcome("WH01", seq).expect("outcome"),
+                Some(Outcome::Applied {
+                    tag: "scanbridge:WH01:1-3".into()
+                })
+            );
+        }
     }
-    drop(odoo);
     relay.stop().await;
 }
 
@@ -349,31 +350,32 @@ async fn a_repeated_product_and_location_starts_a_new_chunk_and_only_the_first_i
     )
     .await;
     settled(&relay, 3).await;
-    let odoo = odoo.lock().expect("lock");
-    assert_eq!(
-        odoo.moves,
-        [
-            "scanbridge:WH01:1-2",
-            "scanbridge:WH01:1-2",
-            "scanbridge:WH01:3-3"
-        ]
-    );
-    assert_eq!(
-        odoo.calls
-            .iter()
-            .filter(|c| *c == "stock.move.search_count")
-            .count(),
-        1
-    );
-    assert_eq!(
-        odoo.calls
-            .iter()
-            .filter(|c| *c == "product.product.search_read")
-            .count(),
-        1,
-        "cache hits"
-    );
-    drop(odoo);
+    {
+        let odoo = odoo.lock().expect("lock");
+        assert_eq!(
+            odoo.moves,
+            [
+                "scanbridge:WH01:1-2",
+                "scanbridge:WH01:1-2",
+                "scanbridge:WH01:3-3"
+            ]
+        );
+        assert_eq!(
+            odoo.calls
+                .iter()
+                .filter(|c| *c == "stock.move.search_count")
+                .count(),
+            1
+        );
+        assert_eq!(
+            odoo.calls
+                .iter()
+                .filter(|c| *c == "product.product.search_read")
+                .count(),
+            1,
+            "cache hits"
+        );
+    }
     relay.stop().await;
 }
 
@@ -385,21 +387,22 @@ async fn an_answer_lost_after_odoo_applied_the_count_does_not_apply_it_twice() {
     let relay = start_relay(&url, "", 200).await;
     send(&relay, vec![count("A", "L1", 1.0), count("B", "L1", 2.0)]).await;
     settled(&relay, 2).await;
-    let odoo = odoo.lock().expect("lock");
-    assert_eq!(
-        odoo.moves,
-        vec!["scanbridge:WH01:1-2"; 2],
-        "one set of moves"
-    );
-    assert_eq!(odoo.loads.len(), 1, "no second load");
-    assert_eq!(
-        odoo.calls
-            .iter()
-            .filter(|c| *c == "stock.move.search_count")
-            .count(),
-        2
-    );
-    drop(odoo);
+    {
+        let odoo = odoo.lock().expect("lock");
+        assert_eq!(
+            odoo.moves,
+            vec!["scanbridge:WH01:1-2"; 2],
+            "one set of moves"
+        );
+        assert_eq!(odoo.loads.len(), 1, "no second load");
+        assert_eq!(
+            odoo.calls
+                .iter()
+                .filter(|c| *c == "stock.move.search_count")
+                .count(),
+            2
+        );
+    }
     relay.stop().await;
 }
 
@@ -431,10 +434,11 @@ async fn unknown_barcodes_are_dead_lettered_and_left_out_of_the_chunk() {
         "{}",
         dead[1].reason
     );
-    let odoo = odoo.lock().expect("lock");
-    assert_eq!(odoo.loads, [json!([["scanbridge.WH01_1", 1, 10, 1.0]])]);
-    assert_eq!(odoo.moves, ["scanbridge:WH01:1-3"]);
-    drop(odoo);
+    {
+        let odoo = odoo.lock().expect("lock");
+        assert_eq!(odoo.loads, [json!([["scanbridge.WH01_1", 1, 10, 1.0]])]);
+        assert_eq!(odoo.moves, ["scanbridge:WH01:1-3"]);
+    }
     relay.stop().await;
 }
 
@@ -460,9 +464,10 @@ async fn a_refused_chunk_is_isolated_and_only_the_offending_event_is_dead_letter
         "{}",
         dead[0].reason
     );
-    let odoo = odoo.lock().expect("lock");
-    assert_eq!(odoo.moves, ["scanbridge:WH01:1-1", "scanbridge:WH01:3-3"]);
-    drop(odoo);
+    {
+        let odoo = odoo.lock().expect("lock");
+        assert_eq!(odoo.moves, ["scanbridge:WH01:1-1", "scanbridge:WH01:3-3"]);
+    }
     assert_eq!(
         relay.inbox.outcome("WH01", 3).expect("outcome"),
         Some(Outcome::Applied {
@@ -480,18 +485,19 @@ async fn access_denied_logs_in_again_once_and_the_call_is_repeated() {
     let relay = start_relay(&url, "", 200).await;
     send(&relay, vec![count("A", "L1", 1.0)]).await;
     settled(&relay, 1).await;
-    let odoo = odoo.lock().expect("lock");
-    assert_eq!(
-        &odoo.calls[..4],
-        [
-            "common.version",
-            "common.authenticate",
-            "product.product.search_read",
-            "common.authenticate"
-        ]
-    );
-    assert_eq!(odoo.moves, ["scanbridge:WH01:1-1"]);
-    drop(odoo);
+    {
+        let odoo = odoo.lock().expect("lock");
+        assert_eq!(
+            &odoo.calls[..4],
+            [
+                "common.version",
+                "common.authenticate",
+                "product.product.search_read",
+                "common.authenticate"
+            ]
+        );
+        assert_eq!(odoo.moves, ["scanbridge:WH01:1-1"]);
+    }
     relay.stop().await;
 }
 
@@ -504,18 +510,19 @@ async fn a_load_whose_answer_was_lost_is_not_loaded_again_with_product_and_locat
     send(&relay, vec![count("A", "L1", 4.0), count("B", "L1", 5.0)]).await;
     settled(&relay, 2).await;
     assert_eq!(relay.inbox.dead_letters("WH01").expect("dead letters"), []);
-    let odoo = odoo.lock().expect("lock");
-    assert_eq!(
-        odoo.loads,
-        [
-            json!([
-                ["scanbridge.WH01_1", 1, 10, 4.0],
-                ["scanbridge.WH01_2", 2, 10, 5.0]
-            ]),
-            json!([["scanbridge.WH01_1", 4.0], ["scanbridge.WH01_2", 5.0]]),
-        ]
-    );
-    assert_eq!(odoo.moves, vec!["scanbridge:WH01:1-2"; 2]);
-    drop(odoo);
+    {
+        let odoo = odoo.lock().expect("lock");
+        assert_eq!(
+            odoo.loads,
+            [
+                json!([
+                    ["scanbridge.WH01_1", 1, 10, 4.0],
+                    ["scanbridge.WH01_2", 2, 10, 5.0]
+                ]),
+                json!([["scanbridge.WH01_1", 4.0], ["scanbridge.WH01_2", 5.0]]),
+            ]
+        );
+        assert_eq!(odoo.moves, vec!["scanbridge:WH01:1-2"; 2]);
+    }
     relay.stop().await;
 }

@@ -62,9 +62,12 @@ const KIND_QUARANTINED: u8 = 3;
 #[derive(Debug, thiserror::Error)]
 pub enum InboxError {
     #[error("relay store {path} cannot be opened: {source} (is another relay running on this state_dir?)")]
-    Open { path: PathBuf, source: redb::Error },
+    Open {
+        path: PathBuf,
+        source: Box<redb::Error>,
+    },
     #[error("relay store I/O failed: {0} (disk full or failing?)")]
-    Storage(#[from] redb::Error),
+    Storage(Box<redb::Error>),
     #[error("relay store worker failed: {0}")]
     Worker(String),
 }
@@ -73,12 +76,13 @@ macro_rules! redb_from {
     ($($t:ty),*) => {$(
         impl From<$t> for InboxError {
             fn from(e: $t) -> Self {
-                InboxError::Storage(e.into())
+                InboxError::Storage(Box::new(e.into()))
             }
         }
     )*};
 }
 redb_from!(
+    redb::Error,
     redb::StorageError,
     redb::TableError,
     redb::TransactionError,
@@ -161,7 +165,7 @@ impl Inbox {
     pub fn open(path: &Path) -> Result<Inbox, InboxError> {
         let open_err = |e: redb::Error| InboxError::Open {
             path: path.to_path_buf(),
-            source: e,
+            source: Box::new(e),
         };
         let db = Database::create(path).map_err(|e| open_err(e.into()))?;
         let mut txn = db.begin_write().map_err(|e| open_err(e.into()))?;
