@@ -121,7 +121,9 @@ pub async fn run(config: Config, cancel: CancellationToken) -> Result<(), AppErr
 
     let mut first_error: Option<AppError> = None;
     while let Some(joined) = tasks.join_next().await {
-        let result = joined.map_err(|e| AppError::Task(e.to_string())).and_then(|r| r);
+        let result = joined
+            .map_err(|e| AppError::Task(e.to_string()))
+            .and_then(|r| r);
         if let Err(e) = result {
             tracing::error!(error = %e, "agent component failed; shutting down");
             cancel.cancel();
@@ -138,7 +140,11 @@ pub async fn run(config: Config, cancel: CancellationToken) -> Result<(), AppErr
         }
     }
     let stats = store.stats();
-    tracing::info!(backlog_events = stats.backlog_events, next_seq = stats.next_seq, "agent stopped");
+    tracing::info!(
+        backlog_events = stats.backlog_events,
+        next_seq = stats.next_seq,
+        "agent stopped"
+    );
     match first_error {
         Some(e) => Err(e),
         None => Ok(()),

@@ -217,7 +217,12 @@ struct Validator<'a> {
 }
 
 impl Validator<'_> {
-    fn err<T>(&self, key: impl Into<String>, span: std::ops::Range<usize>, message: impl Into<String>) -> Result<T, ConfigError> {
+    fn err<T>(
+        &self,
+        key: impl Into<String>,
+        span: std::ops::Range<usize>,
+        message: impl Into<String>,
+    ) -> Result<T, ConfigError> {
         Err(ConfigError::Invalid {
             path: self.path.to_path_buf(),
             key: key.into(),
@@ -265,31 +270,56 @@ impl Validator<'_> {
         for (i, m) in raw.mqtt.into_iter().enumerate() {
             let k = |f: &str| format!("mqtt[{i}].{f}");
             let name = m.name.get_ref();
-            if name.is_empty() || name.len() > 64 || name.chars().any(|c| c.is_control() || c.is_whitespace()) {
-                return self.err(k("name"), m.name.span(), "must be 1 to 64 characters without spaces");
+            if name.is_empty()
+                || name.len() > 64
+                || name.chars().any(|c| c.is_control() || c.is_whitespace())
+            {
+                return self.err(
+                    k("name"),
+                    m.name.span(),
+                    "must be 1 to 64 characters without spaces",
+                );
             }
             if !names.insert(name.clone()) {
-                return self.err(k("name"), m.name.span(), format!("broker name {name:?} is used twice; names must be unique"));
+                return self.err(
+                    k("name"),
+                    m.name.span(),
+                    format!("broker name {name:?} is used twice; names must be unique"),
+                );
             }
             if m.host.get_ref().trim().is_empty() {
                 return self.err(k("host"), m.host.span(), "must not be empty");
             }
             let port = match &m.port {
-                Some(p) if *p.get_ref() == 0 => return self.err(k("port"), p.span(), "must be 1 to 65535"),
+                Some(p) if *p.get_ref() == 0 => {
+                    return self.err(k("port"), p.span(), "must be 1 to 65535")
+                }
                 Some(p) => *p.get_ref(),
                 None => 1883,
             };
             let cid = m.client_id.get_ref();
             if cid.is_empty() || cid.len() > 256 || cid.chars().any(char::is_control) {
-                return self.err(k("client_id"), m.client_id.span(), "must be 1 to 256 printable characters, and stable across restarts");
+                return self.err(
+                    k("client_id"),
+                    m.client_id.span(),
+                    "must be 1 to 256 printable characters, and stable across restarts",
+                );
             }
             if m.topics.get_ref().is_empty() {
-                return self.err(k("topics"), m.topics.span(), "list at least one topic filter, e.g. [\"scanbridge/+/scan\"]");
+                return self.err(
+                    k("topics"),
+                    m.topics.span(),
+                    "list at least one topic filter, e.g. [\"scanbridge/+/scan\"]",
+                );
             }
             let mut topics = Vec::new();
             for t in m.topics.get_ref() {
                 if let Err(why) = check_topic_filter(t.get_ref()) {
-                    return self.err(k("topics"), t.span(), format!("{:?} is not a valid MQTT topic filter: {why}", t.get_ref()));
+                    return self.err(
+                        k("topics"),
+                        t.span(),
+                        format!("{:?} is not a valid MQTT topic filter: {why}", t.get_ref()),
+                    );
                 }
                 topics.push(t.get_ref().clone());
             }
@@ -311,7 +341,11 @@ impl Validator<'_> {
                 return self.err(k("device"), s.device.span(), "must not be empty");
             }
             if !devices.insert(device.clone()) {
-                return self.err(k("device"), s.device.span(), format!("device {device:?} has two stations"));
+                return self.err(
+                    k("device"),
+                    s.device.span(),
+                    format!("device {device:?} has two stations"),
+                );
             }
             let Some(op) = Operation::parse(s.op.get_ref()) else {
                 return self.err(
@@ -321,11 +355,21 @@ impl Validator<'_> {
                 );
             };
             let location = match &s.location {
-                Some(l) if l.get_ref().is_empty() => return self.err(k("location"), l.span(), "must not be empty (leave the key out instead)"),
+                Some(l) if l.get_ref().is_empty() => {
+                    return self.err(
+                        k("location"),
+                        l.span(),
+                        "must not be empty (leave the key out instead)",
+                    )
+                }
                 Some(l) => Some(l.get_ref().clone()),
                 None => None,
             };
-            stations.push(Station { device: device.clone(), op, location });
+            stations.push(Station {
+                device: device.clone(),
+                op,
+                location,
+            });
         }
 
         Ok(Config {
@@ -344,13 +388,21 @@ impl Validator<'_> {
         let Some(raw) = raw else { return Ok(out) };
         if let Some(v) = raw.max_bytes {
             if *v.get_ref() < 1 << 20 {
-                return self.err("store.max_bytes", v.span(), "must be at least 1048576 (1 MiB)");
+                return self.err(
+                    "store.max_bytes",
+                    v.span(),
+                    "must be at least 1048576 (1 MiB)",
+                );
             }
             out.max_bytes = *v.get_ref();
         }
         if let Some(v) = raw.commit_linger_ms {
             if *v.get_ref() > 1000 {
-                return self.err("store.commit_linger_ms", v.span(), "must be 0 to 1000 milliseconds");
+                return self.err(
+                    "store.commit_linger_ms",
+                    v.span(),
+                    "must be 0 to 1000 milliseconds",
+                );
             }
             out.commit_linger = Duration::from_millis(*v.get_ref());
         }
@@ -366,26 +418,60 @@ impl Validator<'_> {
     fn validate_relay(&self, raw: RawRelay) -> Result<RelayConfig, ConfigError> {
         let url = match reqwest::Url::parse(raw.url.get_ref()) {
             Ok(u) if u.scheme() == "https" && u.host().is_some() => u,
-            Ok(_) => return self.err("relay.url", raw.url.span(), "must be an https:// URL with a host (the relay has no plaintext listener)"),
+            Ok(_) => {
+                return self.err(
+                    "relay.url",
+                    raw.url.span(),
+                    "must be an https:// URL with a host (the relay has no plaintext listener)",
+                )
+            }
             Err(e) => return self.err("relay.url", raw.url.span(), format!("not a URL: {e}")),
         };
         let ca_cert = self.pem_file(&raw.ca_cert, "relay.ca_cert", PemKind::Certificate)?;
-        let client_cert = self.pem_file(&raw.client_cert, "relay.client_cert", PemKind::Certificate)?;
+        let client_cert =
+            self.pem_file(&raw.client_cert, "relay.client_cert", PemKind::Certificate)?;
         let client_key = self.pem_file(&raw.client_key, "relay.client_key", PemKind::PrivateKey)?;
-        let num = |v: &Option<Spanned<u64>>, key: &str, default: u64, min: u64, max: u64| -> Result<u64, ConfigError> {
+        let num = |v: &Option<Spanned<u64>>,
+                   key: &str,
+                   default: u64,
+                   min: u64,
+                   max: u64|
+         -> Result<u64, ConfigError> {
             match v {
                 None => Ok(default),
                 Some(s) if (min..=max).contains(s.get_ref()) => Ok(*s.get_ref()),
                 Some(s) => self.err(key, s.span(), format!("must be {min} to {max}")),
             }
         };
-        let batch_max_events = num(&raw.batch_max_events, "relay.batch_max_events", 1000, 1, 10_000)?;
+        let batch_max_events = num(
+            &raw.batch_max_events,
+            "relay.batch_max_events",
+            1000,
+            1,
+            10_000,
+        )?;
         let heartbeat = num(&raw.heartbeat_secs, "relay.heartbeat_secs", 30, 1, 86_400)?;
-        let retry_initial = num(&raw.retry_initial_ms, "relay.retry_initial_ms", 200, 1, 3_600_000)?;
-        let retry_max = num(&raw.retry_max_ms, "relay.retry_max_ms", 30_000, 1, 3_600_000)?;
+        let retry_initial = num(
+            &raw.retry_initial_ms,
+            "relay.retry_initial_ms",
+            200,
+            1,
+            3_600_000,
+        )?;
+        let retry_max = num(
+            &raw.retry_max_ms,
+            "relay.retry_max_ms",
+            30_000,
+            1,
+            3_600_000,
+        )?;
         if retry_max < retry_initial {
             let span = raw.retry_max_ms.as_ref().map(Spanned::span).unwrap_or(0..0);
-            return self.err("relay.retry_max_ms", span, format!("must not be smaller than relay.retry_initial_ms ({retry_initial})"));
+            return self.err(
+                "relay.retry_max_ms",
+                span,
+                format!("must not be smaller than relay.retry_initial_ms ({retry_initial})"),
+            );
         }
         Ok(RelayConfig {
             url,
@@ -414,19 +500,41 @@ impl Validator<'_> {
         }
         match std::fs::metadata(dir) {
             Ok(m) if m.is_dir() => Ok(()),
-            Ok(_) => self.err("state_dir", span, format!("{} exists but is not a directory", dir.display())),
+            Ok(_) => self.err(
+                "state_dir",
+                span,
+                format!("{} exists but is not a directory", dir.display()),
+            ),
             Err(_) => match dir.parent() {
                 Some(parent) if parent.as_os_str().is_empty() || parent.is_dir() => Ok(()),
-                _ => self.err("state_dir", span, format!("{} does not exist and neither does its parent directory", dir.display())),
+                _ => self.err(
+                    "state_dir",
+                    span,
+                    format!(
+                        "{} does not exist and neither does its parent directory",
+                        dir.display()
+                    ),
+                ),
             },
         }
     }
 
-    fn pem_file(&self, v: &Spanned<String>, key: &str, kind: PemKind) -> Result<PathBuf, ConfigError> {
+    fn pem_file(
+        &self,
+        v: &Spanned<String>,
+        key: &str,
+        kind: PemKind,
+    ) -> Result<PathBuf, ConfigError> {
         let path = self.path_value(v);
         let bytes = match std::fs::read(&path) {
             Ok(b) => b,
-            Err(e) => return self.err(key, v.span(), format!("cannot read {}: {e}", path.display())),
+            Err(e) => {
+                return self.err(
+                    key,
+                    v.span(),
+                    format!("cannot read {}: {e}", path.display()),
+                )
+            }
         };
         let ok = match kind {
             PemKind::Certificate => crate::tls::parse_certs(&bytes).map(|c| !c.is_empty()),
@@ -434,7 +542,11 @@ impl Validator<'_> {
         };
         match ok {
             Ok(true) => Ok(path),
-            Ok(false) => self.err(key, v.span(), format!("{} holds no PEM certificate", path.display())),
+            Ok(false) => self.err(
+                key,
+                v.span(),
+                format!("{} holds no PEM certificate", path.display()),
+            ),
             Err(e) => self.err(key, v.span(), format!("{}: {e}", path.display())),
         }
     }
@@ -448,12 +560,21 @@ enum PemKind {
 /// 1-based line number of byte `offset` in `text`.
 pub fn line_of(text: &str, offset: usize) -> usize {
     let end = offset.min(text.len());
-    text.as_bytes()[..end].iter().filter(|&&b| b == b'\n').count() + 1
+    text.as_bytes()[..end]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
+        + 1
 }
 
 /// Extracts the key name from a toml/serde message such as "unknown field `foo`, expected ...".
 fn key_from_message(message: &str) -> Option<String> {
-    for prefix in ["unknown field `", "missing field `", "duplicate key `", "duplicate field `"] {
+    for prefix in [
+        "unknown field `",
+        "missing field `",
+        "duplicate key `",
+        "duplicate field `",
+    ] {
         if let Some(rest) = message.find(prefix).map(|i| &message[i + prefix.len()..]) {
             return rest.split('`').next().map(str::to_string);
         }

@@ -73,7 +73,10 @@ fn main() -> ExitCode {
                     return ExitCode::from(EXIT_USAGE);
                 }
             };
-            let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+            let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
                 Ok(r) => r,
                 Err(e) => {
                     tracing::error!(error = %e, "cannot start the async runtime");
@@ -101,10 +104,15 @@ fn main() -> ExitCode {
 /// Cancels `cancel` on SIGTERM or SIGINT.
 async fn wait_for_signal(cancel: CancellationToken) {
     use tokio::signal::unix::{signal, SignalKind};
-    let (mut term, mut int) = match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+    let (mut term, mut int) = match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
         (Ok(t), Ok(i)) => (t, i),
         _ => {
-            tracing::error!("cannot install signal handlers; stop the agent with SIGKILL only after it is idle");
+            tracing::error!(
+                "cannot install signal handlers; stop the agent with SIGKILL only after it is idle"
+            );
             return;
         }
     };

@@ -123,8 +123,8 @@ fn parse_scan(
             payload.len()
         ));
     }
-    let text = std::str::from_utf8(payload)
-        .map_err(|e| format!("payload is not UTF-8 text ({e})"))?;
+    let text =
+        std::str::from_utf8(payload).map_err(|e| format!("payload is not UTF-8 text ({e})"))?;
     let value: serde_json::Value =
         serde_json::from_str(text).map_err(|e| format!("payload is not JSON ({e})"))?;
     let obj = value
@@ -201,7 +201,9 @@ fn opt_str<'a>(
             if s.is_empty() {
                 Ok(None)
             } else if s.chars().count() > MAX_FIELD_CHARS {
-                Err(format!("field `{key}` is longer than {MAX_FIELD_CHARS} characters"))
+                Err(format!(
+                    "field `{key}` is longer than {MAX_FIELD_CHARS} characters"
+                ))
             } else if s.chars().any(char::is_control) {
                 Err(format!("field `{key}` contains control characters"))
             } else {
@@ -236,7 +238,9 @@ pub fn validate_code(code: &str) -> Result<(), String> {
     if is_gs1_numeric_length(code) && !gs1_check_digit_ok(code) {
         return Err(format!(
             "code {code} has a wrong GS1 check digit (expected {})",
-            expected_check_digit(code).map(|d| d.to_string()).unwrap_or_default()
+            expected_check_digit(code)
+                .map(|d| d.to_string())
+                .unwrap_or_default()
         ));
     }
     Ok(())

@@ -87,7 +87,10 @@ pub fn client_config(ca: &Path, cert: &Path, key: &Path) -> Result<rustls::Clien
 }
 
 /// The HTTPS client used for every request to the relay.
-pub fn relay_client(config: rustls::ClientConfig, timeout: Duration) -> Result<reqwest::Client, TlsError> {
+pub fn relay_client(
+    config: rustls::ClientConfig,
+    timeout: Duration,
+) -> Result<reqwest::Client, TlsError> {
     reqwest::Client::builder()
         .use_preconfigured_tls(config)
         .https_only(true)

@@ -51,7 +51,11 @@ topics = ["scanbridge/+/scan"]
 }
 
 fn spawn_agent(config: &Path, log: &Path) -> Child {
-    let log = std::fs::OpenOptions::new().create(true).append(true).open(log).expect("log file");
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .expect("log file");
     Command::new(BIN)
         .arg("run")
         .arg("--config")
@@ -69,8 +73,16 @@ fn check_config_prints_ok_for_a_good_file() {
     let pki = common::Pki::new();
     let dir = tempfile::tempdir().expect("tempdir");
     let cfg = write_config(dir.path(), &pki, "https://127.0.0.1:8443", 1883);
-    let out = Command::new(BIN).arg("check-config").arg(&cfg).output().expect("run");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(BIN)
+        .arg("check-config")
+        .arg(&cfg)
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "ok");
 }
 
@@ -79,15 +91,30 @@ fn a_bad_config_exits_64_naming_key_and_line_for_check_config_and_run() {
     let pki = common::Pki::new();
     let dir = tempfile::tempdir().expect("tempdir");
     let cfg = write_config(dir.path(), &pki, "https://127.0.0.1:8443", 1883);
-    let text = std::fs::read_to_string(&cfg).expect("read").replace("batch_max_events = 500", "batch_max_events = 0");
+    let text = std::fs::read_to_string(&cfg)
+        .expect("read")
+        .replace("batch_max_events = 500", "batch_max_events = 0");
     std::fs::write(&cfg, text).expect("write");
-    for args in [vec!["check-config".to_string()], vec!["run".into(), "--config".into()]] {
-        let out = Command::new(BIN).args(&args).arg(&cfg).output().expect("run");
+    for args in [
+        vec!["check-config".to_string()],
+        vec!["run".into(), "--config".into()],
+    ] {
+        let out = Command::new(BIN)
+            .args(&args)
+            .arg(&cfg)
+            .output()
+            .expect("run");
         assert_eq!(out.status.code(), Some(64), "{args:?}");
         let err = String::from_utf8_lossy(&out.stderr);
-        assert!(err.contains("relay.batch_max_events") && err.contains("line 13"), "{args:?}: {err}");
+        assert!(
+            err.contains("relay.batch_max_events") && err.contains("line 13"),
+            "{args:?}: {err}"
+        );
     }
-    assert!(!dir.path().join("state").exists(), "a refused config creates no state");
+    assert!(
+        !dir.path().join("state").exists(),
+        "a refused config creates no state"
+    );
 }
 
 /// Creates the agent's persistent session (and subscription) so the broker queues for it while
@@ -96,7 +123,10 @@ async fn create_session(port: u16) {
     let mut o = MqttOptions::new("scanbridge-agent-WH01", "127.0.0.1", port);
     o.set_clean_session(false);
     let (client, mut el) = AsyncClient::new(o, 10);
-    client.subscribe("scanbridge/+/scan", QoS::AtLeastOnce).await.expect("subscribe");
+    client
+        .subscribe("scanbridge/+/scan", QoS::AtLeastOnce)
+        .await
+        .expect("subscribe");
     loop {
         match tokio::time::timeout(Duration::from_secs(10), el.poll()).await {
             Ok(Ok(Event::Incoming(Incoming::SubAck(_)))) => break,
@@ -113,7 +143,13 @@ async fn every_message_reaches_the_relay_exactly_once_although_the_agent_is_kill
     const N: usize = 30_000;
     let broker = common::Broker::start();
     let pki = common::Pki::new();
-    let relay = FakeRelay::start(&pki.ca_pem, &pki.server_cert_pem, &pki.server_key_pem, vec![]).await;
+    let relay = FakeRelay::start(
+        &pki.ca_pem,
+        &pki.server_cert_pem,
+        &pki.server_key_pem,
+        vec![],
+    )
+    .await;
     let dir = tempfile::tempdir().expect("tempdir");
     let cfg = write_config(dir.path(), &pki, &relay.url(), broker.port);
     let log = dir.path().join("agent.log");
@@ -121,7 +157,9 @@ async fn every_message_reaches_the_relay_exactly_once_although_the_agent_is_kill
 
     let port = broker.port;
     let publisher = tokio::spawn(async move {
-        let payloads = (0..N).map(|i| format!(r#"{{"code":"4006381333931","qty":{i}}}"#).into_bytes()).collect();
+        let payloads = (0..N)
+            .map(|i| format!(r#"{{"code":"4006381333931","qty":{i}}}"#).into_bytes())
+            .collect();
         common::publish_all(port, "publisher", "scanbridge/SC-01/scan", payloads).await;
     });
 
@@ -129,9 +167,11 @@ async fn every_message_reaches_the_relay_exactly_once_although_the_agent_is_kill
     for (round, fraction) in [0.05, 0.3, 0.6].into_iter().enumerate() {
         let want = (N as f64 * fraction) as usize;
         let rec = relay.recorded.clone();
-        common::eventually(Duration::from_secs(120), "relay progress before a kill", || {
-            (rec.lock().expect("lock").events.len() >= want).then_some(())
-        })
+        common::eventually(
+            Duration::from_secs(120),
+            "relay progress before a kill",
+            || (rec.lock().expect("lock").events.len() >= want).then_some(()),
+        )
         .await;
         agent.kill().expect("SIGKILL the agent");
         agent.wait().expect("reap");
@@ -141,18 +181,42 @@ async fn every_message_reaches_the_relay_exactly_once_although_the_agent_is_kill
     publisher.await.expect("publisher");
 
     let rec = relay.recorded.clone();
-    let outcome = common::eventually(Duration::from_secs(180), "every message at the relay", || {
-        let r = rec.lock().expect("lock");
-        let qtys: std::collections::BTreeSet<u64> = r
-            .events
-            .values()
-            .filter_map(|e| match &e.body {
-                EventBody::Scan(s) => s.qty.map(|q| q as u64),
-                _ => None,
+    let outcome = common::eventually(
+        Duration::from_secs(180),
+        "every message at the relay",
+        || {
+            let r = rec.lock().expect("lock");
+            let qtys: std::collections::BTreeSet<u64> = r
+                .events
+                .values()
+                .filter_map(|e| match &e.body {
+                    EventBody::Scan(s) => s.qty.map(|q| q as u64),
+                    _ => None,
+                })
+                .collect();
+            (qtys.len() == N).then(|| {
+                let mut by_qty: std::collections::BTreeMap<u64, Vec<u64>> = Default::default();
+                for (seq, e) in &r.events {
+                    if let EventBody::Scan(s) = &e.body {
+                        by_qty
+                            .entry(s.qty.unwrap_or(-1.0) as u64)
+                            .or_default()
+                            .push(*seq);
+                    }
+                }
+                let dups: Vec<(u64, Vec<u64>)> = by_qty
+                    .into_iter()
+                    .filter(|(_, v)| v.len() > 1)
+                    .take(10)
+                    .collect();
+                (
+                    r.events.len(),
+                    r.events.keys().copied().collect::<Vec<_>>(),
+                    dups,
+                )
             })
-            .collect();
-        (qtys.len() == N).then(|| (r.events.len(), r.events.keys().copied().collect::<Vec<_>>()))
-    })
+        },
+    )
     .await;
 
     nix::sys::signal::kill(
@@ -162,9 +226,28 @@ async fn every_message_reaches_the_relay_exactly_once_although_the_agent_is_kill
     .expect("SIGTERM");
     let status = agent.wait().expect("wait");
     let log_text = std::fs::read_to_string(&log).unwrap_or_default();
-    assert!(status.success(), "clean exit on SIGTERM: {status:?}\n{log_text}");
+    assert!(
+        status.success(),
+        "clean exit on SIGTERM: {status:?}\n{log_text}"
+    );
 
-    let (count, seqs) = outcome;
-    assert_eq!(count, N, "no message stored twice (duplicates would take extra seqs)");
-    assert_eq!(seqs, (1..=N as u64).collect::<Vec<_>>(), "seqs consecutive, none reused");
+    let (count, seqs, dups) = outcome;
+    assert!(
+        dups.is_empty(),
+        "messages stored twice (qty → seqs): {dups:?}\nagent log:\n{}",
+        log_text
+            .lines()
+            .filter(|l| !l.contains("committed"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    assert_eq!(
+        count, N,
+        "no message stored twice (duplicates would take extra seqs)"
+    );
+    assert_eq!(
+        seqs,
+        (1..=N as u64).collect::<Vec<_>>(),
+        "seqs consecutive, none reused"
+    );
 }

@@ -24,7 +24,10 @@ fn item(i: u64) -> IngestItem {
             seq: 0,
             captured_at: 1,
             received_at: 2,
-            source: Source::Mqtt { broker: "site".into(), topic: "scanbridge/SC-01/scan".into() },
+            source: Source::Mqtt {
+                broker: "site".into(),
+                topic: "scanbridge/SC-01/scan".into(),
+            },
             device: "SC-01".into(),
             body: EventBody::Scan(Scan {
                 code: format!("CODE-{i}"),
@@ -47,7 +50,12 @@ struct Running {
 }
 
 fn start(pki: &common::Pki, relay_url: &str, store: &Store, heartbeat: Duration) -> Running {
-    let cfg = tls::client_config(&pki.path("ca.pem"), &pki.path("site.pem"), &pki.path("site.key")).expect("tls");
+    let cfg = tls::client_config(
+        &pki.path("ca.pem"),
+        &pki.path("site.pem"),
+        &pki.path("site.key"),
+    )
+    .expect("tls");
     let client = tls::relay_client(cfg, Duration::from_secs(10)).expect("client");
     let cancel = CancellationToken::new();
     let notify = Arc::new(tokio::sync::Notify::new());
@@ -63,34 +71,62 @@ fn start(pki: &common::Pki, relay_url: &str, store: &Store, heartbeat: Duration)
         },
         store.clone(),
         client,
-        StatusSource { store: store.clone(), health: Health::default(), cert_not_after: None },
+        StatusSource {
+            store: store.clone(),
+            health: Health::default(),
+            cert_not_after: None,
+        },
         notify.clone(),
         cancel.clone(),
     )
     .expect("forwarder");
-    Running { cancel, task: tokio::spawn(forwarder.run()), notify }
+    Running {
+        cancel,
+        task: tokio::spawn(forwarder.run()),
+        notify,
+    }
 }
 
 impl Running {
     async fn stop(self) {
         self.cancel.cancel();
-        let r = tokio::time::timeout(Duration::from_secs(10), self.task).await.expect("stops").expect("task");
+        let r = tokio::time::timeout(Duration::from_secs(10), self.task)
+            .await
+            .expect("stops")
+            .expect("task");
         assert!(r.is_ok());
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_backlog_drains_in_seq_order_through_refusals_and_throttling_and_nothing_unacked_is_deleted() {
+async fn the_backlog_drains_in_seq_order_through_refusals_and_throttling_and_nothing_unacked_is_deleted(
+) {
     let pki = common::Pki::new();
     let relay = FakeRelay::start(
         &pki.ca_pem,
         &pki.server_cert_pem,
         &pki.server_key_pem,
         vec![
-            Answer::Status { code: 503, retry_after: Some("0"), reason: "draining" },
-            Answer::Status { code: 403, retry_after: None, reason: "site WH01 does not match the certificate" },
-            Answer::Status { code: 429, retry_after: None, reason: "slow down" },
-            Answer::Status { code: 500, retry_after: None, reason: "boom" },
+            Answer::Status {
+                code: 503,
+                retry_after: Some("0"),
+                reason: "draining",
+            },
+            Answer::Status {
+                code: 403,
+                retry_after: None,
+                reason: "site WH01 does not match the certificate",
+            },
+            Answer::Status {
+                code: 429,
+                retry_after: None,
+                reason: "slow down",
+            },
+            Answer::Status {
+                code: 500,
+                retry_after: None,
+                reason: "boom",
+            },
         ],
     )
     .await;
@@ -111,11 +147,22 @@ async fn the_backlog_drains_in_seq_order_through_refusals_and_throttling_and_not
     let rec = relay.recorded.lock().expect("lock");
     // Four refused attempts of the very first batch, then the same batch again, then the rest.
     let firsts: Vec<u64> = rec.batches.iter().map(|b| b.first_seq).collect();
-    assert_eq!(&firsts[..5], &[1, 1, 1, 1, 1], "refused batches are resent, not skipped");
-    assert!(rec.batches.iter().all(|b| b.site == "WH01" && b.status.is_some()));
+    assert_eq!(
+        &firsts[..5],
+        &[1, 1, 1, 1, 1],
+        "refused batches are resent, not skipped"
+    );
+    assert!(rec
+        .batches
+        .iter()
+        .all(|b| b.site == "WH01" && b.status.is_some()));
     for b in &rec.batches {
         for (i, e) in b.events.iter().enumerate() {
-            assert_eq!(e.seq, b.first_seq + i as u64, "events consecutive from first_seq");
+            assert_eq!(
+                e.seq,
+                b.first_seq + i as u64,
+                "events consecutive from first_seq"
+            );
         }
         assert!(b.events.len() <= 1000);
     }
@@ -124,7 +171,13 @@ async fn the_backlog_drains_in_seq_order_through_refusals_and_throttling_and_not
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_agent_sends_heartbeats_with_its_status() {
     let pki = common::Pki::new();
-    let relay = FakeRelay::start(&pki.ca_pem, &pki.server_cert_pem, &pki.server_key_pem, vec![]).await;
+    let relay = FakeRelay::start(
+        &pki.ca_pem,
+        &pki.server_cert_pem,
+        &pki.server_key_pem,
+        vec![],
+    )
+    .await;
     let dir = tempfile::tempdir().expect("tempdir");
     let store = Store::open(&dir.path().join("agent.redb"), 1 << 30).expect("store");
     let running = start(&pki, &relay.url(), &store, Duration::from_secs(1));
@@ -137,9 +190,11 @@ async fn an_idle_agent_sends_heartbeats_with_its_status() {
     commit_batch(&store, &mut [item(0)]).expect("commit");
     running.notify.notify_one();
     let s = store.clone();
-    common::eventually(Duration::from_secs(10), "the new event to be acknowledged", || {
-        (s.stats().backlog_events == 0).then_some(())
-    })
+    common::eventually(
+        Duration::from_secs(10),
+        "the new event to be acknowledged",
+        || (s.stats().backlog_events == 0).then_some(()),
+    )
     .await;
     running.stop().await;
     assert_eq!(relay.acked_seqs(), vec![1]);
@@ -155,7 +210,13 @@ async fn an_idle_agent_sends_heartbeats_with_its_status() {
 async fn a_relay_with_a_certificate_from_another_ca_gets_nothing_and_nothing_is_deleted() {
     let pki = common::Pki::new();
     let other = common::Pki::new();
-    let relay = FakeRelay::start(&other.ca_pem, &other.server_cert_pem, &other.server_key_pem, vec![]).await;
+    let relay = FakeRelay::start(
+        &other.ca_pem,
+        &other.server_cert_pem,
+        &other.server_key_pem,
+        vec![],
+    )
+    .await;
     let dir = tempfile::tempdir().expect("tempdir");
     let store = Store::open(&dir.path().join("agent.redb"), 1 << 30).expect("store");
     commit_batch(&store, &mut [item(0), item(1)]).expect("commit");
@@ -166,6 +227,9 @@ async fn a_relay_with_a_certificate_from_another_ca_gets_nothing_and_nothing_is_
     })
     .await;
     running.stop().await;
-    assert!(relay.recorded.lock().expect("lock").batches.is_empty(), "no batch crossed an untrusted TLS link");
+    assert!(
+        relay.recorded.lock().expect("lock").batches.is_empty(),
+        "no batch crossed an untrusted TLS link"
+    );
     assert_eq!(store.stats().backlog_events, 2);
 }

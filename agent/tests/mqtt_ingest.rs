@@ -60,7 +60,10 @@ impl Agent {
     async fn subscribed(&self) {
         let h = self.health.clone();
         common::eventually(Duration::from_secs(20), "the agent to subscribe", || {
-            h.snapshot().first().filter(|s| s.detail == SUBSCRIBED).map(|_| ())
+            h.snapshot()
+                .first()
+                .filter(|s| s.detail == SUBSCRIBED)
+                .map(|_| ())
         })
         .await;
     }
@@ -73,7 +76,9 @@ impl Agent {
             .expect("source task")
             .expect("source ok");
         let w = self.writer;
-        let joined = tokio::task::spawn_blocking(move || w.join()).await.expect("join");
+        let joined = tokio::task::spawn_blocking(move || w.join())
+            .await
+            .expect("join");
         assert!(matches!(joined, Ok(Ok(()))), "writer ended cleanly");
         self.store
     }
@@ -91,7 +96,13 @@ async fn every_qos1_message_published_is_committed_once_with_consecutive_seqs_in
     agent.subscribed().await;
 
     const N: usize = 5000;
-    common::publish_all(broker.port, "publisher", "scanbridge/SC-01/scan", (0..N).map(payload).collect()).await;
+    common::publish_all(
+        broker.port,
+        "publisher",
+        "scanbridge/SC-01/scan",
+        (0..N).map(payload).collect(),
+    )
+    .await;
     let store = agent.store.clone();
     common::eventually(Duration::from_secs(60), "all messages committed", || {
         (store.stats().backlog_events >= N as u64).then_some(())
@@ -120,20 +131,37 @@ async fn the_agent_starts_while_the_broker_is_down_and_ingests_once_it_comes_up(
     let dir = tempfile::tempdir().expect("tempdir");
     let agent = start_agent(port, dir.path());
     let h = agent.health.clone();
-    common::eventually(Duration::from_secs(10), "the source to report the broker down", || {
-        h.snapshot().first().filter(|s| !s.up && s.detail != "starting").map(|_| ())
-    })
+    common::eventually(
+        Duration::from_secs(10),
+        "the source to report the broker down",
+        || {
+            h.snapshot()
+                .first()
+                .filter(|s| !s.up && s.detail != "starting")
+                .map(|_| ())
+        },
+    )
     .await;
     let broker = common::Broker::start_on(port);
     agent.subscribed().await;
-    common::publish_all(broker.port, "publisher", "scanbridge/DOCK-1/scan", vec![b"not json".to_vec(), payload(1)]).await;
+    common::publish_all(
+        broker.port,
+        "publisher",
+        "scanbridge/DOCK-1/scan",
+        vec![b"not json".to_vec(), payload(1)],
+    )
+    .await;
     let store = agent.store.clone();
     common::eventually(Duration::from_secs(30), "both messages committed", || {
         (store.stats().backlog_events == 2).then_some(())
     })
     .await;
     let store = agent.stop().await;
-    assert_eq!(store.stats().quarantine_count, 1, "the bad payload is quarantined, not dropped");
+    assert_eq!(
+        store.stats().quarantine_count,
+        1,
+        "the bad payload is quarantined, not dropped"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -142,7 +170,13 @@ async fn messages_acknowledged_before_a_restart_are_not_redelivered() {
     let dir = tempfile::tempdir().expect("tempdir");
     let agent = start_agent(broker.port, dir.path());
     agent.subscribed().await;
-    common::publish_all(broker.port, "publisher", "scanbridge/SC-01/scan", (0..100).map(payload).collect()).await;
+    common::publish_all(
+        broker.port,
+        "publisher",
+        "scanbridge/SC-01/scan",
+        (0..100).map(payload).collect(),
+    )
+    .await;
     let store = agent.store.clone();
     common::eventually(Duration::from_secs(30), "100 committed", || {
         (store.stats().backlog_events == 100).then_some(())
@@ -152,7 +186,13 @@ async fn messages_acknowledged_before_a_restart_are_not_redelivered() {
     agent.stop().await;
 
     // Same client id, persistent session: only the marker published while it was down arrives.
-    common::publish_all(broker.port, "publisher", "scanbridge/SC-01/scan", vec![payload(100)]).await;
+    common::publish_all(
+        broker.port,
+        "publisher",
+        "scanbridge/SC-01/scan",
+        vec![payload(100)],
+    )
+    .await;
     let agent = start_agent(broker.port, dir.path());
     let store = agent.store.clone();
     common::eventually(Duration::from_secs(30), "the queued marker", || {
@@ -160,12 +200,22 @@ async fn messages_acknowledged_before_a_restart_are_not_redelivered() {
     })
     .await;
     // A second marker after the first proves nothing older is still in flight.
-    common::publish_all(broker.port, "publisher", "scanbridge/SC-01/scan", vec![payload(101)]).await;
+    common::publish_all(
+        broker.port,
+        "publisher",
+        "scanbridge/SC-01/scan",
+        vec![payload(101)],
+    )
+    .await;
     common::eventually(Duration::from_secs(30), "the second marker", || {
         (store.stats().backlog_events >= 102).then_some(())
     })
     .await;
     let store = agent.stop().await;
     let events = store.read_oldest_blocking(usize::MAX).expect("read");
-    assert_eq!(events.len(), 102, "nothing acknowledged before the restart came back");
+    assert_eq!(
+        events.len(),
+        102,
+        "nothing acknowledged before the restart came back"
+    );
 }

@@ -14,7 +14,11 @@ impl Fixture {
         std::fs::create_dir(dir.path().join("site")).expect("mkdir");
         std::fs::write(dir.path().join("site/ca.pem"), ck.cert.pem()).expect("write");
         std::fs::write(dir.path().join("site/site.pem"), ck.cert.pem()).expect("write");
-        std::fs::write(dir.path().join("site/site.key"), ck.key_pair.serialize_pem()).expect("write");
+        std::fs::write(
+            dir.path().join("site/site.key"),
+            ck.key_pair.serialize_pem(),
+        )
+        .expect("write");
         Fixture { dir }
     }
 
@@ -82,7 +86,10 @@ fn an_unknown_key_is_named_with_its_line() {
     let (key, line, msg) = invalid(f.parse(&text).expect_err("unknown key"));
     assert_eq!(key, "heartbeat_seconds");
     assert_eq!(line, 15);
-    assert!(msg.contains("line 15") && msg.contains("heartbeat_seconds"), "{msg}");
+    assert!(
+        msg.contains("line 15") && msg.contains("heartbeat_seconds"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -115,7 +122,10 @@ fn a_missing_certificate_file_is_refused_naming_the_key_and_the_path() {
 #[test]
 fn a_file_without_a_certificate_is_refused() {
     let f = Fixture::new();
-    let text = GOOD.replace("client_cert = \"site/site.pem\"", "client_cert = \"site/site.key\"");
+    let text = GOOD.replace(
+        "client_cert = \"site/site.pem\"",
+        "client_cert = \"site/site.key\"",
+    );
     let (key, _, _) = invalid(f.parse(&text).expect_err("key is no certificate"));
     assert_eq!(key, "relay.client_cert");
 }

@@ -169,7 +169,11 @@ impl Forwarder {
             Ok(b) => b,
             Err(EncodeError::TooLarge(n)) => {
                 self.shrink_batch(count);
-                tracing::warn!(bytes = n, events = count, "batch too large to encode; halving the batch size");
+                tracing::warn!(
+                    bytes = n,
+                    events = count,
+                    "batch too large to encode; halving the batch size"
+                );
                 return Outcome::Failed;
             }
             Err(e) => {
@@ -212,7 +216,11 @@ impl Forwarder {
                 self.acked(ack, first_seq, last_seq, count).await
             }
             StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE => {
-                tracing::info!(status = status.as_u16(), retry_after_s = retry_after.map(|d| d.as_secs()), "relay is shedding load; waiting");
+                tracing::info!(
+                    status = status.as_u16(),
+                    retry_after_s = retry_after.map(|d| d.as_secs()),
+                    "relay is shedding load; waiting"
+                );
                 Outcome::Throttled { retry_after }
             }
             s if s.is_client_error() => {
@@ -232,27 +240,48 @@ impl Forwarder {
         }
     }
 
-    async fn acked(&mut self, ack: Ack, first_seq: u64, last_seq: Option<u64>, count: usize) -> Outcome {
+    async fn acked(
+        &mut self,
+        ack: Ack,
+        first_seq: u64,
+        last_seq: Option<u64>,
+        count: usize,
+    ) -> Outcome {
         if self.failures > 0 {
             tracing::info!(failures = self.failures, "relay reachable again");
         }
         self.failures = 0;
-        self.batch_limit = (self.batch_limit.saturating_mul(2)).min(self.cfg.batch_max_events.max(1));
+        self.batch_limit =
+            (self.batch_limit.saturating_mul(2)).min(self.cfg.batch_max_events.max(1));
         if let Some(last) = last_seq {
             if ack.upto > last {
-                tracing::warn!(upto = ack.upto, last_sent = last, "relay acknowledged beyond the batch; deleting only what was sent");
+                tracing::warn!(
+                    upto = ack.upto,
+                    last_sent = last,
+                    "relay acknowledged beyond the batch; deleting only what was sent"
+                );
             }
             let upto = ack.upto.min(last);
             if upto >= first_seq {
                 match self.store.delete_upto(upto).await {
-                    Ok(d) => tracing::debug!(event_seq = upto, deleted = d.events, duplicates = ack.duplicates, events = count, "batch acknowledged"),
+                    Ok(d) => tracing::debug!(
+                        event_seq = upto,
+                        deleted = d.events,
+                        duplicates = ack.duplicates,
+                        events = count,
+                        "batch acknowledged"
+                    ),
                     Err(e) => {
                         tracing::error!(error = %e, event_seq = upto, "cannot delete acknowledged events; they will be resent (the relay deduplicates)");
                         return Outcome::Failed;
                     }
                 }
             } else {
-                tracing::warn!(upto = ack.upto, first_seq, "relay acknowledged none of the batch; retrying");
+                tracing::warn!(
+                    upto = ack.upto,
+                    first_seq,
+                    "relay acknowledged none of the batch; retrying"
+                );
                 return Outcome::Failed;
             }
         }
@@ -322,17 +351,30 @@ mod tests {
 
     #[test]
     fn the_batches_endpoint_keeps_a_path_prefix() {
-        let u = |s: &str| batches_endpoint(&reqwest::Url::parse(s).unwrap_or_else(|e| panic!("{e}")));
-        assert_eq!(u("https://r:8443").map(|u| u.to_string()).ok(), Some("https://r:8443/v1/batches".into()));
-        assert_eq!(u("https://r/relay").map(|u| u.to_string()).ok(), Some("https://r/relay/v1/batches".into()));
+        let u =
+            |s: &str| batches_endpoint(&reqwest::Url::parse(s).unwrap_or_else(|e| panic!("{e}")));
+        assert_eq!(
+            u("https://r:8443").map(|u| u.to_string()).ok(),
+            Some("https://r:8443/v1/batches".into())
+        );
+        assert_eq!(
+            u("https://r/relay").map(|u| u.to_string()).ok(),
+            Some("https://r/relay/v1/batches".into())
+        );
     }
 
     #[test]
     fn retry_after_in_seconds_is_understood_and_dates_are_ignored() {
         let mut h = reqwest::header::HeaderMap::new();
-        h.insert(reqwest::header::RETRY_AFTER, reqwest::header::HeaderValue::from_static("7"));
+        h.insert(
+            reqwest::header::RETRY_AFTER,
+            reqwest::header::HeaderValue::from_static("7"),
+        );
         assert_eq!(retry_after(&h), Some(Duration::from_secs(7)));
-        h.insert(reqwest::header::RETRY_AFTER, reqwest::header::HeaderValue::from_static("Wed, 21 Oct 2015 07:28:00 GMT"));
+        h.insert(
+            reqwest::header::RETRY_AFTER,
+            reqwest::header::HeaderValue::from_static("Wed, 21 Oct 2015 07:28:00 GMT"),
+        );
         assert_eq!(retry_after(&h), None);
     }
 }

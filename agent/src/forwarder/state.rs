@@ -122,7 +122,9 @@ impl Machine {
                 self.state = State::Sending;
                 Step::Send
             }
-            Outcome::Acked { backlog_left: false } => {
+            Outcome::Acked {
+                backlog_left: false,
+            } => {
                 self.state = State::Idle;
                 Step::Wait
             }
@@ -136,7 +138,9 @@ impl Machine {
                 };
                 Step::Sleep(delay)
             }
-            Outcome::Refused { .. } | Outcome::Throttled { retry_after: None } | Outcome::Failed => {
+            Outcome::Refused { .. }
+            | Outcome::Throttled { retry_after: None }
+            | Outcome::Failed => {
                 let delay = backoff_delay(&self.policy, attempt, jitter);
                 self.state = State::Backoff {
                     attempt: attempt + 1,
@@ -179,7 +183,10 @@ mod tests {
     fn an_ack_with_backlog_left_keeps_sending_to_drain_in_order() {
         let mut m = Machine::new(policy());
         m.work_available();
-        assert_eq!(m.on_outcome(&Outcome::Acked { backlog_left: true }, 0.0), Step::Send);
+        assert_eq!(
+            m.on_outcome(&Outcome::Acked { backlog_left: true }, 0.0),
+            Step::Send
+        );
         assert_eq!(m.state(), State::Sending);
     }
 
@@ -187,7 +194,15 @@ mod tests {
     fn an_ack_that_empties_the_backlog_returns_to_idle() {
         let mut m = Machine::new(policy());
         m.work_available();
-        assert_eq!(m.on_outcome(&Outcome::Acked { backlog_left: false }, 0.0), Step::Wait);
+        assert_eq!(
+            m.on_outcome(
+                &Outcome::Acked {
+                    backlog_left: false
+                },
+                0.0
+            ),
+            Step::Wait
+        );
         assert_eq!(m.state(), State::Idle);
     }
 
@@ -207,7 +222,10 @@ mod tests {
         assert_eq!(delays[0], Duration::from_millis(200));
         assert_eq!(delays[1], Duration::from_millis(400));
         assert_eq!(delays[2], Duration::from_millis(800));
-        assert_eq!(*delays.last().unwrap_or(&Duration::ZERO), Duration::from_secs(30));
+        assert_eq!(
+            *delays.last().unwrap_or(&Duration::ZERO),
+            Duration::from_secs(30)
+        );
     }
 
     #[test]
@@ -231,12 +249,16 @@ mod tests {
         let mut m = Machine::new(policy());
         m.work_available();
         let step = m.on_outcome(
-            &Outcome::Throttled { retry_after: Some(Duration::from_secs(7)) },
+            &Outcome::Throttled {
+                retry_after: Some(Duration::from_secs(7)),
+            },
             0.0,
         );
         assert_eq!(step, Step::Sleep(Duration::from_secs(7)));
         let step = m.on_outcome(
-            &Outcome::Throttled { retry_after: Some(Duration::from_secs(86_400)) },
+            &Outcome::Throttled {
+                retry_after: Some(Duration::from_secs(86_400)),
+            },
             0.0,
         );
         assert_eq!(step, Step::Sleep(Duration::from_secs(600)));

@@ -79,7 +79,11 @@ fn device_comes_from_the_second_topic_level_when_the_payload_has_none() {
     assert_eq!(ev.device, "SC-01");
     let other = run("scanbridge/DOCK-7/scan", br#"{"code":"ABC"}"#);
     assert_eq!(other.device, "DOCK-7");
-    assert_eq!(scan(&other).op, None, "no station for DOCK-7, no default op");
+    assert_eq!(
+        scan(&other).op,
+        None,
+        "no station for DOCK-7, no default op"
+    );
 }
 
 #[test]
@@ -122,7 +126,12 @@ fn code_with_control_characters_is_quarantined() {
 
 #[test]
 fn numeric_codes_with_a_wrong_gs1_check_digit_are_quarantined() {
-    for bad in ["4006381333932", "96385075", "036000291453", "10614141000414"] {
+    for bad in [
+        "4006381333932",
+        "96385075",
+        "036000291453",
+        "10614141000414",
+    ] {
         let payload = format!(r#"{{"code":"{bad}"}}"#);
         let ev = run("scanbridge/SC-01/scan", payload.as_bytes());
         assert!(
@@ -134,7 +143,12 @@ fn numeric_codes_with_a_wrong_gs1_check_digit_are_quarantined() {
 
 #[test]
 fn numeric_codes_with_a_correct_gs1_check_digit_are_accepted() {
-    for good in ["4006381333931", "96385074", "036000291452", "10614141000415"] {
+    for good in [
+        "4006381333931",
+        "96385074",
+        "036000291452",
+        "10614141000415",
+    ] {
         let payload = format!(r#"{{"code":"{good}"}}"#);
         assert_eq!(scan(&run("t/SC-01", payload.as_bytes())).code, good);
     }

@@ -17,13 +17,18 @@
 //!
 //! Redelivery after a crash between commit and PUBACK is recognised by the writer (see
 //! [`crate::store::writer`]); this loop supplies the packet id, DUP flag and message hash, and
-//! reports which `(pkid, hash)` pairs it has acknowledged so their dedupe rows can be retired.
+//! reports which `(pkid, hash)` pairs the broker has *confirmed* receiving the PUBACK for (a
+//! PINGREQ/PINGRESP round trip after the PUBACK was written), so their dedupe rows can be retired.
+//! Retiring on "PUBACK handed to the client" is wrong: the kill-9 test showed thousands of such
+//! PUBACKs never reaching the broker, whose messages then came back with DUP set.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
-use rumqttc::{AsyncClient, Event as MqttEvent, Incoming, MqttOptions, Outgoing, Publish, QoS, SubscribeFilter};
+use rumqttc::{
+    AsyncClient, Event as MqttEvent, Incoming, MqttOptions, Outgoing, Publish, QoS, SubscribeFilter,
+};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -40,6 +45,8 @@ pub const MAX_PACKET_BYTES: usize = 1024 * 1024;
 const PUBLISH_QUEUE: usize = 1024;
 /// rumqttc request channel depth (acks and subscriptions).
 const REQUEST_QUEUE: usize = 16 * 1024;
+/// MQTT keep-alive; each PINGREQ/PINGRESP round trip also confirms the PUBACKs written before it.
+const KEEP_ALIVE: Duration = Duration::from_secs(10);
 /// Health detail once every topic filter is subscribed.
 pub const SUBSCRIBED: &str = "connected, subscribed";
 /// How long shutdown waits for outstanding commit notices to acknowledge.
@@ -101,7 +108,7 @@ impl MqttSource {
         let mut o = MqttOptions::new(cfg.client_id.clone(), cfg.host.clone(), cfg.port);
         o.set_clean_session(false)
             .set_manual_acks(true)
-            .set_keep_alive(Duration::from_secs(30))
+            .set_keep_alive(KEEP_ALIVE)
             .set_max_packet_size(MAX_PACKET_BYTES, MAX_PACKET_BYTES)
             .set_request_channel_capacity(REQUEST_QUEUE);
         o
@@ -123,6 +130,7 @@ impl MqttSource {
         } = self;
         let (client, eventloop) = AsyncClient::new(Self::options(&cfg), REQUEST_QUEUE);
         let (pub_tx, pub_rx) = mpsc::channel(PUBLISH_QUEUE);
+        let (confirm_tx, confirm_rx) = mpsc::channel(16);
         // The connection loop stops only after the pipeline has acknowledged what it could.
         let conn_stop = CancellationToken::new();
         let connection = Connection {
@@ -131,6 +139,7 @@ impl MqttSource {
             client: client.clone(),
             eventloop,
             publishes: pub_tx,
+            confirmed: confirm_tx,
             health,
             health_slot,
             stop: conn_stop.clone(),
@@ -144,8 +153,10 @@ impl MqttSource {
             ingest: Some(ingest),
             committed,
             publishes: pub_rx,
+            confirmed: confirm_rx,
             client,
             pending: HashMap::new(),
+            acked: HashMap::new(),
             next_token: 0,
             unsent_acks: VecDeque::new(),
             retire: Vec::new(),
@@ -168,6 +179,8 @@ struct Connection {
     client: AsyncClient,
     eventloop: rumqttc::EventLoop,
     publishes: mpsc::Sender<Publish>,
+    /// Packet ids whose PUBACK the broker has certainly processed (see [`Connection::run`]).
+    confirmed: mpsc::Sender<Vec<u16>>,
     health: Health,
     health_slot: usize,
     stop: CancellationToken,
@@ -176,9 +189,17 @@ struct Connection {
 }
 
 impl Connection {
+    /// Polls the event loop. Besides publishes it tracks PUBACK delivery: a PUBACK handed to
+    /// rumqttc may still be lost (a killed process's socket is reset with unsent or unread data),
+    /// so "sent" proves nothing. The broker handles a client's packets in order, so once the
+    /// PINGRESP to a PINGREQ written after a PUBACK arrives, that PUBACK was processed and its
+    /// dedupe row can be retired.
     async fn run(mut self) {
         let mut backoff = self.retry_initial;
         let mut down_logged = false;
+        // PUBACKs written since the last PINGREQ, and those written before the outstanding one.
+        let mut written: Vec<u16> = Vec::new();
+        let mut before_ping: Vec<u16> = Vec::new();
         loop {
             let polled = tokio::select! {
                 _ = self.stop.cancelled() => break,
@@ -206,15 +227,32 @@ impl Connection {
                     self.health.set(self.health_slot, true, "connected");
                 }
                 Ok(MqttEvent::Incoming(Incoming::SubAck(s))) => {
-                    if s.return_codes.iter().any(|c| matches!(c, rumqttc::SubscribeReasonCode::Failure)) {
+                    if s.return_codes
+                        .iter()
+                        .any(|c| matches!(c, rumqttc::SubscribeReasonCode::Failure))
+                    {
                         tracing::error!(broker = %self.broker, "broker refused a subscription; check its ACL for the configured topics");
-                        self.health.set(self.health_slot, true, "connected, a subscription was refused");
+                        self.health.set(
+                            self.health_slot,
+                            true,
+                            "connected, a subscription was refused",
+                        );
                     } else {
                         self.health.set(self.health_slot, true, SUBSCRIBED);
                     }
                 }
+                Ok(MqttEvent::Outgoing(Outgoing::PubAck(pkid))) => written.push(pkid),
+                Ok(MqttEvent::Outgoing(Outgoing::PingReq)) => before_ping.append(&mut written),
+                Ok(MqttEvent::Incoming(Incoming::PingResp)) => {
+                    if !before_ping.is_empty() {
+                        // If the pipeline is busy the confirmation is dropped: rows stay (safe).
+                        let _ = self.confirmed.try_send(std::mem::take(&mut before_ping));
+                    }
+                }
                 Ok(_) => {}
                 Err(e) => {
+                    written.clear();
+                    before_ping.clear();
                     self.health.set(self.health_slot, false, e.to_string());
                     if !down_logged {
                         tracing::warn!(broker = %self.broker, error = %e, "MQTT broker unreachable or connection lost; reconnecting with backoff");
@@ -257,13 +295,17 @@ struct Pipeline {
     ingest: Option<mpsc::Sender<IngestItem>>,
     committed: mpsc::Receiver<Committed>,
     publishes: mpsc::Receiver<Publish>,
+    /// Packet ids whose PUBACK the broker has processed.
+    confirmed: mpsc::Receiver<Vec<u16>>,
     client: AsyncClient,
+    /// Hash of the last message acknowledged under each packet id, until confirmed.
+    acked: HashMap<u16, [u8; 8]>,
     /// Publishes sent to the writer and not yet committed, by token.
     pending: HashMap<u64, (Publish, [u8; 8])>,
     next_token: u64,
     /// Acks the rumqttc request channel had no room for yet.
     unsent_acks: VecDeque<(Publish, [u8; 8])>,
-    /// Acknowledged `(pkid, hash)` pairs to retire with the next item.
+    /// Confirmed `(pkid, hash)` pairs to retire with the next item.
     retire: Vec<(u16, [u8; 8])>,
     /// An item the writer had no room for yet.
     waiting: Option<IngestItem>,
@@ -303,6 +345,13 @@ impl Pipeline {
                     None => break,
                 },
                 _ = ack_retry.tick(), if !self.unsent_acks.is_empty() => self.flush_acks(),
+                Some(pkids) = self.confirmed.recv() => {
+                    for pkid in pkids {
+                        if let Some(hash) = self.acked.remove(&pkid) {
+                            self.retire.push((pkid, hash));
+                        }
+                    }
+                }
             }
         }
         self.shutdown().await;
@@ -373,7 +422,7 @@ impl Pipeline {
             match self.client.try_ack(p) {
                 Ok(()) => {
                     if p.qos != QoS::AtMostOnce {
-                        self.retire.push((p.pkid, *hash));
+                        self.acked.insert(p.pkid, *hash);
                     }
                     self.unsent_acks.pop_front();
                 }

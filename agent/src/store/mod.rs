@@ -129,7 +129,8 @@ impl Stats {
     }
 
     fn publish(&self, m: &MetaValues, oldest: Option<UnixMicros>) {
-        self.backlog_events.store(m.backlog_events, Ordering::Release);
+        self.backlog_events
+            .store(m.backlog_events, Ordering::Release);
         self.backlog_bytes.store(m.backlog_bytes, Ordering::Release);
         self.next_seq.store(m.next_seq, Ordering::Release);
         self.quarantine_count
@@ -237,7 +238,11 @@ impl Store {
                 values.backlog_events = rows;
                 values.backlog_bytes = bytes;
                 values.next_seq = values.next_seq.max(max_seq + 1);
-                tracing::warn!(rows, bytes, "store counters recomputed from the events table");
+                tracing::warn!(
+                    rows,
+                    bytes,
+                    "store counters recomputed from the events table"
+                );
             }
             values.write(&mut meta)?;
             (values, oldest_received_at(&events)?)
@@ -307,7 +312,10 @@ impl Store {
             let mut meta = tx.open_table(META)?;
             let mut events = tx.open_table(EVENTS)?;
             let mut values = MetaValues::read(&meta)?;
-            let mut deleted = Deleted { events: 0, bytes: 0 };
+            let mut deleted = Deleted {
+                events: 0,
+                bytes: 0,
+            };
             loop {
                 let first = match events.first()? {
                     Some((k, _)) if k.value() <= upto => k.value(),

@@ -39,7 +39,13 @@ fn item(token: u64, code: &str) -> IngestItem {
     }
 }
 
-fn mqtt_item(token: u64, pkid: u16, payload: &str, dup: bool, retire: Vec<(u16, [u8; 8])>) -> IngestItem {
+fn mqtt_item(
+    token: u64,
+    pkid: u16,
+    payload: &str,
+    dup: bool,
+    retire: Vec<(u16, [u8; 8])>,
+) -> IngestItem {
     IngestItem {
         source: 0,
         token,
@@ -73,7 +79,10 @@ fn group_commit_assigns_consecutive_seqs_starting_at_one() {
     let store = open(&dir);
     let mut batch: Vec<_> = (0..5).map(|i| item(i, &format!("C{i}"))).collect();
     let report = commit_batch(&store, &mut batch).expect("commit");
-    assert_eq!((report.first_seq, report.last_seq, report.stored), (Some(1), Some(5), 5));
+    assert_eq!(
+        (report.first_seq, report.last_seq, report.stored),
+        (Some(1), Some(5), 5)
+    );
     let mut more: Vec<_> = (0..3).map(|i| item(i, "X")).collect();
     commit_batch(&store, &mut more).expect("commit");
     assert_eq!(seqs(&store), (1..=8).collect::<Vec<_>>());
@@ -96,10 +105,17 @@ fn delete_upto_removes_exactly_the_acknowledged_events() {
     assert_eq!(d.events, 4);
     assert_eq!(seqs(&store), (5..=10).collect::<Vec<_>>());
     assert_eq!(store.stats().backlog_bytes, bytes_before - d.bytes);
-    assert_eq!(store.delete_upto_blocking(4).expect("again").events, 0, "idempotent");
+    assert_eq!(
+        store.delete_upto_blocking(4).expect("again").events,
+        0,
+        "idempotent"
+    );
     store.delete_upto_blocking(10).expect("delete all");
     let s = store.stats();
-    assert_eq!((s.backlog_events, s.backlog_bytes, s.oldest_received_at), (0, 0, None));
+    assert_eq!(
+        (s.backlog_events, s.backlog_bytes, s.oldest_received_at),
+        (0, 0, None)
+    );
 }
 
 #[test]
@@ -168,12 +184,19 @@ fn acknowledged_pkids_are_retired_in_the_next_commit_but_a_reused_pkid_keeps_its
     assert_eq!(store.mqtt_inflight_len().expect("len"), 1);
     // PUBACK for 7 sent; the next message retires it.
     commit_batch(&store, &mut [mqtt_item(1, 8, "B", false, vec![(7, ha)])]).expect("commit");
-    assert_eq!(store.mqtt_inflight_len().expect("len"), 1, "only pkid 8 remains");
+    assert_eq!(
+        store.mqtt_inflight_len().expect("len"),
+        1,
+        "only pkid 8 remains"
+    );
     // pkid 8 is reused for C in the same transaction that retires B's row: C's row survives.
     let hb = message_hash("scanbridge/SC-01/scan", b"B");
     commit_batch(&store, &mut [mqtt_item(2, 8, "C", false, vec![(8, hb)])]).expect("commit");
     let report = commit_batch(&store, &mut [mqtt_item(3, 8, "C", true, vec![])]).expect("commit");
-    assert_eq!(report.already_committed, 1, "C's dedupe row must survive B's retirement");
+    assert_eq!(
+        report.already_committed, 1,
+        "C's dedupe row must survive B's retirement"
+    );
 }
 
 fn writer_fixture(
@@ -211,7 +234,9 @@ async fn the_writer_thread_commits_before_it_hands_back_notices_and_drains_on_cl
         acked.extend(c.tokens);
     }
     assert_eq!(acked, (0..100).collect::<Vec<_>>());
-    let joined = tokio::task::spawn_blocking(move || thread.join()).await.expect("join");
+    let joined = tokio::task::spawn_blocking(move || thread.join())
+        .await
+        .expect("join");
     assert!(matches!(joined, Ok(Ok(()))));
     assert_eq!(seqs(&store), (1..=100).collect::<Vec<_>>());
     tokio::time::timeout(Duration::from_secs(1), notify.notified())
@@ -229,7 +254,9 @@ async fn at_the_buffer_cap_ingest_pauses_and_resumes_when_space_is_freed() {
     };
     let (w, tx, mut notices, _notify) = writer_fixture(&store, cfg);
     let cancel = CancellationToken::new();
-    let thread = w.spawn(tokio::runtime::Handle::current(), cancel.clone()).expect("spawn");
+    let thread = w
+        .spawn(tokio::runtime::Handle::current(), cancel.clone())
+        .expect("spawn");
     // Each event is ~60 bytes: after a few the 200-byte cap is reached.
     for i in 0..10 {
         tx.send(item(i, "C")).await.expect("send");
@@ -257,6 +284,8 @@ async fn at_the_buffer_cap_ingest_pauses_and_resumes_when_space_is_freed() {
     }
     drop(tx);
     cancel.cancel();
-    let joined = tokio::task::spawn_blocking(move || thread.join()).await.expect("join");
+    let joined = tokio::task::spawn_blocking(move || thread.join())
+        .await
+        .expect("join");
     assert!(matches!(joined, Ok(Ok(()))));
 }

@@ -27,16 +27,21 @@
 //! case is stored (a `dup = 0` message is always new: the broker reuses a packet id only after
 //! our PUBACK for its previous use).
 //!
-//! Rows are retired lazily: after a source has sent the PUBACK for `(pkid, hash)`, it attaches
-//! that pair to its next item, and the next transaction removes the row if it still holds that
-//! hash (retirements are applied before the item's own insert, in channel order, so a reused pkid's
-//! fresh row is never removed). A storing message also overwrites any stale row for its pkid.
+//! Rows are retired lazily. A PUBACK handed to the MQTT client is not yet a PUBACK the broker
+//! processed (a killed process's socket can be reset with it unsent), so a row is retired only
+//! once the broker has *confirmed* the PUBACK (a PINGREQ written after it was answered; the broker
+//! handles a client's packets in order). The source then attaches `(pkid, hash)` to its next item
+//! and that transaction removes the row if it still holds that hash (retirements are applied
+//! before the item's own insert, in channel order, so a reused pkid's fresh row is never removed).
+//! A storing message also overwrites any older row for its pkid, so the table never holds more
+//! than 65 535 rows per broker.
 //!
-//! Residual risk (documented, not handled): a row whose retirement was lost in a crash lingers
-//! until its pkid is reused; if the broker then delivers a *byte-identical* message (same topic and
-//! payload) under that pkid, the agent dies before committing it, and the broker redelivers it with
-//! `dup = 1`, it would be taken for the old one. That takes two crashes at exact moments plus an
-//! identical payload ~65 535 messages later (mosquitto allocates packet ids sequentially).
+//! Residual risk (documented, not handled): a row not yet retired (PUBACK received by the broker
+//! but not yet confirmed to us, at most one keep-alive interval) whose pkid the broker reuses for
+//! a *byte-identical* message (same topic and payload), which the agent then dies before
+//! committing and which comes back with `dup = 1`, would be taken for the old one. That takes
+//! 65 535 messages within one keep-alive interval (mosquitto allocates packet ids sequentially),
+//! an identical payload, and a crash in a window of milliseconds.
 
 use std::time::{Duration, Instant};
 
@@ -240,7 +245,10 @@ impl Writer {
                 }
                 // Paused only by the cap (a commit error keeps its batch and does not get here).
                 self.store.stats.set_paused(false);
-                tracing::info!(backlog_bytes = s.backlog_bytes, "buffer below its cap; ingest resumed");
+                tracing::info!(
+                    backlog_bytes = s.backlog_bytes,
+                    "buffer below its cap; ingest resumed"
+                );
                 return true;
             }
             if !self.store.stats.set_paused(true) {
@@ -412,17 +420,26 @@ mod tests {
 
     #[test]
     fn a_first_delivery_is_stored_even_when_a_stale_row_has_the_same_hash() {
-        assert_eq!(redelivery_decision(false, Some(H1), H1), RedeliveryDecision::Store);
+        assert_eq!(
+            redelivery_decision(false, Some(H1), H1),
+            RedeliveryDecision::Store
+        );
     }
 
     #[test]
     fn a_redelivery_that_was_never_committed_is_stored() {
-        assert_eq!(redelivery_decision(true, None, H1), RedeliveryDecision::Store);
+        assert_eq!(
+            redelivery_decision(true, None, H1),
+            RedeliveryDecision::Store
+        );
     }
 
     #[test]
     fn a_redelivery_whose_pkid_row_belongs_to_another_message_is_stored() {
-        assert_eq!(redelivery_decision(true, Some(H2), H1), RedeliveryDecision::Store);
+        assert_eq!(
+            redelivery_decision(true, Some(H2), H1),
+            RedeliveryDecision::Store
+        );
     }
 
     #[test]

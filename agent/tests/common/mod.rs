@@ -24,12 +24,18 @@ pub async fn eventually<T>(timeout: Duration, what: &str, mut f: impl FnMut() ->
 }
 
 fn mosquitto_binary() -> PathBuf {
-    for p in ["/usr/sbin/mosquitto", "/usr/bin/mosquitto", "/usr/local/sbin/mosquitto"] {
+    for p in [
+        "/usr/sbin/mosquitto",
+        "/usr/bin/mosquitto",
+        "/usr/local/sbin/mosquitto",
+    ] {
         if Path::new(p).exists() {
             return PathBuf::from(p);
         }
     }
-    panic!("mosquitto is not installed: run tests/run.sh (it installs mosquitto) before cargo test");
+    panic!(
+        "mosquitto is not installed: run tests/run.sh (it installs mosquitto) before cargo test"
+    );
 }
 
 pub fn free_port() -> u16 {
@@ -75,7 +81,10 @@ impl Broker {
             .expect("start mosquitto");
         let deadline = Instant::now() + Duration::from_secs(10);
         while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "mosquitto did not start listening on {port}");
+            assert!(
+                Instant::now() < deadline,
+                "mosquitto did not start listening on {port}"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
         Broker { port, child, dir }
@@ -92,7 +101,8 @@ impl Drop for Broker {
 /// Publishes `payloads` with QoS 1 on `topic` and returns once the broker acknowledged all.
 pub async fn publish_all(port: u16, client_id: &str, topic: &str, payloads: Vec<Vec<u8>>) {
     let mut opts = MqttOptions::new(client_id, "127.0.0.1", port);
-    opts.set_keep_alive(Duration::from_secs(30)).set_inflight(200);
+    opts.set_keep_alive(Duration::from_secs(30))
+        .set_inflight(200);
     let (client, mut eventloop) = AsyncClient::new(opts, 1000);
     let n = payloads.len();
     let topic = topic.to_string();
@@ -108,7 +118,10 @@ pub async fn publish_all(port: u16, client_id: &str, topic: &str, payloads: Vec<
     let mut acked = 0;
     let deadline = Instant::now() + Duration::from_secs(60);
     while acked < n {
-        assert!(Instant::now() < deadline, "publisher got only {acked}/{n} PUBACKs");
+        assert!(
+            Instant::now() < deadline,
+            "publisher got only {acked}/{n} PUBACKs"
+        );
         match tokio::time::timeout(Duration::from_secs(10), eventloop.poll()).await {
             Ok(Ok(Event::Incoming(Incoming::PubAck(_)))) => acked += 1,
             Ok(Ok(_)) => {}
@@ -140,7 +153,9 @@ impl Pki {
         let mut sp = CertificateParams::new(vec!["localhost".to_string()]).expect("server params");
         sp.subject_alt_names
             .push(SanType::IpAddress(std::net::IpAddr::from([127, 0, 0, 1])));
-        let server = sp.signed_by(&server_key, &ca, &ca_key).expect("server cert");
+        let server = sp
+            .signed_by(&server_key, &ca, &ca_key)
+            .expect("server cert");
 
         let site_key = KeyPair::generate().expect("site key");
         let mut cp = CertificateParams::new(Vec::<String>::new()).expect("site params");

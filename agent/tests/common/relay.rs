@@ -16,7 +16,11 @@ use tokio_util::sync::CancellationToken;
 /// A canned answer used before the relay starts acknowledging.
 #[derive(Debug, Clone)]
 pub enum Answer {
-    Status { code: u16, retry_after: Option<&'static str>, reason: &'static str },
+    Status {
+        code: u16,
+        retry_after: Option<&'static str>,
+        reason: &'static str,
+    },
 }
 
 #[derive(Default)]
@@ -37,15 +41,23 @@ pub struct FakeRelay {
 }
 
 impl FakeRelay {
-    pub async fn start(ca_pem: &str, cert_pem: &str, key_pem: &str, script: Vec<Answer>) -> FakeRelay {
+    pub async fn start(
+        ca_pem: &str,
+        cert_pem: &str,
+        key_pem: &str,
+        script: Vec<Answer>,
+    ) -> FakeRelay {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut roots = rustls::RootCertStore::empty();
         for c in rustls_pemfile::certs(&mut ca_pem.as_bytes()) {
             roots.add(c.expect("ca pem")).expect("root");
         }
-        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-            .build()
-            .expect("client verifier");
+        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+            Arc::new(roots),
+            provider.clone(),
+        )
+        .build()
+        .expect("client verifier");
         let certs: Vec<CertificateDer<'static>> = rustls_pemfile::certs(&mut cert_pem.as_bytes())
             .collect::<Result<_, _>>()
             .expect("server cert");
@@ -59,13 +71,20 @@ impl FakeRelay {
             .with_single_cert(certs, key)
             .expect("server config");
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
         let addr = listener.local_addr().expect("addr");
         let recorded = Arc::new(Mutex::new(Recorded::default()));
         let script = Arc::new(Mutex::new(VecDeque::from(script)));
         let cancel = CancellationToken::new();
         let handshake_failures = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let (rec, scr, stop, hf) = (recorded.clone(), script.clone(), cancel.clone(), handshake_failures.clone());
+        let (rec, scr, stop, hf) = (
+            recorded.clone(),
+            script.clone(),
+            cancel.clone(),
+            handshake_failures.clone(),
+        );
         tokio::spawn(async move {
             loop {
                 let (tcp, _) = tokio::select! {
@@ -79,14 +98,22 @@ impl FakeRelay {
                         hf.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                         return;
                     };
-                    let service = hyper::service::service_fn(move |req| handle(req, rec.clone(), scr.clone()));
+                    let service = hyper::service::service_fn(move |req| {
+                        handle(req, rec.clone(), scr.clone())
+                    });
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
                         .await;
                 });
             }
         });
-        FakeRelay { addr, recorded, handshake_failures, script, cancel }
+        FakeRelay {
+            addr,
+            recorded,
+            handshake_failures,
+            script,
+            cancel,
+        }
     }
 
     pub fn url(&self) -> String {
@@ -94,7 +121,13 @@ impl FakeRelay {
     }
 
     pub fn acked_seqs(&self) -> Vec<u64> {
-        self.recorded.lock().expect("lock").events.keys().copied().collect()
+        self.recorded
+            .lock()
+            .expect("lock")
+            .events
+            .keys()
+            .copied()
+            .collect()
     }
 }
 
@@ -119,10 +152,19 @@ async fn handle(
     };
     let mut rec = recorded.lock().expect("lock");
     rec.batches.push(batch.clone());
-    if let Some(Answer::Status { code, retry_after, reason }) = script.lock().expect("lock").pop_front() {
+    if let Some(Answer::Status {
+        code,
+        retry_after,
+        reason,
+    }) = script.lock().expect("lock").pop_front()
+    {
         return Ok(status(code, retry_after, reason));
     }
-    let upto = batch.events.last().map(|e| e.seq).unwrap_or(batch.first_seq.saturating_sub(1));
+    let upto = batch
+        .events
+        .last()
+        .map(|e| e.seq)
+        .unwrap_or(batch.first_seq.saturating_sub(1));
     let mut duplicates = 0;
     for e in batch.events {
         if rec.events.insert(e.seq, e).is_some() {
@@ -137,7 +179,8 @@ fn status(code: u16, retry_after: Option<&str>, reason: &str) -> Response<Body> 
     let mut r = Response::new(Body::from(reason.to_string()));
     *r.status_mut() = StatusCode::from_u16(code).expect("status");
     if let Some(ra) = retry_after {
-        r.headers_mut().insert("retry-after", ra.parse().expect("header"));
+        r.headers_mut()
+            .insert("retry-after", ra.parse().expect("header"));
     }
     r
 }
