@@ -251,3 +251,72 @@ async fn quarantined_payloads_and_unmapped_operations_are_kept_and_counted_witho
     );
     relay.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stored_events_survive_a_restart_and_are_still_deduplicated() {
+    let relay = start_relay("http://127.0.0.1:9", "", 200).await;
+    let bundle = relay.bundle("WH01");
+    let body = encode(&batch(
+        "WH01",
+        1,
+        vec![scan(Operation::Count, "4006381333931", "WH-STOCK-A01", 1.0); 3],
+    ))
+    .expect("encode");
+    assert_eq!(
+        post(&client(&bundle), &relay.url(), body.clone()).await.0,
+        200
+    );
+    let relay = relay.restart().await;
+    let (status, ack) = post(&client(&bundle), &relay.url(), body).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        decode::<Ack>(&ack).expect("ack"),
+        Ack {
+            upto: 3,
+            duplicates: 3
+        }
+    );
+    assert_eq!(relay.inbox.stats("WH01").expect("stats").received, 3);
+    relay.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_heartbeat_without_events_stores_the_agent_status() {
+    let relay = start_relay("http://127.0.0.1:9", "", 200).await;
+    let mut heartbeat = batch("WH01", 0, vec![]);
+    heartbeat.status = Some(scanbridge_protocol::AgentStatus {
+        version: "0.1.0".into(),
+        backlog_events: 0,
+        backlog_bytes: 0,
+        oldest_pending_age_ms: None,
+        disk_used_bytes: 4096,
+        disk_cap_bytes: 1 << 30,
+        quarantine_count: 2,
+        ingest_paused: false,
+        sources: vec![],
+        cert_not_after: None,
+        clock: 1_700_000_000_000_000,
+    });
+    let (status, ack) = post(
+        &client(&relay.bundle("WH01")),
+        &relay.url(),
+        encode(&heartbeat).expect("encode"),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        decode::<Ack>(&ack).expect("ack"),
+        Ack {
+            upto: 0,
+            duplicates: 0
+        }
+    );
+    let (_, agent, stored) = relay
+        .inbox
+        .agent_status("WH01")
+        .expect("status")
+        .expect("present");
+    assert_eq!(agent, "gw-wh01");
+    assert_eq!(stored, heartbeat.status);
+    relay.stop().await;
+}

@@ -30,7 +30,7 @@ struct FakeOdoo {
     xids: BTreeMap<String, i64>,
     /// (product, location) → quant id.
     quants: HashMap<(i64, i64), i64>,
-    /// Names of the stock.moves made by action_apply_inventory.
+    /// Names of the stock.moves made by action_apply_inventory (Odoo may add ` (<user>)`).
     moves: Vec<String>,
     /// `model.method` of every execute_kw, and `common.x` of the others, in order.
     calls: Vec<String>,
@@ -523,6 +523,54 @@ async fn a_load_whose_answer_was_lost_is_not_loaded_again_with_product_and_locat
             ]
         );
         assert_eq!(odoo.moves, vec!["scanbridge:WH01:1-2"; 2]);
+    }
+    relay.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_restart_a_chunk_odoo_already_applied_is_not_written_again() {
+    let mut fake = seeded();
+    // As if the relay applied 1-2 and was killed before committing its cursor.
+    fake.moves = vec!["scanbridge:WH01:1-2 (Administrator)".to_string(); 2];
+    let (url, odoo) = start_fake(fake).await;
+    let relay = start_relay(&url, "", 200).await;
+    send(&relay, vec![count("A", "L1", 1.0), count("B", "L1", 2.0)]).await;
+    settled(&relay, 2).await;
+    {
+        let odoo = odoo.lock().expect("lock");
+        assert!(odoo.loads.is_empty(), "no load: {:?}", odoo.loads);
+        assert!(!odoo
+            .calls
+            .iter()
+            .any(|c| c == "stock.quant.action_apply_inventory"));
+    }
+    assert_eq!(
+        relay.inbox.outcome("WH01", 2).expect("outcome"),
+        Some(Outcome::Applied {
+            tag: "scanbridge:WH01:1-2".into()
+        })
+    );
+    relay.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_relay_does_not_push_settled_events_again() {
+    let (url, odoo) = start_fake(seeded()).await;
+    let relay = start_relay(&url, "", 200).await;
+    send(&relay, vec![count("A", "L1", 1.0)]).await;
+    settled(&relay, 1).await;
+    let relay = relay.restart().await;
+    let more = encode(&batch("WH01", 2, vec![count("B", "L1", 2.0)])).expect("encode");
+    assert_eq!(
+        post(&client(&relay.bundle("WH01")), &relay.url(), more)
+            .await
+            .0,
+        200
+    );
+    settled(&relay, 2).await;
+    {
+        let odoo = odoo.lock().expect("lock");
+        assert_eq!(odoo.moves, ["scanbridge:WH01:1-1", "scanbridge:WH01:2-2"]);
     }
     relay.stop().await;
 }

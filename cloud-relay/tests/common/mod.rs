@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 /// A running relay with its CA directory; stopped when dropped.
 pub struct Harness {
-    pub dir: tempfile::TempDir,
+    pub dir: Arc<tempfile::TempDir>,
     pub addr: SocketAddr,
     pub inbox: Inbox,
     pub cancel: CancellationToken,
@@ -38,15 +38,25 @@ impl Harness {
         self.dir.path().join("ca")
     }
 
-    /// Issues a bundle for `site` from the relay's CA.
+    /// Issues a bundle for `site` from the relay's CA (once; later calls return the same one).
     pub fn bundle(&self, site: &str) -> PathBuf {
         let out = self.dir.path().join(format!("bundle-{site}"));
-        scanbridge_relay::ca::issue(&self.ca_dir(), site, &out, 30).expect("issue bundle");
+        if !out.join("site.pem").exists() {
+            scanbridge_relay::ca::issue(&self.ca_dir(), site, &out, 30).expect("issue bundle");
+        }
         out
     }
 
     pub fn url(&self) -> String {
         format!("https://127.0.0.1:{}/v1/batches", self.addr.port())
+    }
+
+    /// Stops the relay and starts it again on the same state and configuration.
+    pub async fn restart(self) -> Harness {
+        let dir = self.dir.clone();
+        self.stop().await;
+        let path = dir.path().join("relay.toml");
+        start_with_config(dir, &path).await
     }
 
     /// Stops the relay and waits for it.
@@ -79,11 +89,11 @@ pub async fn start_relay(odoo_url: &str, extra_limits: &str, max_chunk: usize) -
     )
     .expect("ca init");
     let path = write_config(dir.path(), odoo_url, extra_limits, max_chunk);
-    start_with_config(dir, &path).await
+    start_with_config(Arc::new(dir), &path).await
 }
 
 /// Starts (or restarts) a relay from the config file in `dir`.
-pub async fn start_with_config(dir: tempfile::TempDir, path: &Path) -> Harness {
+pub async fn start_with_config(dir: Arc<tempfile::TempDir>, path: &Path) -> Harness {
     let config = Config::load(path).expect("config");
     let cancel = CancellationToken::new();
     let relay = Relay::start(config, cancel.clone())
