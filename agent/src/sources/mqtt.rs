@@ -316,11 +316,7 @@ impl Pipeline {
     async fn run(mut self) -> Result<(), MqttError> {
         let mut ack_retry = tokio::time::interval(Duration::from_millis(10));
         ack_retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            let ingest = match &self.ingest {
-                Some(i) => i.clone(),
-                None => break,
-            };
+        while let Some(ingest) = self.ingest.clone() {
             tokio::select! {
                 _ = self.cancel.cancelled() => break,
                 notice = self.committed.recv() => match notice {

@@ -71,7 +71,7 @@ pub enum StoreError {
     #[error("event store I/O failed (disk full or failing?): {0}")]
     Storage(#[from] redb::StorageError),
     #[error("event store transaction failed: {0}")]
-    Transaction(#[from] redb::TransactionError),
+    Transaction(Box<redb::TransactionError>),
     #[error("event store table error: {0}")]
     Table(#[from] redb::TableError),
     #[error("event store commit failed (disk full or failing?): {0}")]
@@ -84,6 +84,12 @@ pub enum StoreError {
     NewerSchema { found: u64 },
     #[error("store task failed: {0}")]
     Join(String),
+}
+
+impl From<redb::TransactionError> for StoreError {
+    fn from(e: redb::TransactionError) -> Self {
+        StoreError::Transaction(Box::new(e))
+    }
 }
 
 /// Cheap-to-read store counters, kept in memory and updated after every commit.

@@ -395,12 +395,11 @@ pub fn commit_batch(store: &Store, batch: &mut [IngestItem]) -> Result<CommitRep
 /// Whether redb refuses further work until the database is reopened.
 fn is_poisoned(e: &StoreError) -> bool {
     use redb::{CommitError as C, StorageError as S, TransactionError as T};
-    matches!(
-        e,
-        StoreError::Storage(S::PreviousIo)
-            | StoreError::Commit(C::Storage(S::PreviousIo))
-            | StoreError::Transaction(T::Storage(S::PreviousIo))
-    )
+    match e {
+        StoreError::Storage(S::PreviousIo) | StoreError::Commit(C::Storage(S::PreviousIo)) => true,
+        StoreError::Transaction(t) => matches!(**t, T::Storage(S::PreviousIo)),
+        _ => false,
+    }
 }
 
 #[cfg(test)]
