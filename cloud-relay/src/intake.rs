@@ -239,3 +239,78 @@ pub fn check_batch(site: &SiteId, batch: &Batch, limits: &Limits) -> Result<(), 
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use scanbridge_protocol::{Event, EventBody, Reading, Source};
+
+    fn batch(site: &str, first_seq: u64, seqs: &[u64]) -> Batch {
+        Batch {
+            site: site.into(),
+            agent: "gw".into(),
+            first_seq,
+            events: seqs
+                .iter()
+                .map(|&seq| Event {
+                    seq,
+                    captured_at: 0,
+                    received_at: 0,
+                    source: Source::Serial {
+                        port: "/dev/ttyACM0".into(),
+                    },
+                    device: "PLC".into(),
+                    body: EventBody::Reading(Reading {
+                        tag: "t".into(),
+                        value: 1.0,
+                        unit: None,
+                    }),
+                })
+                .collect(),
+            status: None,
+        }
+    }
+
+    fn limits(max_batch_events: usize) -> Limits {
+        Limits {
+            max_batch_events,
+            ..Limits::default()
+        }
+    }
+
+    #[test]
+    fn a_consecutive_batch_for_the_certificate_site_passes() {
+        let site = SiteId::verified_for_test("WH01");
+        assert!(check_batch(&site, &batch("WH01", 7, &[7, 8, 9]), &limits(3)).is_ok());
+    }
+
+    #[test]
+    fn the_site_is_checked_before_anything_else() {
+        let site = SiteId::verified_for_test("WH01");
+        let err = check_batch(&site, &batch("WH02", 7, &[9]), &limits(0)).expect_err("mismatch");
+        assert_eq!(err.status(), StatusCode::FORBIDDEN);
+    }
+
+    #[test]
+    fn too_many_events_is_too_large_and_a_gap_is_a_bad_request() {
+        let site = SiteId::verified_for_test("WH01");
+        let err =
+            check_batch(&site, &batch("WH01", 1, &[1, 2, 3]), &limits(2)).expect_err("too many");
+        assert_eq!(err.status(), StatusCode::PAYLOAD_TOO_LARGE);
+        let err = check_batch(&site, &batch("WH01", 1, &[1, 3]), &limits(5)).expect_err("gap");
+        assert_eq!(err.status(), StatusCode::BAD_REQUEST);
+        let err = check_batch(&site, &batch("WH01", u64::MAX, &[u64::MAX, 0]), &limits(5))
+            .expect_err("overflow");
+        assert_eq!(err.status(), StatusCode::BAD_REQUEST);
+    }
+
+    #[test]
+    fn an_unavailable_store_answers_503_with_retry_after() {
+        let response = IntakeError::StoreUnavailable("disk full".into()).into_response();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            response.headers().get(header::RETRY_AFTER),
+            Some(&HeaderValue::from(RETRY_AFTER_SECS))
+        );
+    }
+}

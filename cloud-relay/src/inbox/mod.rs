@@ -469,3 +469,98 @@ where
         .await
         .map_err(|e| InboxError::Worker(e.to_string()))?
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use scanbridge_protocol::{Quarantined, Source};
+
+    fn event(seq: u64) -> Event {
+        Event {
+            seq,
+            captured_at: 0,
+            received_at: 5,
+            source: Source::Serial {
+                port: "/dev/ttyUSB0".into(),
+            },
+            device: "SC-01".into(),
+            body: EventBody::Quarantined(Quarantined {
+                raw: vec![0xff],
+                reason: "not UTF-8".into(),
+            }),
+        }
+    }
+
+    fn accept(inbox: &Inbox, seqs: std::ops::RangeInclusive<u64>) -> Accepted {
+        let events: Vec<Event> = seqs.map(event).collect();
+        let encoded: Vec<Vec<u8>> = events
+            .iter()
+            .map(|e| postcard::to_allocvec(e).expect("encode"))
+            .collect();
+        let batch = Batch {
+            site: "WH01".into(),
+            agent: "gw".into(),
+            first_seq: events[0].seq,
+            events,
+            status: None,
+        };
+        inbox
+            .accept_batch("WH01", &batch, &encoded, 1)
+            .expect("accept")
+    }
+
+    #[test]
+    fn an_event_is_stored_once_and_counted_as_duplicate_after() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let inbox = Inbox::open(&dir.path().join("relay.redb")).expect("open");
+        assert_eq!(
+            accept(&inbox, 1..=3),
+            Accepted {
+                inserted: 3,
+                duplicates: 0
+            }
+        );
+        assert_eq!(
+            accept(&inbox, 2..=4),
+            Accepted {
+                inserted: 1,
+                duplicates: 2
+            }
+        );
+        let stats = inbox.stats("WH01").expect("stats");
+        assert_eq!(
+            (stats.received, stats.duplicates, stats.quarantined),
+            (4, 2, 4)
+        );
+        assert_eq!(inbox.quarantine("WH01").expect("quarantine").len(), 4);
+    }
+
+    #[test]
+    fn committing_outcomes_moves_the_cursor_and_clears_a_passed_inflight_chunk() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let inbox = Inbox::open(&dir.path().join("relay.redb")).expect("open");
+        accept(&inbox, 1..=3);
+        assert_eq!(inbox.sites_with_backlog().expect("sites"), ["WH01"]);
+        inbox.set_inflight("WH01", 1, 2).expect("inflight");
+        let pending = inbox.pending("WH01", 10).expect("pending");
+        assert_eq!(
+            (pending.cursor, pending.inflight, pending.events.len()),
+            (0, Some((1, 2)), 3)
+        );
+        let dead = Outcome::DeadLettered {
+            reason: "no".into(),
+        };
+        inbox
+            .commit_outcomes("WH01", 3, &[(1, dead.clone()), (2, dead)], 9)
+            .expect("commit");
+        let pending = inbox.pending("WH01", 10).expect("pending");
+        assert_eq!((pending.cursor, pending.inflight), (3, None));
+        assert_eq!(
+            pending.events.iter().map(|e| e.seq).collect::<Vec<_>>(),
+            [3]
+        );
+        assert_eq!(inbox.dead_letters("WH01").expect("dead").len(), 2);
+        inbox.commit_outcomes("WH01", 4, &[], 9).expect("commit");
+        assert!(inbox.sites_with_backlog().expect("sites").is_empty());
+    }
+}
