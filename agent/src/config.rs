@@ -431,6 +431,13 @@ impl Validator<'_> {
         let client_cert =
             self.pem_file(&raw.client_cert, "relay.client_cert", PemKind::Certificate)?;
         let client_key = self.pem_file(&raw.client_key, "relay.client_key", PemKind::PrivateKey)?;
+        if let Err(e) = crate::tls::client_config(&ca_cert, &client_cert, &client_key) {
+            return self.err(
+                "relay.client_key",
+                raw.client_key.span(),
+                format!("the site certificate and key are not usable together: {e}"),
+            );
+        }
         let num = |v: &Option<Spanned<u64>>,
                    key: &str,
                    default: u64,

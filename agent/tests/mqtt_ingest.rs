@@ -219,3 +219,37 @@ async fn messages_acknowledged_before_a_restart_are_not_redelivered() {
         "nothing acknowledged before the restart came back"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_reconnects_and_resubscribes_after_the_broker_restarts() {
+    let broker = common::Broker::start();
+    let port = broker.port;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let agent = start_agent(port, dir.path());
+    agent.subscribed().await;
+    common::publish_all(port, "publisher", "scanbridge/SC-01/scan", vec![payload(0)]).await;
+    let store = agent.store.clone();
+    common::eventually(Duration::from_secs(30), "the first message", || {
+        (store.stats().backlog_events == 1).then_some(())
+    })
+    .await;
+
+    drop(broker); // killed: without persistence it forgets the session and the subscription
+    let h = agent.health.clone();
+    common::eventually(
+        Duration::from_secs(30),
+        "the source to notice the broker is gone",
+        || h.snapshot().first().filter(|s| !s.up).map(|_| ()),
+    )
+    .await;
+    let _broker = common::Broker::start_on(port);
+    agent.subscribed().await;
+    common::publish_all(port, "publisher", "scanbridge/SC-01/scan", vec![payload(1)]).await;
+    common::eventually(
+        Duration::from_secs(30),
+        "the message published after the restart",
+        || (store.stats().backlog_events == 2).then_some(()),
+    )
+    .await;
+    agent.stop().await;
+}

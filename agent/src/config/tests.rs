@@ -202,3 +202,13 @@ fn key_at_line_prefixes_the_table_header() {
     assert_eq!(key_at_line(text, 2), "relay");
     let _ = Path::new(".");
 }
+
+#[test]
+fn a_key_that_does_not_belong_to_the_certificate_is_refused() {
+    let f = Fixture::new();
+    let other = rcgen::KeyPair::generate().expect("key");
+    std::fs::write(f.dir.path().join("site/site.key"), other.serialize_pem()).expect("write");
+    let (key, line, msg) = invalid(f.parse(GOOD).expect_err("mismatched key"));
+    assert_eq!((key.as_str(), line), ("relay.client_key", 14));
+    assert!(msg.contains("not usable together"), "{msg}");
+}
