@@ -1,3 +1,5 @@
+//! Unit tests of configuration validation: every mistake names its dotted key and its line.
+
 use std::path::Path;
 
 use super::*;

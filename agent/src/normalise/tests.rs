@@ -1,3 +1,6 @@
+//! Unit and property tests of payload normalisation: defaults, GS1 checks, quarantine reasons,
+//! and "never panics on any bytes".
+
 use proptest::prelude::*;
 use scanbridge_protocol::{EventBody, Operation, Source, Symbology};
 

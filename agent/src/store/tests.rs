@@ -1,3 +1,6 @@
+//! Unit tests of the store: group commit numbering, deletes, reopen, quarantine counter, MQTT
+//! redelivery dedupe rows, and the writer thread (notices after commit, buffer-cap pause).
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
