@@ -82,6 +82,8 @@ pub enum StoreError {
     Encode(#[from] postcard::Error),
     #[error("event store was written by a newer agent (schema {found}, this build knows {SCHEMA_VERSION}); upgrade the agent")]
     NewerSchema { found: u64 },
+    #[error("event store is being reopened after an I/O error; retrying")]
+    Recovering,
     #[error("store task failed: {0}")]
     Join(String),
 }
@@ -184,10 +186,19 @@ pub struct Deleted {
     pub bytes: u64,
 }
 
+/// Opens (or reopens) the redb database.
+pub type Opener = Box<dyn Fn() -> Result<Database, redb::DatabaseError> + Send + Sync>;
+
+/// The database, swappable so it can be reopened after an I/O error without restarting.
+struct DbSlot {
+    db: std::sync::Mutex<Option<Arc<Database>>>,
+    opener: Opener,
+}
+
 /// Handle to the open store; cheap to clone, shared by the writer, the forwarder and status.
 #[derive(Clone)]
 pub struct Store {
-    db: Arc<Database>,
+    slot: Arc<DbSlot>,
     stats: Arc<Stats>,
     path: PathBuf,
     max_bytes: u64,
@@ -211,58 +222,71 @@ impl Store {
                 source,
             })?;
         }
-        let db = Database::create(path).map_err(|source| StoreError::Open {
+        let file = path.to_path_buf();
+        Store::open_with(path, max_bytes, Box::new(move || Database::create(&file)))
+    }
+
+    /// Opens the store through `opener`, which is called again to reopen the database after an
+    /// I/O error (tests pass a fault-injecting storage backend here).
+    pub fn open_with(path: &Path, max_bytes: u64, opener: Opener) -> Result<Store, StoreError> {
+        let db = opener().map_err(|source| StoreError::Open {
             path: path.to_path_buf(),
             source,
         })?;
-        let mut tx = db.begin_write()?;
-        tx.set_durability(Durability::Immediate);
-        let (values, oldest) = {
-            let mut meta = tx.open_table(META)?;
-            let events = tx.open_table(EVENTS)?;
-            tx.open_table(MQTT_INFLIGHT)?;
-            let version = meta.get(META_SCHEMA_VERSION)?.map(|g| g.value());
-            match version {
-                Some(v) if v > SCHEMA_VERSION => return Err(StoreError::NewerSchema { found: v }),
-                Some(_) => {}
-                None => {
-                    meta.insert(META_SCHEMA_VERSION, SCHEMA_VERSION)?;
-                }
-            }
-            let mut values = MetaValues::read(&meta)?;
-            // The counters are maintained transactionally; recount only if they disagree with
-            // the table (cheap sanity check on the row count).
-            let rows = events.len()?;
-            if rows != values.backlog_events {
-                let mut bytes = 0u64;
-                let mut max_seq = 0u64;
-                for row in events.iter()? {
-                    let (k, v) = row?;
-                    bytes += v.value().len() as u64;
-                    max_seq = max_seq.max(k.value());
-                }
-                values.backlog_events = rows;
-                values.backlog_bytes = bytes;
-                values.next_seq = values.next_seq.max(max_seq + 1);
-                tracing::warn!(
-                    rows,
-                    bytes,
-                    "store counters recomputed from the events table"
-                );
-            }
-            values.write(&mut meta)?;
-            (values, oldest_received_at(&events)?)
-        };
-        tx.commit()?;
         let stats = Arc::new(Stats::default());
+        let (values, oldest) = init_tables(&db)?;
         stats.publish(&values, oldest);
         Ok(Store {
-            db: Arc::new(db),
+            slot: Arc::new(DbSlot {
+                db: std::sync::Mutex::new(Some(Arc::new(db))),
+                opener,
+            }),
             stats,
             path: path.to_path_buf(),
             max_bytes,
             space_freed: Arc::new(tokio::sync::Notify::new()),
         })
+    }
+
+    /// The open database, or [`StoreError::Recovering`] while it is being reopened.
+    fn db(&self) -> Result<Arc<Database>, StoreError> {
+        self.slot
+            .db
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+            .ok_or(StoreError::Recovering)
+    }
+
+    /// Reopens the database after redb reported an earlier I/O error (redb refuses all work until
+    /// then; reopening runs its crash recovery, so the file is back at its last commit). Waits up
+    /// to 10 s for in-flight reads to finish. Blocking.
+    pub fn recover(&self) -> Result<(), StoreError> {
+        let old = self
+            .slot
+            .db
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let Some(old) = old {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            while Arc::strong_count(&old) > 1 && std::time::Instant::now() < deadline {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            drop(old);
+        }
+        let db = (self.slot.opener)().map_err(|source| StoreError::Open {
+            path: self.path.clone(),
+            source,
+        })?;
+        let (values, oldest) = init_tables(&db)?;
+        self.stats.publish(&values, oldest);
+        *self
+            .slot
+            .db
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Arc::new(db));
+        Ok(())
     }
 
     /// Current counters (no I/O).
@@ -282,7 +306,7 @@ impl Store {
 
     /// Reads up to `max` events in seq order, starting at the oldest. Blocking.
     pub fn read_oldest_blocking(&self, max: usize) -> Result<Vec<Event>, StoreError> {
-        let tx = self.db.begin_read()?;
+        let tx = self.db()?.begin_read()?;
         let table = tx.open_table(EVENTS)?;
         let mut out = Vec::with_capacity(max.min(4096));
         for row in table.iter()?.take(max) {
@@ -312,7 +336,8 @@ impl Store {
             .commit_lock
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let mut tx = self.db.begin_write()?;
+        let db = self.db()?;
+        let mut tx = db.begin_write()?;
         tx.set_durability(Durability::Immediate);
         let (values, oldest, deleted) = {
             let mut meta = tx.open_table(META)?;
@@ -355,9 +380,53 @@ impl Store {
 
     /// Number of `mqtt_inflight` rows (diagnostics and tests).
     pub fn mqtt_inflight_len(&self) -> Result<u64, StoreError> {
-        let tx = self.db.begin_read()?;
+        let tx = self.db()?.begin_read()?;
         Ok(tx.open_table(MQTT_INFLIGHT)?.len()?)
     }
+}
+
+/// Creates the tables, checks the schema and returns the counters (recounted if inconsistent).
+fn init_tables(db: &Database) -> Result<(MetaValues, Option<UnixMicros>), StoreError> {
+    let mut tx = db.begin_write()?;
+    tx.set_durability(Durability::Immediate);
+    let (values, oldest) = {
+        let mut meta = tx.open_table(META)?;
+        let events = tx.open_table(EVENTS)?;
+        tx.open_table(MQTT_INFLIGHT)?;
+        let version = meta.get(META_SCHEMA_VERSION)?.map(|g| g.value());
+        match version {
+            Some(v) if v > SCHEMA_VERSION => return Err(StoreError::NewerSchema { found: v }),
+            Some(_) => {}
+            None => {
+                meta.insert(META_SCHEMA_VERSION, SCHEMA_VERSION)?;
+            }
+        }
+        let mut values = MetaValues::read(&meta)?;
+        // The counters are maintained transactionally; recount only if they disagree with the
+        // table (cheap sanity check on the row count).
+        let rows = events.len()?;
+        if rows != values.backlog_events {
+            let mut bytes = 0u64;
+            let mut max_seq = 0u64;
+            for row in events.iter()? {
+                let (k, v) = row?;
+                bytes += v.value().len() as u64;
+                max_seq = max_seq.max(k.value());
+            }
+            values.backlog_events = rows;
+            values.backlog_bytes = bytes;
+            values.next_seq = values.next_seq.max(max_seq + 1);
+            tracing::warn!(
+                rows,
+                bytes,
+                "store counters recomputed from the events table"
+            );
+        }
+        values.write(&mut meta)?;
+        (values, oldest_received_at(&events)?)
+    };
+    tx.commit()?;
+    Ok((values, oldest))
 }
 
 /// `received_at` of the first event of the table.

@@ -292,3 +292,114 @@ async fn at_the_buffer_cap_ingest_pauses_and_resumes_when_space_is_freed() {
         .expect("join");
     assert!(matches!(joined, Ok(Ok(()))));
 }
+
+/// A file backend that fails every write with ENOSPC while `full` is set.
+#[derive(Debug)]
+struct DiskThatFillsUp {
+    inner: redb::backends::FileBackend,
+    full: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl DiskThatFillsUp {
+    fn check(&self) -> Result<(), std::io::Error> {
+        if self.full.load(std::sync::atomic::Ordering::SeqCst) {
+            Err(std::io::Error::from_raw_os_error(libc::ENOSPC))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+impl redb::StorageBackend for DiskThatFillsUp {
+    fn len(&self) -> Result<u64, std::io::Error> {
+        self.inner.len()
+    }
+    fn read(&self, offset: u64, len: usize) -> Result<Vec<u8>, std::io::Error> {
+        self.inner.read(offset, len)
+    }
+    fn set_len(&self, len: u64) -> Result<(), std::io::Error> {
+        self.check()?;
+        self.inner.set_len(len)
+    }
+    fn sync_data(&self, eventual: bool) -> Result<(), std::io::Error> {
+        self.check()?;
+        self.inner.sync_data(eventual)
+    }
+    fn write(&self, offset: u64, data: &[u8]) -> Result<(), std::io::Error> {
+        self.check()?;
+        self.inner.write(offset, data)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_pauses_ingest_without_acknowledging_and_ingest_resumes_when_space_returns() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("agent.redb");
+    let full = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (p, f) = (path.clone(), full.clone());
+    let opener: Opener = Box::new(move || {
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&p)
+            .map_err(|e| redb::DatabaseError::Storage(redb::StorageError::Io(e)))?;
+        let backend = DiskThatFillsUp {
+            inner: redb::backends::FileBackend::new(file)?,
+            full: f.clone(),
+        };
+        redb::Builder::new().create_with_backend(backend)
+    });
+    let store = Store::open_with(&path, 1 << 30, opener).expect("open");
+    let (w, tx, mut notices, _notify) = writer_fixture(&store, StoreConfig::default());
+    let cancel = CancellationToken::new();
+    let thread = w
+        .spawn(tokio::runtime::Handle::current(), cancel.clone())
+        .expect("spawn");
+
+    for i in 0..5 {
+        tx.send(item(i, "before")).await.expect("send");
+    }
+    let mut acked = Vec::new();
+    while acked.len() < 5 {
+        acked.extend(notices.recv().await.expect("notice").tokens);
+    }
+
+    full.store(true, std::sync::atomic::Ordering::SeqCst);
+    for i in 5..10 {
+        tx.send(item(i, "during")).await.expect("send");
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !store.stats().ingest_paused {
+        assert!(Instant::now() < deadline, "ingest never paused on ENOSPC");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        notices.try_recv().is_err(),
+        "nothing may be acknowledged while the disk is full"
+    );
+    assert!(
+        store.read_oldest(100).await.is_err() || store.stats().backlog_events == 5,
+        "the forwarder sees an error or the committed events, never half a batch"
+    );
+
+    full.store(false, std::sync::atomic::Ordering::SeqCst);
+    while acked.len() < 10 {
+        let c = tokio::time::timeout(Duration::from_secs(20), notices.recv())
+            .await
+            .expect("ingest resumed after space returned")
+            .expect("open");
+        acked.extend(c.tokens);
+    }
+    assert_eq!(acked, (0..10).collect::<Vec<_>>());
+    assert!(!store.stats().ingest_paused);
+    assert_eq!(seqs(&store), (1..=10).collect::<Vec<_>>());
+
+    drop(tx);
+    cancel.cancel();
+    let joined = tokio::task::spawn_blocking(move || thread.join())
+        .await
+        .expect("join");
+    assert!(matches!(joined, Ok(Ok(()))));
+}

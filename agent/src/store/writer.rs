@@ -12,9 +12,10 @@
 //! channel fills, sources stop reading, the broker holds the messages), raises `ingest_paused`,
 //! and resumes as soon as the forwarder frees space. A failed commit (ENOSPC, I/O error) is
 //! handled the same way: the batch is held, nothing is acknowledged, the commit is retried with
-//! backoff. If redb reports that an earlier I/O error left the file needing recovery, the writer
-//! returns an error so the process exits and its supervisor restarts it (redb repairs on open);
-//! everything unacknowledged is redelivered by the broker.
+//! backoff. redb refuses all work after an I/O error until the database is reopened
+//! (`PreviousIo`), so the writer then reopens it ([`Store::recover`], which runs redb's crash
+//! recovery: the file is back at its last commit) and retries the held batch; the forwarder's
+//! reads fail with [`StoreError::Recovering`] meanwhile and back off.
 //!
 //! # MQTT redelivery dedupe
 //!
@@ -205,15 +206,11 @@ impl Writer {
             }
             match self.commit(&mut batch) {
                 Ok(report) => {
-                    self.after_commit(&mut batch, report);
                     if self.store.stats.set_paused(false) {
                         tracing::info!("store writable again; ingest resumed");
                     }
+                    self.after_commit(&mut batch, report);
                     retry = Duration::from_millis(100);
-                }
-                Err(e) if is_poisoned(&e) => {
-                    tracing::error!(error = %e, held = batch.len(), "event store needs recovery after an I/O error; exiting so the service restarts (nothing unacknowledged is lost)");
-                    return Err(e);
                 }
                 Err(e) => {
                     if !self.store.stats.set_paused(true) {
@@ -230,6 +227,16 @@ impl Writer {
                         return Ok(());
                     }
                     retry = (retry * 2).min(Duration::from_secs(5));
+                    if needs_reopen(&e) {
+                        match self.store.recover() {
+                            Ok(()) => tracing::warn!(
+                                "event store reopened after an I/O error; retrying the held batch"
+                            ),
+                            Err(re) => {
+                                tracing::error!(error = %re, "cannot reopen the event store yet; retrying")
+                            }
+                        }
+                    }
                 }
             }
         }
@@ -336,7 +343,8 @@ pub fn commit_batch(store: &Store, batch: &mut [IngestItem]) -> Result<CommitRep
         .commit_lock
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
-    let mut tx = store.db.begin_write()?;
+    let db = store.db()?;
+    let mut tx = db.begin_write()?;
     tx.set_durability(Durability::Immediate);
     let mut report = CommitReport::default();
     let (values, oldest) = {
@@ -393,9 +401,10 @@ pub fn commit_batch(store: &Store, batch: &mut [IngestItem]) -> Result<CommitRep
 }
 
 /// Whether redb refuses further work until the database is reopened.
-fn is_poisoned(e: &StoreError) -> bool {
+fn needs_reopen(e: &StoreError) -> bool {
     use redb::{CommitError as C, StorageError as S, TransactionError as T};
     match e {
+        StoreError::Recovering | StoreError::Open { .. } => true,
         StoreError::Storage(S::PreviousIo) | StoreError::Commit(C::Storage(S::PreviousIo)) => true,
         StoreError::Transaction(t) => matches!(**t, T::Storage(S::PreviousIo)),
         _ => false,
