@@ -23,6 +23,10 @@ struct Agent {
 }
 
 fn start_agent(port: u16, dir: &std::path::Path) -> Agent {
+    start_agent_with(port, dir, Duration::from_secs(10))
+}
+
+fn start_agent_with(port: u16, dir: &std::path::Path, keep_alive: Duration) -> Agent {
     let store = Store::open(&dir.join("agent.redb"), 1 << 30).expect("open store");
     let notify = Arc::new(tokio::sync::Notify::new());
     let (mut writer, ingest) = Writer::new(store.clone(), &StoreConfig::default(), 8192, notify);
@@ -43,7 +47,8 @@ fn start_agent(port: u16, dir: &std::path::Path) -> Agent {
         notices,
         health.clone(),
         cancel.clone(),
-    );
+    )
+    .with_keep_alive(keep_alive);
     let writer = writer
         .spawn(tokio::runtime::Handle::current(), cancel.clone())
         .expect("writer");
@@ -251,5 +256,47 @@ async fn the_agent_reconnects_and_resubscribes_after_the_broker_restarts() {
         || (store.stats().backlog_events == 2).then_some(()),
     )
     .await;
+    agent.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dedupe_rows_are_retired_once_a_ping_round_trip_confirms_the_pubacks() {
+    let broker = common::Broker::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let agent = start_agent_with(broker.port, dir.path(), Duration::from_secs(1));
+    agent.subscribed().await;
+    common::publish_all(
+        broker.port,
+        "publisher",
+        "scanbridge/SC-01/scan",
+        (0..50).map(payload).collect(),
+    )
+    .await;
+    let store = agent.store.clone();
+    common::eventually(Duration::from_secs(30), "50 committed", || {
+        (store.stats().backlog_events == 50).then_some(())
+    })
+    .await;
+    assert_eq!(
+        store.mqtt_inflight_len().expect("rows"),
+        50,
+        "one dedupe row per unconfirmed message"
+    );
+    // Rows are retired by the first commit after a PINGRESP confirmed their PUBACKs (1 s
+    // keep-alive here): keep publishing one message at a time until that happens.
+    let mut next = 50;
+    let retired = common::eventually_async(Duration::from_secs(30), "dedupe rows retired", || {
+        next += 1;
+        let (port, store) = (broker.port, store.clone());
+        let i = next;
+        async move {
+            common::publish_all(port, "publisher", "scanbridge/SC-01/scan", vec![payload(i)]).await;
+            let rows = store.mqtt_inflight_len().expect("rows");
+            // All 50 original rows gone: only rows of the markers published since can remain.
+            (rows <= (i - 50) as u64).then_some(rows)
+        }
+    })
+    .await;
+    assert!(retired <= (next - 50) as u64);
     agent.stop().await;
 }

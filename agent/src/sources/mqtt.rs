@@ -75,6 +75,8 @@ pub struct MqttSource {
     /// Reconnect backoff bounds.
     retry_initial: Duration,
     retry_max: Duration,
+    /// MQTT keep-alive, also the cadence at which PUBACKs are confirmed (tests shorten it).
+    keep_alive: Duration,
 }
 
 impl MqttSource {
@@ -100,15 +102,22 @@ impl MqttSource {
             cancel,
             retry_initial: Duration::from_millis(200),
             retry_max: Duration::from_secs(10),
+            keep_alive: KEEP_ALIVE,
         }
     }
 
+    /// Overrides the keep-alive (whole seconds, at least 1).
+    pub fn with_keep_alive(mut self, keep_alive: Duration) -> MqttSource {
+        self.keep_alive = keep_alive.max(Duration::from_secs(1));
+        self
+    }
+
     /// Broker client options: persistent session, manual acks, stable client id.
-    pub fn options(cfg: &MqttConfig) -> MqttOptions {
+    pub fn options(cfg: &MqttConfig, keep_alive: Duration) -> MqttOptions {
         let mut o = MqttOptions::new(cfg.client_id.clone(), cfg.host.clone(), cfg.port);
         o.set_clean_session(false)
             .set_manual_acks(true)
-            .set_keep_alive(KEEP_ALIVE)
+            .set_keep_alive(keep_alive)
             .set_max_packet_size(MAX_PACKET_BYTES, MAX_PACKET_BYTES)
             .set_request_channel_capacity(REQUEST_QUEUE);
         o
@@ -127,8 +136,9 @@ impl MqttSource {
             cancel,
             retry_initial,
             retry_max,
+            keep_alive,
         } = self;
-        let (client, eventloop) = AsyncClient::new(Self::options(&cfg), REQUEST_QUEUE);
+        let (client, eventloop) = AsyncClient::new(Self::options(&cfg, keep_alive), REQUEST_QUEUE);
         let (pub_tx, pub_rx) = mpsc::channel(PUBLISH_QUEUE);
         let (confirm_tx, confirm_rx) = mpsc::channel(16);
         // The connection loop stops only after the pipeline has acknowledged what it could.
