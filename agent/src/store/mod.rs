@@ -53,6 +53,9 @@ pub const META_BACKLOG_BYTES: &str = "backlog_bytes";
 pub const META_QUARANTINE_COUNT: &str = "quarantine_count";
 
 const SCHEMA_VERSION: u64 = 1;
+/// redb page cache. redb's default (1 GiB) would let a large backlog inflate the agent's memory;
+/// the access pattern (append at the end, read and delete at the front) needs little cache.
+const CACHE_BYTES: usize = 8 * 1024 * 1024;
 
 /// Why the store failed. Storage errors are retryable (the writer holds its batch and retries);
 /// a corrupt row or a newer schema needs an operator.
@@ -223,7 +226,15 @@ impl Store {
             })?;
         }
         let file = path.to_path_buf();
-        Store::open_with(path, max_bytes, Box::new(move || Database::create(&file)))
+        Store::open_with(
+            path,
+            max_bytes,
+            Box::new(move || {
+                redb::Builder::new()
+                    .set_cache_size(CACHE_BYTES)
+                    .create(&file)
+            }),
+        )
     }
 
     /// Opens the store through `opener`, which is called again to reopen the database after an
