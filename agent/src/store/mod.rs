@@ -55,7 +55,9 @@ pub const META_QUARANTINE_COUNT: &str = "quarantine_count";
 const SCHEMA_VERSION: u64 = 1;
 /// redb page cache. redb's default (1 GiB) would let a large backlog inflate the agent's memory;
 /// the access pattern (append at the end, read and delete at the front) needs little cache.
-const CACHE_BYTES: usize = 8 * 1024 * 1024;
+/// Measured (release, 2-core box): 2 MiB keeps peak RSS at ~18-20 MB with a 300k-event backlog
+/// (8 MiB: ~26 MB) at the same ~75-80k events/s durable ingest.
+const CACHE_BYTES: usize = 2 * 1024 * 1024;
 
 /// Why the store failed. Storage errors are retryable (the writer holds its batch and retries);
 /// a corrupt row or a newer schema needs an operator.
