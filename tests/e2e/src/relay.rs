@@ -137,7 +137,8 @@ pub struct RelayOptions {
     pub odoo_api_key: String,
     /// `[odoo] max_chunk`, when not the relay's default.
     pub max_chunk: Option<u32>,
-    /// `RUST_LOG` for the child.
+    /// `RUST_LOG` for the child; must let `info` of the relay through (the harness waits for the
+    /// `listening on` line).
     pub rust_log: String,
 }
 

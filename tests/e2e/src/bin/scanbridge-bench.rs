@@ -204,7 +204,8 @@ async fn end_to_end(
             odoo_url: sim.url().to_string(),
             odoo_api_key: sim.api_key().to_string(),
             max_chunk: Some(200),
-            rust_log: "warn".into(),
+            // info: the harness waits for the relay's `listening on` line; nothing per event.
+            rust_log: "info".into(),
         },
     )
     .await?;

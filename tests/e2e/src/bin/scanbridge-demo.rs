@@ -319,38 +319,41 @@ fn summary_line(
             changes.push(format!("{name}@{loc} {before}→{}", q.quantity));
         }
     }
-    let shown = changes.len().min(4);
+    let shown = changes.len().min(3);
     let more = if changes.len() > shown {
         format!(" (+{} more)", changes.len() - shown)
     } else {
         String::new()
     };
     format!(
-        "[{:>4}s] published {} (bad on purpose: {} malformed, {} wrong check digit → agent quarantine; \
-         {} unknown barcode → relay dead letter) | Odoo: {} counts applied in {} chunks, {} RPCs | \
-         relay log dead-letter lines: {} | quant changes: {}{}",
+        "[{:>4}s] published {} | bad payloads {} (→ agent quarantine) | unknown barcodes {} | \
+         Odoo: {} counts applied ({} chunks, {} RPCs) | relay dead letters {} | changes: {}{}",
         started.elapsed().as_secs(),
         sent.total(),
-        sent.malformed.load(Ordering::Relaxed),
-        sent.bad_check_digit.load(Ordering::Relaxed),
+        sent.malformed.load(Ordering::Relaxed) + sent.bad_check_digit.load(Ordering::Relaxed),
         sent.unknown_barcode.load(Ordering::Relaxed),
         applied,
         chunks.len(),
         state.rpc_total,
         dead_letter_lines(relay_log).map_or_else(|| "n/a".to_string(), |n| n.to_string()),
-        if changes.is_empty() { "none".to_string() } else { changes[..shown].join(", ") },
+        if changes.is_empty() {
+            "none".to_string()
+        } else {
+            changes[..shown].join(", ")
+        },
         more,
     )
 }
 
-/// Lines of the relay's log that report a dead letter (the relay logs each one).
+/// Lines of the relay's log that report a dead letter (the relay logs each one; it has no status
+/// endpoint to ask instead).
 fn dead_letter_lines(relay_log: &Path) -> Option<usize> {
     let text = std::fs::read_to_string(relay_log).ok()?;
     Some(
         text.lines()
             .filter(|l| {
                 let l = l.to_ascii_lowercase();
-                l.contains("dead") && l.contains("letter")
+                l.contains("dead-lettered")
             })
             .count(),
     )
