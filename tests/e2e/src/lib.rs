@@ -13,6 +13,16 @@
 //! - [`probe_relay`]: an mTLS endpoint that acks batches, for the bench's ingest figure.
 //!
 //! Used by the tests in `tests/`, the `scanbridge-demo` and the `scanbridge-bench` programs.
+//!
+//! Running:
+//! - tests: `cargo build --workspace --bins && cargo test -p scanbridge-e2e` (tests/run.sh does
+//!   both for the whole workspace). Needs `/usr/sbin/mosquitto` (tests/ensure-deps.sh installs
+//!   it). A failing test keeps its state directory and prints its log files;
+//!   `SCANBRIDGE_KEEP_STATE=1` keeps them for passing tests too.
+//! - demo: `./tests/demo.sh` (release build), or `target/debug/scanbridge-demo --state-dir DIR`.
+//! - bench: `cargo build --release --workspace --bins && target/release/scanbridge-bench
+//!   [--rounds 3] [--events 20000]`.
+//! - `SCANBRIDGE_BIN_DIR` points the harness at another directory of workspace binaries.
 
 pub mod agent;
 pub mod bins;
