@@ -180,6 +180,8 @@ impl ChildProcess {
             args.join(" ")
         );
         let stdout = open_append(&logs.stdout)?;
+        // Plain text in the log files: tracing-subscriber honours NO_COLOR.
+        cmd.env("NO_COLOR", "1");
         cmd.stdin(Stdio::null())
             .stdout(Stdio::from(stdout))
             .stderr(Stdio::from(stderr));
