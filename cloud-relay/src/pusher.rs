@@ -11,7 +11,8 @@
 //!    left out, the chunk is recorded as inflight, and — only when in doubt (first chunk after
 //!    start, or the previous attempt was ambiguous) — `stock.move.search_count([name = TAG])`
 //!    decides whether it is already applied. Then `stock.quant.load` and
-//!    `action_apply_inventory`, exactly as CONTRACTS.md says.
+//!    `action_apply_inventory`, exactly as CONTRACTS.md says (plus, for counts of 0 only, a
+//!    `stock.quant.write` of `inventory_quantity_set`, see [`count::mark_counted_args`]).
 //! 3. After Odoo answered, the cursor and the outcomes commit in one redb transaction.
 //!
 //! Transient failures keep the cursor and retry the same chunk (same TAG: the inflight record
@@ -452,6 +453,7 @@ impl Pusher {
     ) -> Result<(), WriteError> {
         let (mut fresh, mut loaded): (Vec<LoadRow>, Vec<LoadRow>) = (rows.to_vec(), Vec::new());
         if in_doubt {
+            tracing::debug!("chunk in doubt: asking Odoo whether it was applied");
             let result = self
                 .client
                 .execute_kw(
@@ -494,11 +496,34 @@ impl Pusher {
             }
         }
         let mut ids = Vec::new();
-        if !loaded.is_empty() {
-            ids.extend(self.load(count::reload_args(site, &loaded)).await?);
+        let mut zero_counts = Vec::new();
+        for (batch, args) in [
+            (&loaded, count::reload_args(site, &loaded)),
+            (&fresh, count::load_args(site, &fresh)),
+        ] {
+            if batch.is_empty() {
+                continue;
+            }
+            let written = self.load(args).await?;
+            zero_counts.extend(
+                batch
+                    .iter()
+                    .zip(&written)
+                    .filter(|(row, _)| row.qty == 0.0)
+                    .map(|(_, id)| *id),
+            );
+            ids.extend(written);
         }
-        if !fresh.is_empty() {
-            ids.extend(self.load(count::load_args(site, &fresh)).await?);
+        if !zero_counts.is_empty() {
+            self.client
+                .execute_kw(
+                    "stock.quant",
+                    "write",
+                    count::mark_counted_args(&zero_counts),
+                    Some(count::load_kwargs()),
+                )
+                .await
+                .map_err(|e| self.refused(e))?;
         }
         ids.sort_unstable();
         ids.dedup();

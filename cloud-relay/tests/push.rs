@@ -37,6 +37,8 @@ struct FakeOdoo {
     loads: Vec<Value>,
     /// Commit the next action_apply_inventory, then answer HTTP 502 (the answer is lost).
     lose_next_apply_answer: bool,
+    /// Quants written with `inventory_quantity_set: true`.
+    marked: Vec<i64>,
     /// Commit the next full load, then answer HTTP 502.
     lose_next_load_answer: bool,
     /// Answer the next execute_kw with AccessDenied.
@@ -213,6 +215,18 @@ fn execute(
             }
             ok(id, json!({"ids": ids, "messages": []}))
         }
+        ("stock.quant", "write") => {
+            assert_eq!(kwargs, &json!({"context": {"inventory_mode": true}}));
+            odoo.marked.extend(
+                args[0]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(Value::as_i64),
+            );
+            assert_eq!(args[1], json!({"inventory_quantity_set": true}));
+            ok(id, json!(true))
+        }
         ("stock.quant", "action_apply_inventory") => {
             let tag = kwargs["context"]["inventory_name"]
                 .as_str()
@@ -295,7 +309,7 @@ async fn count_scans_reach_odoo_through_the_contract_call_sequence() {
         vec![
             count("A", "L1", 12.0),
             count("B", "L1", 3.0),
-            count("A", "L2", 0.0),
+            count("A", "L2", 7.0),
         ],
     )
     .await;
@@ -320,7 +334,7 @@ async fn count_scans_reach_odoo_through_the_contract_call_sequence() {
             json!([
                 ["scanbridge.WH01_1", 1, 10, 12.0],
                 ["scanbridge.WH01_2", 2, 10, 3.0],
-                ["scanbridge.WH01_3", 1, 11, 0.0]
+                ["scanbridge.WH01_3", 1, 11, 7.0]
             ])
         );
         assert_eq!(odoo.moves, vec!["scanbridge:WH01:1-3"; 3]);
@@ -571,6 +585,26 @@ async fn a_restarted_relay_does_not_push_settled_events_again() {
     {
         let odoo = odoo.lock().expect("lock");
         assert_eq!(odoo.moves, ["scanbridge:WH01:1-1", "scanbridge:WH01:2-2"]);
+    }
+    relay.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_zero_count_marks_its_quant_as_counted_before_applying() {
+    let (url, odoo) = start_fake(seeded()).await;
+    let relay = start_relay(&url, "", 200).await;
+    send(&relay, vec![count("A", "L1", 3.0), count("B", "L1", 0.0)]).await;
+    settled(&relay, 2).await;
+    {
+        let odoo = odoo.lock().expect("lock");
+        let quant_b = odoo.quants[&(2, 10)];
+        assert_eq!(odoo.marked, [quant_b]);
+        let write = odoo.calls.iter().position(|c| c == "stock.quant.write");
+        let apply = odoo
+            .calls
+            .iter()
+            .position(|c| c == "stock.quant.action_apply_inventory");
+        assert!(write < apply, "{:?}", odoo.calls);
     }
     relay.stop().await;
 }

@@ -161,6 +161,16 @@ pub fn load_kwargs() -> Value {
     json!({"context": {"inventory_mode": true}})
 }
 
+/// The positional args of the `stock.quant.write` that marks zero counts as counted.
+///
+/// Odoo skips assigning a value equal to the current one, and a quant's pending
+/// `inventory_quantity` is 0 after every apply: a count of 0 loaded into an existing quant leaves
+/// it "not set" (Odoo 17), and applying it changes nothing. Setting `inventory_quantity_set`
+/// explicitly makes the zero count apply like any other.
+pub fn mark_counted_args(ids: &[i64]) -> Value {
+    json!([ids, {"inventory_quantity_set": true}])
+}
+
 /// The kwargs of `stock.quant.action_apply_inventory`.
 pub fn apply_kwargs(tag: &str) -> Value {
     json!({"context": {"inventory_mode": true, "inventory_name": tag}})
