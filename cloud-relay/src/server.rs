@@ -142,7 +142,17 @@ impl Connection {
         let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, self.acceptor.accept(tcp)).await {
             Ok(Ok(tls)) => tls,
             Ok(Err(e)) => {
-                tracing::warn!(%peer, error = %e, "TLS handshake failed");
+                // A peer that hangs up (health checks, port scanners) is not worth a warning; a
+                // refused or broken handshake (unknown CA, no certificate, bad site) is.
+                let hung_up = matches!(
+                    e.kind(),
+                    std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::ConnectionReset
+                );
+                if hung_up {
+                    tracing::debug!(%peer, error = %e, "peer closed the connection during the TLS handshake");
+                } else {
+                    tracing::warn!(%peer, error = %e, "TLS handshake failed");
+                }
                 return;
             }
             Err(_) => {
