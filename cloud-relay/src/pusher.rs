@@ -295,9 +295,14 @@ impl Pusher {
                 run_blocking(move || inbox.set_inflight(&s, first, last)).await?;
             }
             match self.write_rows(&tag, site, &rows, *in_doubt).await {
-                Ok(()) => {
+                Ok(missing) => {
                     for row in &rows {
-                        outcomes.insert(row.seq, Outcome::Applied { tag: tag.clone() });
+                        let outcome = if missing.contains(&row.seq) {
+                            Outcome::DeadLettered { reason: not_in_applied_chunk(&tag) }
+                        } else {
+                            Outcome::Applied { tag: tag.clone() }
+                        };
+                        outcomes.insert(row.seq, outcome);
                     }
                 }
                 Err(WriteError::Failed(e)) => return Err(e.into()),
@@ -338,7 +343,10 @@ impl Pusher {
                 .write_rows(&tag, site, std::slice::from_ref(&row), in_doubt)
                 .await
             {
-                Ok(()) => Outcome::Applied { tag },
+                Ok(missing) if missing.contains(&seq) => Outcome::DeadLettered {
+                    reason: not_in_applied_chunk(&tag),
+                },
+                Ok(_) => Outcome::Applied { tag },
                 Err(WriteError::Refused(reason)) => Outcome::DeadLettered { reason },
                 Err(WriteError::Failed(e)) => return Err(e.into()),
             };
@@ -438,7 +446,9 @@ impl Pusher {
         Ok(())
     }
 
-    /// The in-doubt check (when asked), `load`, then `action_apply_inventory`.
+    /// The in-doubt check (when asked), `load`, then `action_apply_inventory`. Returns the seqs
+    /// of rows that turned out not to be part of an earlier, already applied write (rare; the
+    /// caller dead-letters them).
     ///
     /// In doubt and not applied yet, an earlier `load` of these rows may still have committed
     /// (its answer lost): its external ids exist then, and loading them again with product and
@@ -450,7 +460,7 @@ impl Pusher {
         site: &str,
         rows: &[LoadRow],
         in_doubt: bool,
-    ) -> Result<(), WriteError> {
+    ) -> Result<Vec<u64>, WriteError> {
         let (mut fresh, mut loaded): (Vec<LoadRow>, Vec<LoadRow>) = (rows.to_vec(), Vec::new());
         if in_doubt {
             tracing::debug!("chunk in doubt: asking Odoo whether it was applied");
@@ -465,13 +475,6 @@ impl Pusher {
                 .await
                 .map_err(WriteError::Failed)?;
             let applied = count::parse_count(result).map_err(WriteError::Failed)?;
-            if applied > 0 {
-                tracing::info!(
-                    moves = applied,
-                    "chunk was already applied before; not writing it again"
-                );
-                return Ok(());
-            }
             let seqs: Vec<u64> = rows.iter().map(|r| r.seq).collect();
             let result = self
                 .client
@@ -484,6 +487,20 @@ impl Pusher {
                 .await
                 .map_err(WriteError::Failed)?;
             let existing = count::parse_xid_lookup(result).map_err(WriteError::Failed)?;
+            if applied > 0 {
+                // Rows without an external id were not part of the load Odoo applied (their
+                // barcode only resolved since): they are reported, not silently marked applied.
+                let missing: Vec<u64> = rows
+                    .iter()
+                    .filter(|r| !existing.contains(&count::xid_name(site, r.seq)))
+                    .map(|r| r.seq)
+                    .collect();
+                tracing::info!(
+                    moves = applied,
+                    "chunk was already applied before; not writing it again"
+                );
+                return Ok(missing);
+            }
             (loaded, fresh) = rows
                 .iter()
                 .cloned()
@@ -537,7 +554,8 @@ impl Pusher {
             )
             .await
             .map_err(|e| self.refused(e))?;
-        count::interpret_apply(result).map_err(WriteError::Refused)
+        count::interpret_apply(result).map_err(WriteError::Refused)?;
+        Ok(Vec::new())
     }
 
     /// One `stock.quant.load` in inventory mode; the quant ids it wrote.
@@ -593,6 +611,11 @@ impl Pusher {
         }
         Ok(())
     }
+}
+
+/// Why a row of an already applied chunk is dead-lettered when it was not in that write.
+fn not_in_applied_chunk(tag: &str) -> String {
+    format!("Odoo already applied chunk {tag} without this count (its barcode was unknown then); check the count in Odoo and replay it if needed")
 }
 
 /// Capped exponential backoff with jitter: `failures` ≥ 1, `jitter` in [0, 1). The delay is

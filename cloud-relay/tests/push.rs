@@ -546,6 +546,10 @@ async fn after_a_restart_a_chunk_odoo_already_applied_is_not_written_again() {
     let mut fake = seeded();
     // As if the relay applied 1-2 and was killed before committing its cursor.
     fake.moves = vec!["scanbridge:WH01:1-2 (Administrator)".to_string(); 2];
+    fake.xids = BTreeMap::from([
+        ("scanbridge.WH01_1".to_string(), 100),
+        ("scanbridge.WH01_2".to_string(), 101),
+    ]);
     let (url, odoo) = start_fake(fake).await;
     let relay = start_relay(&url, "", 200).await;
     send(&relay, vec![count("A", "L1", 1.0), count("B", "L1", 2.0)]).await;
@@ -606,5 +610,32 @@ async fn a_zero_count_marks_its_quant_as_counted_before_applying() {
             .position(|c| c == "stock.quant.action_apply_inventory");
         assert!(write < apply, "{:?}", odoo.calls);
     }
+    relay.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_count_missing_from_an_already_applied_chunk_is_dead_lettered_not_marked_applied() {
+    let mut fake = seeded();
+    // Applied before a crash when barcode B was still unknown: only row 1 was in the load.
+    fake.moves = vec!["scanbridge:WH01:1-2".to_string()];
+    fake.xids = BTreeMap::from([("scanbridge.WH01_1".to_string(), 100)]);
+    let (url, _odoo) = start_fake(fake).await;
+    let relay = start_relay(&url, "", 200).await;
+    send(&relay, vec![count("A", "L1", 1.0), count("B", "L1", 2.0)]).await;
+    settled(&relay, 2).await;
+    assert_eq!(
+        relay.inbox.outcome("WH01", 1).expect("outcome"),
+        Some(Outcome::Applied {
+            tag: "scanbridge:WH01:1-2".into()
+        })
+    );
+    let dead = relay.inbox.dead_letters("WH01").expect("dead letters");
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].seq, 2);
+    assert!(
+        dead[0].reason.contains("without this count"),
+        "{}",
+        dead[0].reason
+    );
     relay.stop().await;
 }
