@@ -13,6 +13,9 @@ cd "$(dirname "$0")/.."
 echo "== format check"
 cargo fmt --all -- --check
 
+echo "== lints"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
 echo "== build all binaries"
 cargo build --workspace --bins --locked
 

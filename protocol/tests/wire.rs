@@ -1,4 +1,5 @@
 //! Wire-format tests: golden bytes, round trips of arbitrary values, and hostile input.
+#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
 use proptest::prelude::*;
 use scanbridge_protocol::envelope::{FORMAT_VERSION, HEADER_LEN};
