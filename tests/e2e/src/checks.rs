@@ -79,6 +79,21 @@ pub struct Summary {
     pub inventory_location: i64,
 }
 
+/// The panic message for a failed [`verify_exactly_once`]: how many violations, and the first 30.
+/// `what` says under which faults, e.g. `"after 25 SIGKILLs (seed 7)"`.
+pub fn describe_violations(problems: &[String], what: &str) -> String {
+    format!(
+        "{} violations of exactly-once, in-order {what}; first ones:\n{}",
+        problems.len(),
+        problems
+            .iter()
+            .take(30)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("\n")
+    )
+}
+
 /// Checks the exactly-once, in-order property for every pair of `expected`; every violation found
 /// is listed (not just the first), so a failing run explains itself.
 pub fn verify_exactly_once(

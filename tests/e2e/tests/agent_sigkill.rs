@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use rand::{Rng, SeedableRng};
-use scanbridge_e2e::checks::verify_exactly_once;
+use scanbridge_e2e::checks::{describe_violations, verify_exactly_once};
 use scanbridge_e2e::process::StateDir;
 use scanbridge_e2e::publisher::Publisher;
 use scanbridge_e2e::stack::{plan_counts, publish_plan, Catalog, Stack, StackOptions};
@@ -72,14 +72,10 @@ async fn agent_killed_with_sigkill_mid_stream_loses_and_duplicates_nothing() {
             "6,000 counts with {kills} agent SIGKILLs applied exactly once in {:.1} s: {summary:?}",
             started.elapsed().as_secs_f64()
         ),
-        Err(problems) => {
-            panic!(
-            "{} violations of exactly-once, in-order after {kills} SIGKILLs (seed {seed}); first \
-             ones:\n{}",
-            problems.len(),
-            problems.iter().take(30).cloned().collect::<Vec<_>>().join("\n")
-        )
-        }
+        Err(problems) => panic!(
+            "{}",
+            describe_violations(&problems, &format!("after {kills} SIGKILLs (seed {seed})"))
+        ),
     }
     stack.ensure_all_running().expect("no process died");
 }

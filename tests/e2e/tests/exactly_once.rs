@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use rand::SeedableRng;
-use scanbridge_e2e::checks::verify_exactly_once;
+use scanbridge_e2e::checks::{describe_violations, verify_exactly_once};
 use scanbridge_e2e::process::StateDir;
 use scanbridge_e2e::publisher::Publisher;
 use scanbridge_e2e::stack::{plan_counts, publish_plan, Catalog, Stack, StackOptions};
@@ -46,16 +46,7 @@ async fn ten_thousand_scans_reach_odoo_exactly_once() {
             elapsed.as_secs_f64(),
             state.rpc_total
         ),
-        Err(problems) => panic!(
-            "{} violations of exactly-once, in-order; first ones:\n{}",
-            problems.len(),
-            problems
-                .iter()
-                .take(30)
-                .cloned()
-                .collect::<Vec<_>>()
-                .join("\n")
-        ),
+        Err(problems) => panic!("{}", describe_violations(&problems, "")),
     }
     stack.ensure_all_running().expect("no process died");
 }

@@ -6,26 +6,13 @@
 use std::time::{Duration, Instant};
 
 use rand::{Rng, SeedableRng};
-use scanbridge_e2e::checks::verify_exactly_once;
+use scanbridge_e2e::checks::{describe_violations, verify_exactly_once};
 use scanbridge_e2e::odoo_sim::Faults;
 use scanbridge_e2e::process::StateDir;
 use scanbridge_e2e::publisher::Publisher;
 use scanbridge_e2e::stack::{
     plan_counts, publish_plan, Catalog, PlannedCount, Stack, StackOptions,
 };
-
-fn report(problems: &[String], what: &str) -> String {
-    format!(
-        "{} violations of exactly-once, in-order {what}; first ones:\n{}",
-        problems.len(),
-        problems
-            .iter()
-            .take(30)
-            .cloned()
-            .collect::<Vec<_>>()
-            .join("\n")
-    )
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn relay_killed_with_sigkill_mid_stream_applies_every_count_exactly_once() {
@@ -73,7 +60,7 @@ async fn relay_killed_with_sigkill_mid_stream_applies_every_count_exactly_once()
     if let Err(problems) = verify_exactly_once(&state, &expected, &stack.site) {
         panic!(
             "{}",
-            report(
+            describe_violations(
                 &problems,
                 &format!("after {kills} relay SIGKILLs (seed {seed})")
             )
@@ -154,7 +141,7 @@ async fn an_answer_lost_after_odoo_committed_a_load_neither_loses_nor_repeats_th
     if let Err(problems) = verify_exactly_once(&state, &expected, &stack.site) {
         panic!(
             "{}",
-            report(&problems, "after one lost answer to a committed load")
+            describe_violations(&problems, "after one lost answer to a committed load")
         );
     }
 }
@@ -213,7 +200,7 @@ async fn odoo_answers_lost_after_commit_do_not_apply_a_count_twice() {
     if let Err(problems) = verify_exactly_once(&state, &expected, &stack.site) {
         panic!(
             "{}",
-            report(&problems, &format!("with {injected} lost Odoo answers"))
+            describe_violations(&problems, &format!("with {injected} lost Odoo answers"))
         );
     }
 }
