@@ -24,12 +24,13 @@ apt_install() {
 status=0
 for arch in "${arches[@]}"; do
     case "$arch" in
-        aarch64) triple=aarch64-unknown-linux-musl; cc=aarch64-linux-gnu-gcc; pkg=gcc-aarch64-linux-gnu ;;
-        armv7) triple=armv7-unknown-linux-musleabihf; cc=arm-linux-gnueabihf-gcc; pkg=gcc-arm-linux-gnueabihf ;;
+        aarch64) triple=aarch64-unknown-linux-musl; cc=aarch64-linux-gnu-gcc; pkg="gcc-aarch64-linux-gnu libc6-dev-arm64-cross" ;;
+        armv7) triple=armv7-unknown-linux-musleabihf; cc=arm-linux-gnueabihf-gcc; pkg="gcc-arm-linux-gnueabihf libc6-dev-armhf-cross" ;;
         x86_64) triple=x86_64-unknown-linux-musl; cc=gcc; pkg=gcc ;;
         *) echo "unknown architecture '$arch' (expected aarch64, armv7 or x86_64)" >&2; exit 64 ;;
     esac
-    command -v "$cc" >/dev/null 2>&1 || apt_install "$pkg"
+    # shellcheck disable=SC2086 # pkg is a list of package names
+    dpkg -s $pkg >/dev/null 2>&1 || apt_install $pkg
     rustup target list --installed | grep -qx "$triple" || rustup target add "$triple"
 
     env_triple=$(echo "$triple" | tr 'a-z-' 'A-Z_')
