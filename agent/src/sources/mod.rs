@@ -5,6 +5,7 @@
 //! to; the status heartbeat reads it.
 
 pub mod mqtt;
+pub mod serial;
 
 use std::sync::{Arc, Mutex, PoisonError};
 
