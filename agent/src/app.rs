@@ -89,6 +89,22 @@ pub async fn run(config: Config, cancel: CancellationToken) -> Result<(), AppErr
     // Only sources hold ingest senders: the writer ends once they all stop.
     drop(ingest);
 
+    let status = StatusSource::new(store.clone(), health.clone(), cert_not_after);
+    // The local status API (`[status] listen`); a busy port is logged, never fatal.
+    if let Some(addr) = config.status.listen {
+        match crate::local_api::serve(
+            addr,
+            status.clone(),
+            &config.site,
+            &config.agent_id,
+            cancel.clone(),
+        )
+        .await
+        {
+            Ok((bound, _task)) => tracing::info!(addr = %bound, "status API listening"),
+            Err(e) => tracing::error!(error = %e, "status API not available; ingest continues"),
+        }
+    }
     let forwarder = Forwarder::new(
         ForwarderConfig {
             relay_url: config.relay.url.clone(),
@@ -101,11 +117,7 @@ pub async fn run(config: Config, cancel: CancellationToken) -> Result<(), AppErr
         },
         store.clone(),
         client,
-        StatusSource {
-            store: store.clone(),
-            health: health.clone(),
-            cert_not_after,
-        },
+        status.clone(),
         committed,
         cancel.clone(),
     )?;

@@ -62,6 +62,8 @@ pub struct Config {
     pub relay: RelayConfig,
     pub mqtt: Vec<MqttConfig>,
     pub stations: Vec<Station>,
+    /// `[status]`: the local status API.
+    pub status: StatusConfig,
 }
 
 impl Config {
@@ -88,6 +90,24 @@ impl Default for StoreConfig {
             max_bytes: 1 << 30,
             commit_linger: Duration::from_millis(2),
             commit_max_events: 4096,
+        }
+    }
+}
+
+/// `[status]`: the local status API (`/healthz`, `/metrics`, `/status`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatusConfig {
+    /// Where it listens; `None` when disabled (`listen = ""`).
+    pub listen: Option<std::net::SocketAddr>,
+}
+
+/// Default `[status] listen`.
+pub const DEFAULT_STATUS_LISTEN: &str = "127.0.0.1:9187";
+
+impl Default for StatusConfig {
+    fn default() -> Self {
+        StatusConfig {
+            listen: DEFAULT_STATUS_LISTEN.parse().ok(),
         }
     }
 }
@@ -138,6 +158,14 @@ struct RawConfig {
     mqtt: Vec<RawMqtt>,
     #[serde(default)]
     stations: Vec<RawStation>,
+    status: Option<RawStatus>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStatus {
+    listen: Option<Spanned<String>>,
+    allow_remote: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -372,6 +400,8 @@ impl Validator<'_> {
             });
         }
 
+        let status = self.validate_status(raw.status)?;
+
         Ok(Config {
             site: raw.site.into_inner(),
             agent_id,
@@ -380,7 +410,21 @@ impl Validator<'_> {
             relay,
             mqtt,
             stations,
+            status,
         })
+    }
+
+    fn validate_status(&self, raw: Option<RawStatus>) -> Result<StatusConfig, ConfigError> {
+        let Some(raw) = raw else {
+            return Ok(StatusConfig::default());
+        };
+        let Some(listen) = raw.listen else {
+            return Ok(StatusConfig::default());
+        };
+        match parse_status_listen(listen.get_ref(), raw.allow_remote.unwrap_or(false)) {
+            Ok(listen) => Ok(StatusConfig { listen }),
+            Err(message) => self.err("status.listen", listen.span(), message),
+        }
     }
 
     fn validate_store(&self, raw: Option<RawStore>) -> Result<StoreConfig, ConfigError> {
@@ -562,6 +606,65 @@ impl Validator<'_> {
 enum PemKind {
     Certificate,
     PrivateKey,
+}
+
+/// Parses `[status] listen`: `""` disables; otherwise `IP:port`, loopback unless `allow_remote`.
+pub fn parse_status_listen(
+    value: &str,
+    allow_remote: bool,
+) -> Result<Option<std::net::SocketAddr>, String> {
+    let v = value.trim();
+    if v.is_empty() {
+        return Ok(None);
+    }
+    let addr: std::net::SocketAddr = v.parse().map_err(|_| {
+        format!("{v:?} is not an IP:port address such as \"{DEFAULT_STATUS_LISTEN}\" (use \"\" to disable)")
+    })?;
+    if !allow_remote && !addr.ip().is_loopback() {
+        return Err(format!(
+            "{addr} is not a loopback address; the status API has no authentication, so it listens on 127.0.0.1 unless you also set allow_remote = true"
+        ));
+    }
+    Ok(Some(addr))
+}
+
+/// Only the `[status] listen` address of the config file at `path`, for `scanbridge-agent
+/// status`: it does not validate (or read) anything else, so it works for a user who may not
+/// read the site key.
+pub fn status_listen_from_file(path: &Path) -> Result<Option<std::net::SocketAddr>, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let invalid = |line: usize, message: String| ConfigError::Invalid {
+        path: path.to_path_buf(),
+        key: "status.listen".into(),
+        line,
+        message,
+    };
+    let value: toml::Table = toml::from_str(&text).map_err(|e| {
+        invalid(
+            line_of(&text, e.span().map(|s| s.start).unwrap_or(0)),
+            e.message().trim().to_string(),
+        )
+    })?;
+    let Some(status) = value.get("status").and_then(toml::Value::as_table) else {
+        return Ok(StatusConfig::default().listen);
+    };
+    let allow_remote = status
+        .get("allow_remote")
+        .and_then(toml::Value::as_bool)
+        .unwrap_or(false);
+    match status.get("listen") {
+        None => Ok(StatusConfig::default().listen),
+        Some(toml::Value::String(s)) => {
+            parse_status_listen(s, allow_remote).map_err(|m| invalid(0, m))
+        }
+        Some(_) => Err(invalid(
+            0,
+            "must be a string such as \"127.0.0.1:9187\"".into(),
+        )),
+    }
 }
 
 /// 1-based line number of byte `offset` in `text`.

@@ -14,12 +14,14 @@
 //! - [`sources`]: ingest sources (MQTT), which acknowledge only after commit.
 //! - [`forwarder`]: the state machine and I/O loop that drains the store to the relay.
 //! - [`tls`]: the one place the relay client's rustls configuration is built.
-//! - [`status`]: builds the [`scanbridge_protocol::AgentStatus`] heartbeat.
+//! - [`status`]: builds the [`scanbridge_protocol::AgentStatus`] heartbeat and the local report.
+//! - [`local_api`]: `/healthz`, `/metrics` and `/status` on a loopback port.
 //! - [`app`]: wires the components together and owns shutdown.
 
 pub mod app;
 pub mod config;
 pub mod forwarder;
+pub mod local_api;
 pub mod normalise;
 pub mod sources;
 pub mod status;

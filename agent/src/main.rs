@@ -1,11 +1,12 @@
-//! `scanbridge-agent` command line: `check-config FILE` and `run --config FILE`.
+//! `scanbridge-agent` command line: `check-config FILE`, `run --config FILE` and
+//! `status [--config FILE]` (exit 0 healthy, 1 degraded, 2 agent not reachable).
 //! Thin: parsing, logging setup, signals; everything else lives in the library.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use scanbridge_agent::{app, config};
+use scanbridge_agent::{app, config, status};
 use tokio_util::sync::CancellationToken;
 
 /// EX_USAGE: bad command line or configuration.
@@ -31,7 +32,21 @@ enum Command {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Show the running agent's backlog, sources, relay contact and certificate; exit 0 when
+    /// healthy, 1 when degraded, 2 when the agent cannot be reached.
+    Status {
+        /// Path of the agent configuration (TOML); only `[status] listen` is read.
+        #[arg(long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
 }
+
+/// Where the packages install the configuration.
+const DEFAULT_CONFIG: &str = "/etc/scanbridge/agent.toml";
+/// `status`: the agent is degraded.
+const EXIT_DEGRADED: u8 = 1;
+/// `status`: the agent cannot be reached.
+const EXIT_UNREACHABLE: u8 = 2;
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -54,6 +69,7 @@ fn main() -> ExitCode {
         .init();
 
     match cli.command {
+        Command::Status { config: file } => status(&file),
         Command::CheckConfig { file } => match config::load(&file) {
             Ok(_) => {
                 println!("ok");
@@ -97,6 +113,63 @@ fn main() -> ExitCode {
                     ExitCode::FAILURE
                 }
             }
+        }
+    }
+}
+
+/// `scanbridge-agent status`: fetch `/status` from the running agent and print it.
+fn status(file: &std::path::Path) -> ExitCode {
+    let addr = match config::status_listen_from_file(file) {
+        Ok(Some(a)) => a,
+        Ok(None) => {
+            eprintln!(
+                "{}: [status] listen is \"\" (disabled): nothing to ask",
+                file.display()
+            );
+            return ExitCode::from(EXIT_UNREACHABLE);
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(EXIT_UNREACHABLE);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("cannot start the async runtime: {e}");
+            return ExitCode::from(EXIT_UNREACHABLE);
+        }
+    };
+    let fetched = runtime.block_on(async {
+        let client = scanbridge_agent::tls::loopback_client(std::time::Duration::from_secs(5))
+            .map_err(|e| e.to_string())?;
+        let response = client
+            .get(format!("http://{addr}/status"))
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        let code = response.status().as_u16();
+        let body = response.text().await.map_err(|e| e.to_string())?;
+        status::parse_report(code, &body).map_err(|e| e.to_string())
+    });
+    match fetched {
+        Ok(report) => {
+            print!(
+                "{}",
+                status::render(&report, scanbridge_agent::now_micros())
+            );
+            if report.problems.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(EXIT_DEGRADED)
+            }
+        }
+        Err(e) => {
+            eprintln!("agent not reachable at http://{addr}/status: {e} (is scanbridge-agent running with this config?)");
+            ExitCode::from(EXIT_UNREACHABLE)
         }
     }
 }

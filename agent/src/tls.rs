@@ -3,7 +3,9 @@
 //! client certificate, and the reqwest client that uses it.
 //!
 //! No other module may construct an HTTP client: everything that talks to the relay goes through
-//! [`relay_client`], so there is no path that skips certificate checks.
+//! [`relay_client`], so there is no path that skips certificate checks. The one plain-HTTP
+//! client, [`loopback_client`], is only for `scanbridge-agent status` talking to the agent's own
+//! status API (loopback by default; it carries no credentials and no scan data).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -97,6 +99,16 @@ pub fn relay_client(
         .connect_timeout(Duration::from_secs(10))
         .timeout(timeout)
         .pool_idle_timeout(Duration::from_secs(90))
+        .build()
+        .map_err(TlsError::Client)
+}
+
+/// A plain HTTP client for the agent's own loopback status API (`scanbridge-agent status`).
+pub fn loopback_client(timeout: Duration) -> Result<reqwest::Client, TlsError> {
+    reqwest::Client::builder()
+        .no_proxy()
+        .connect_timeout(timeout)
+        .timeout(timeout)
         .build()
         .map_err(TlsError::Client)
 }

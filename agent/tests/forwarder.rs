@@ -71,11 +71,7 @@ fn start(pki: &common::Pki, relay_url: &str, store: &Store, heartbeat: Duration)
         },
         store.clone(),
         client,
-        StatusSource {
-            store: store.clone(),
-            health: Health::default(),
-            cert_not_after: None,
-        },
+        StatusSource::new(store.clone(), Health::default(), None),
         notify.clone(),
         cancel.clone(),
     )

@@ -214,3 +214,58 @@ fn a_key_that_does_not_belong_to_the_certificate_is_refused() {
     assert_eq!((key.as_str(), line), ("relay.client_key", 14));
     assert!(msg.contains("not usable together"), "{msg}");
 }
+
+#[test]
+fn the_status_api_listens_on_loopback_9187_unless_configured_or_disabled() {
+    let f = Fixture::new();
+    let c = f.parse(GOOD).expect("good config");
+    assert_eq!(c.status.listen, "127.0.0.1:9187".parse().ok());
+    let c = f
+        .parse(&format!("{GOOD}\n[status]\nlisten = \"\"\n"))
+        .expect("disabled");
+    assert_eq!(c.status.listen, None);
+    let c = f
+        .parse(&format!("{GOOD}\n[status]\nlisten = \"127.0.0.1:9999\"\n"))
+        .expect("custom port");
+    assert_eq!(c.status.listen, "127.0.0.1:9999".parse().ok());
+}
+
+#[test]
+fn a_non_loopback_status_address_is_refused_unless_allow_remote_is_set() {
+    let f = Fixture::new();
+    let text = format!("{GOOD}\n[status]\nlisten = \"0.0.0.0:9187\"\n");
+    let e = f.parse(&text).expect_err("remote refused");
+    assert_eq!(e.key(), "status.listen");
+    assert!(e.to_string().contains("allow_remote = true"), "{e}");
+    let c = f
+        .parse(&format!(
+            "{GOOD}\n[status]\nlisten = \"0.0.0.0:9187\"\nallow_remote = true\n"
+        ))
+        .expect("allowed");
+    assert_eq!(c.status.listen, "0.0.0.0:9187".parse().ok());
+    let e = f
+        .parse(&format!("{GOOD}\n[status]\nlisten = \"localhost\"\n"))
+        .expect_err("not an address");
+    assert_eq!(e.key(), "status.listen");
+}
+
+#[test]
+fn the_status_command_reads_only_the_status_table() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("agent.toml");
+    // Unreadable key files and unknown sections do not matter to `status`.
+    std::fs::write(
+        &path,
+        "site = \"WH01\"\n[relay]\nclient_key = \"/nonexistent\"\n[status]\nlisten = \"127.0.0.1:9200\"\n",
+    )
+    .expect("write");
+    assert_eq!(
+        status_listen_from_file(&path).ok().flatten(),
+        "127.0.0.1:9200".parse().ok()
+    );
+    std::fs::write(&path, "site = \"WH01\"\n").expect("write");
+    assert_eq!(
+        status_listen_from_file(&path).ok().flatten(),
+        "127.0.0.1:9187".parse().ok()
+    );
+}

@@ -191,7 +191,10 @@ impl Forwarder {
         let response = match response {
             Ok(r) => r,
             Err(e) => {
-                self.note_failure(|n| tracing::warn!(error = %error_chain(&e), failures = n, "relay unreachable; backing off"));
+                let chain = error_chain(&e);
+                self.status
+                    .relay_failed(crate::now_micros(), format!("unreachable: {chain}"));
+                self.note_failure(|n| tracing::warn!(error = %chain, failures = n, "relay unreachable; backing off"));
                 return Outcome::Failed;
             }
         };
@@ -202,6 +205,8 @@ impl Forwarder {
                 let bytes = match response.bytes().await {
                     Ok(b) => b,
                     Err(e) => {
+                        self.status
+                            .relay_failed(crate::now_micros(), format!("answer cut off: {e}"));
                         self.note_failure(|n| tracing::warn!(error = %e, failures = n, "relay answer cut off; retrying"));
                         return Outcome::Failed;
                     }
@@ -209,6 +214,8 @@ impl Forwarder {
                 let ack: Ack = match decode(&bytes) {
                     Ok(a) => a,
                     Err(e) => {
+                        self.status
+                            .relay_failed(crate::now_micros(), format!("undecodable Ack: {e}"));
                         tracing::error!(error = %e, event_seq = first_seq, "relay answered 200 with an undecodable Ack; retrying (relay and agent versions differ?)");
                         return Outcome::Failed;
                     }
@@ -216,6 +223,10 @@ impl Forwarder {
                 self.acked(ack, first_seq, last_seq, count).await
             }
             StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE => {
+                self.status.relay_failed(
+                    crate::now_micros(),
+                    format!("relay busy ({})", status.as_u16()),
+                );
                 tracing::info!(
                     status = status.as_u16(),
                     retry_after_s = retry_after.map(|d| d.as_secs()),
@@ -228,12 +239,20 @@ impl Forwarder {
                 if s == StatusCode::PAYLOAD_TOO_LARGE {
                     self.shrink_batch(count);
                 }
+                self.status.relay_failed(
+                    crate::now_micros(),
+                    format!("relay refused the batch ({}): {reason}", s.as_u16()),
+                );
                 tracing::error!(status = s.as_u16(), reason = %reason, site = %self.cfg.site, event_seq = first_seq, events = count,
                     "relay refused the batch; events are kept and retried — fix the cause (403: site/certificate mismatch)");
                 Outcome::Refused { status: s.as_u16() }
             }
             s => {
                 let reason = reason_text(response).await;
+                self.status.relay_failed(
+                    crate::now_micros(),
+                    format!("relay error ({}): {reason}", s.as_u16()),
+                );
                 self.note_failure(|n| tracing::warn!(status = s.as_u16(), reason = %reason, failures = n, "relay error; backing off"));
                 Outcome::Failed
             }
@@ -247,6 +266,7 @@ impl Forwarder {
         last_seq: Option<u64>,
         count: usize,
     ) -> Outcome {
+        self.status.relay_acked(crate::now_micros());
         if self.failures > 0 {
             tracing::info!(failures = self.failures, "relay reachable again");
         }
