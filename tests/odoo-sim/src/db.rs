@@ -36,6 +36,11 @@ pub enum FieldType {
     Many2one(&'static str),
     /// `fields.Datetime` as Odoo's `YYYY-MM-DD HH:MM:SS` string.
     Datetime,
+    /// `fields.One2many(comodel, inverse)`: not stored; read as the ids of the comodel records
+    /// whose `inverse` points here; written with commands (`[0, 0, vals]`, `[1, id, vals]`, ...).
+    One2many(&'static str, &'static str),
+    /// `fields.Many2many(comodel)`: stored as an array of ids; written with commands or ids.
+    Many2many(&'static str),
 }
 
 /// One field of a model.
@@ -94,7 +99,9 @@ fn req(name: &'static str, string: &'static str, ty: FieldType) -> FieldDef {
     }
 }
 
-use FieldType::{Boolean, Char, Datetime, Float, Integer, Many2one, Selection};
+use FieldType::{
+    Boolean, Char, Datetime, Float, Integer, Many2many, Many2one, One2many, Selection,
+};
 
 /// Product types: 17 has `detailed_type` (product = storable) mirrored in `type`; 18+ has `type`
 /// (goods are `consu`) and `is_storable`.
@@ -120,6 +127,55 @@ const MOVE_STATES: &[&str] = &[
     "cancel",
 ];
 
+const PICKING_STATES: &[&str] = &[
+    "draft",
+    "waiting",
+    "confirmed",
+    "assigned",
+    "done",
+    "cancel",
+];
+const PICKING_CODES: &[&str] = &["incoming", "outgoing", "internal"];
+const CREATE_BACKORDER: &[&str] = &["ask", "always", "never"];
+const MOVE_TYPES: &[&str] = &["direct", "one"];
+const RESERVATION_METHODS: &[&str] = &["at_confirm", "manual", "by_date"];
+const PRIORITIES: &[&str] = &["0", "1"];
+
+/// `product.packaging` (17/18, `addons/product/models/product_packaging.py`) or its 19
+/// replacement `product.uom` (`addons/product/models/product_uom.py`: a barcode per product and
+/// unit, the unit carrying the quantity).
+fn packaging_def(_version: OdooVersion, model: &'static str) -> ModelDef {
+    if model == "product.uom" {
+        ModelDef {
+            name: "product.uom",
+            description: "Link between products and their UoMs",
+            fields: vec![
+                f("id", "ID", Integer),
+                f("display_name", "Display Name", Char),
+                req("product_id", "Product", Many2one("product.product")),
+                req("uom_id", "Unit", Many2one("uom.uom")),
+                req("barcode", "Barcode", Char),
+            ],
+            order: "id",
+        }
+    } else {
+        ModelDef {
+            name: "product.packaging",
+            description: "Product Packaging",
+            fields: vec![
+                f("id", "ID", Integer),
+                req("name", "Product Packaging", Char),
+                f("display_name", "Display Name", Char),
+                f("product_id", "Product", Many2one("product.product")),
+                f("qty", "Contained Quantity", Float),
+                f("barcode", "Barcode", Char),
+                f("sequence", "Sequence", Integer),
+            ],
+            order: "product_id, sequence, id",
+        }
+    }
+}
+
 /// All models of one Odoo version.
 #[derive(Debug)]
 pub struct Schema {
@@ -137,7 +193,31 @@ impl Schema {
             f("default_code", "Internal Reference", Char),
             f("active", "Active", Boolean),
             f("tracking", "Tracking", Selection(TRACKING)),
+            f("uom_id", "Unit", Many2one("uom.uom")),
+            f("weight", "Weight", Float),
         ];
+        // 19 replaces product.packaging by product.uom (addons/product/models/product_uom.py).
+        let packaging_model = if version.major() >= 19 {
+            product.push(f(
+                "product_uom_ids",
+                "Packaging Barcodes",
+                One2many("product.uom", "product_id"),
+            ));
+            "product.uom"
+        } else {
+            product.push(f(
+                "packaging_ids",
+                "Product Packages",
+                One2many("product.packaging", "product_id"),
+            ));
+            "product.packaging"
+        };
+        // 19 renames stock.quant.package to stock.package.
+        let package_model: &'static str = if version.major() >= 19 {
+            "stock.package"
+        } else {
+            "stock.quant.package"
+        };
         if version.has_is_storable() {
             product.push(f("type", "Product Type", Selection(TYPES_18)));
             product.push(f("is_storable", "Track Inventory", Boolean));
@@ -188,6 +268,8 @@ impl Schema {
                     f("display_name", "Display Name", Char),
                     req("product_id", "Product", Many2one("product.product")),
                     f("ref", "Internal Reference", Char),
+                    f("product_qty", "On Hand Quantity", Float),
+                    f("active", "Active", Boolean),
                 ],
                 order: "name, id",
             },
@@ -200,6 +282,7 @@ impl Schema {
                     req("product_id", "Product", Many2one("product.product")),
                     req("location_id", "Location", Many2one("stock.location")),
                     f("lot_id", "Lot/Serial Number", Many2one("stock.lot")),
+                    f("package_id", "Package", Many2one(package_model)),
                     f("quantity", "Quantity", Float),
                     f("reserved_quantity", "Reserved Quantity", Float),
                     f("inventory_quantity", "Counted Quantity", Float),
@@ -231,6 +314,242 @@ impl Schema {
                     f("is_inventory", "Inventory", Boolean),
                     f("picked", "Picked", Boolean),
                     f("date", "Date Scheduled", Datetime),
+                    f("picking_id", "Transfer", Many2one("stock.picking")),
+                    f(
+                        "picking_type_id",
+                        "Operation Type",
+                        Many2one("stock.picking.type"),
+                    ),
+                    f("picking_code", "Picking Code", Selection(PICKING_CODES)),
+                    f(
+                        "partner_id",
+                        "Destination Address ",
+                        Many2one("res.partner"),
+                    ),
+                    f("origin", "Source Document", Char),
+                    f("product_uom", "UoM", Many2one("uom.uom")),
+                    f("product_qty", "Real Quantity", Float),
+                    f(
+                        "move_line_ids",
+                        "Move Lines",
+                        One2many("stock.move.line", "move_id"),
+                    ),
+                    f("priority", "Priority", Selection(PRIORITIES)),
+                ],
+                order: "id",
+            },
+            ModelDef {
+                name: "res.partner",
+                description: "Contact",
+                fields: vec![
+                    f("id", "ID", Integer),
+                    f("name", "Name", Char),
+                    f("display_name", "Display Name", Char),
+                    f("active", "Active", Boolean),
+                ],
+                order: "name, id",
+            },
+            ModelDef {
+                name: "uom.uom",
+                description: "Product Unit of Measure",
+                fields: vec![
+                    f("id", "ID", Integer),
+                    req("name", "Unit Name", Char),
+                    f("display_name", "Display Name", Char),
+                    f(
+                        if version.major() >= 19 {
+                            "relative_factor"
+                        } else {
+                            "factor"
+                        },
+                        "Ratio",
+                        Float,
+                    ),
+                    f("active", "Active", Boolean),
+                ],
+                order: "name",
+            },
+            packaging_def(version, packaging_model),
+            ModelDef {
+                name: package_model,
+                description: "Packages",
+                fields: vec![
+                    f("id", "ID", Integer),
+                    req("name", "Package Reference", Char),
+                    f("display_name", "Display Name", Char),
+                    f("location_id", "Location", Many2one("stock.location")),
+                    f("shipping_weight", "Shipping Weight", Float),
+                ],
+                order: "name",
+            },
+            ModelDef {
+                name: "stock.picking.type",
+                description: "Picking Type",
+                fields: vec![
+                    f("id", "ID", Integer),
+                    req("name", "Operation Type", Char),
+                    f("display_name", "Display Name", Char),
+                    req("code", "Type of Operation", Selection(PICKING_CODES)),
+                    f("sequence", "Sequence", Integer),
+                    f("sequence_code", "Sequence Prefix", Char),
+                    f("barcode", "Barcode", Char),
+                    req(
+                        "default_location_src_id",
+                        "Default Source Location",
+                        Many2one("stock.location"),
+                    ),
+                    req(
+                        "default_location_dest_id",
+                        "Default Destination Location",
+                        Many2one("stock.location"),
+                    ),
+                    req(
+                        "create_backorder",
+                        "Create Backorder",
+                        Selection(CREATE_BACKORDER),
+                    ),
+                    f("use_create_lots", "Create New Lots/Serial Numbers", Boolean),
+                    f(
+                        "use_existing_lots",
+                        "Use Existing Lots/Serial Numbers",
+                        Boolean,
+                    ),
+                    req(
+                        "reservation_method",
+                        "Reservation Method",
+                        Selection(RESERVATION_METHODS),
+                    ),
+                    f("active", "Active", Boolean),
+                ],
+                order: "sequence, id",
+            },
+            ModelDef {
+                name: "stock.picking",
+                description: "Transfer",
+                fields: vec![
+                    f("id", "ID", Integer),
+                    f("name", "Reference", Char),
+                    f("display_name", "Display Name", Char),
+                    f("origin", "Source Document", Char),
+                    f("partner_id", "Contact", Many2one("res.partner")),
+                    req(
+                        "picking_type_id",
+                        "Operation Type",
+                        Many2one("stock.picking.type"),
+                    ),
+                    f(
+                        "picking_type_code",
+                        "Picking Type Code",
+                        Selection(PICKING_CODES),
+                    ),
+                    req("location_id", "Source Location", Many2one("stock.location")),
+                    req(
+                        "location_dest_id",
+                        "Destination Location",
+                        Many2one("stock.location"),
+                    ),
+                    f("state", "Status", Selection(PICKING_STATES)),
+                    req("move_type", "Shipping Policy", Selection(MOVE_TYPES)),
+                    f("priority", "Priority", Selection(PRIORITIES)),
+                    f("backorder_id", "Back Order of", Many2one("stock.picking")),
+                    f(
+                        "backorder_ids",
+                        "Back Orders",
+                        One2many("stock.picking", "backorder_id"),
+                    ),
+                    f(
+                        "move_ids",
+                        "Stock Moves",
+                        One2many("stock.move", "picking_id"),
+                    ),
+                    f(
+                        "move_ids_without_package",
+                        "Stock moves not in package",
+                        One2many("stock.move", "picking_id"),
+                    ),
+                    f(
+                        "move_line_ids",
+                        "Operations",
+                        One2many("stock.move.line", "picking_id"),
+                    ),
+                    f("scheduled_date", "Scheduled Date", Datetime),
+                    f("date_done", "Date of Transfer", Datetime),
+                    f("user_id", "Responsible", Many2one("res.users")),
+                    f("weight", "Weight", Float),
+                    f("shipping_weight", "Weight for Shipping", Float),
+                    f("is_locked", "Is Locked", Boolean),
+                ],
+                order: "priority desc, scheduled_date asc, id desc",
+            },
+            ModelDef {
+                name: "stock.move.line",
+                description: "Product Moves (Stock Move Line)",
+                fields: vec![
+                    f("id", "ID", Integer),
+                    f("display_name", "Display Name", Char),
+                    f("picking_id", "Transfer", Many2one("stock.picking")),
+                    f("move_id", "Stock Operation", Many2one("stock.move")),
+                    f("product_id", "Product", Many2one("product.product")),
+                    req("product_uom_id", "Unit", Many2one("uom.uom")),
+                    f("quantity", "Quantity", Float),
+                    f("quantity_product_uom", "Quantity in Product UoM", Float),
+                    f("picked", "Picked", Boolean),
+                    f("lot_id", "Lot/Serial Number", Many2one("stock.lot")),
+                    f("lot_name", "Lot/Serial Number Name", Char),
+                    f("package_id", "Source Package", Many2one(package_model)),
+                    f(
+                        "result_package_id",
+                        "Destination Package",
+                        Many2one(package_model),
+                    ),
+                    req("location_id", "From", Many2one("stock.location")),
+                    req("location_dest_id", "To", Many2one("stock.location")),
+                    f("state", "Status", Selection(MOVE_STATES)),
+                    f("reference", "Reference", Char),
+                    f("tracking", "Product with Tracking", Selection(TRACKING)),
+                    f("picking_code", "Picking Code", Selection(PICKING_CODES)),
+                    f(
+                        "picking_type_id",
+                        "Operation type",
+                        Many2one("stock.picking.type"),
+                    ),
+                    f("is_inventory", "Inventory", Boolean),
+                    req("date", "Date", Datetime),
+                ],
+                order: "result_package_id desc, id",
+            },
+            ModelDef {
+                name: "stock.backorder.confirmation",
+                description: "Backorder Confirmation",
+                fields: vec![
+                    f("id", "ID", Integer),
+                    f("display_name", "Display Name", Char),
+                    f("pick_ids", "Pick", Many2many("stock.picking")),
+                    f("show_transfers", "Show Transfers", Boolean),
+                    f(
+                        "backorder_confirmation_line_ids",
+                        "Backorder Confirmation Lines",
+                        One2many(
+                            "stock.backorder.confirmation.line",
+                            "backorder_confirmation_id",
+                        ),
+                    ),
+                ],
+                order: "id",
+            },
+            ModelDef {
+                name: "stock.backorder.confirmation.line",
+                description: "Backorder Confirmation Line",
+                fields: vec![
+                    f("id", "ID", Integer),
+                    f("display_name", "Display Name", Char),
+                    f(
+                        "backorder_confirmation_id",
+                        "Immediate Transfer",
+                        Many2one("stock.backorder.confirmation"),
+                    ),
+                    f("picking_id", "Transfer", Many2one("stock.picking")),
+                    f("to_backorder", "To Backorder", Boolean),
                 ],
                 order: "id",
             },
@@ -285,6 +604,14 @@ pub struct Db {
 
 /// The strict `_gather` key of a quant: product, location, lot.
 pub type QuantKey = (Option<i64>, Option<i64>, Option<i64>);
+
+/// The ids held by a stored many2many value.
+pub fn id_list(v: &Value) -> Vec<i64> {
+    match v {
+        Value::Array(a) => a.iter().filter_map(as_id).collect(),
+        _ => Vec::new(),
+    }
+}
 
 /// Odoo's datetime format, UTC.
 pub fn now_string() -> String {
@@ -525,8 +852,27 @@ impl Db {
             ("product.product", "tracking") => "none".into(),
             ("product.product", "type") | ("product.product", "detailed_type") => "consu".into(),
             ("stock.location", "usage") => "internal".into(),
-            ("stock.move", "state") => "draft".into(),
-            ("stock.quant", "in_date") | ("stock.move", "date") => now_string().into(),
+            ("stock.move", "state") | ("stock.picking", "state") => "draft".into(),
+            ("stock.quant", "in_date")
+            | ("stock.move", "date")
+            | ("stock.move.line", "date")
+            | ("stock.picking", "scheduled_date") => now_string().into(),
+            ("stock.picking", "name") => "/".into(),
+            ("product.product", "uom_id") => self
+                .xid_lookup("uom", "product_uom_unit")
+                .and_then(|x| as_id(self.value("ir.model.data", x, "res_id")))
+                .map(Value::from)
+                .unwrap_or(Value::Null),
+            ("stock.picking", "move_type") => "direct".into(),
+            ("stock.picking", "priority") | ("stock.move", "priority") => "0".into(),
+            ("stock.picking.type", "code") => "incoming".into(),
+            ("stock.picking.type", "create_backorder") => "ask".into(),
+            ("stock.picking.type", "reservation_method") => "at_confirm".into(),
+            ("stock.picking.type", "use_create_lots")
+            | ("stock.picking.type", "use_existing_lots") => Value::Bool(true),
+            ("uom.uom", "factor") | ("uom.uom", "relative_factor") => float(1.0),
+            ("product.packaging", "qty") => float(1.0),
+            (_, _) if matches!(field.ty, FieldType::Many2many(_)) => Value::Array(Vec::new()),
             _ => match field.ty {
                 FieldType::Float => float(0.0),
                 FieldType::Boolean => Value::Bool(false),
@@ -540,6 +886,9 @@ impl Db {
         let def = self.model(model)?.clone();
         let mut rec = Record::new();
         for field in &def.fields {
+            if matches!(field.ty, FieldType::One2many(..)) {
+                continue;
+            }
             rec.insert(field.name.to_owned(), self.default_value(model, field));
         }
         for (k, v) in values {
@@ -643,10 +992,16 @@ impl Db {
                 }
             }
             "stock.move" => {
-                // _compute_reference: picking name, else the move's name.
-                let name = self.value(model, id, "name").clone();
+                // _compute_reference: picking name, else the move's name; product_qty is the
+                // demand in the product's unit (one unit per product here).
+                let name = match self.m2o(model, id, "picking_id") {
+                    Some(p) => self.value("stock.picking", p, "name").clone(),
+                    None => self.value(model, id, "name").clone(),
+                };
+                let qty = self.value(model, id, "product_uom_qty").clone();
                 if let Some(rec) = self.row_mut(model, id) {
                     rec.insert("reference".into(), name);
+                    rec.insert("product_qty".into(), qty);
                 }
             }
             "ir.model.data" => {
@@ -668,6 +1023,19 @@ impl Db {
             }
             _ => {}
         }
+    }
+
+    /// Ids of `comodel` records whose many2one `inverse` is `id` (a one2many read), id order.
+    pub fn one2many_ids(&self, comodel: &str, inverse: &str, id: i64) -> Vec<i64> {
+        self.table(comodel)
+            .map(|t| {
+                t.rows
+                    .iter()
+                    .filter(|(_, r)| r.get(inverse).and_then(as_id) == Some(id))
+                    .map(|(k, _)| *k)
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     /// `display_name` of a record (each model's `_compute_display_name` / `_rec_name`).
@@ -707,6 +1075,18 @@ impl Db {
                 format!("{code}{}>{}", loc("location_id"), loc("location_dest_id"))
             }
             "ir.model.data" => self.str(model, id, "complete_name"),
+            // _compute_display_name: 'Warehouse: Operation type' (the warehouse of a fresh
+            // database is named after the company, "My Company").
+            "stock.picking.type" => format!("My Company: {}", self.str(model, id, "name")),
+            // _rec_name = product_id
+            "stock.move.line" => self
+                .m2o(model, id, "product_id")
+                .map(|p| self.display_name("product.product", p))
+                .unwrap_or_default(),
+            "product.uom" => self
+                .m2o(model, id, "uom_id")
+                .map(|u| self.str("uom.uom", u, "name"))
+                .unwrap_or_default(),
             _ => match self.value(model, id, "name").as_str() {
                 Some(n) => n.to_owned(),
                 None => format!("{model},{id}"),
@@ -719,8 +1099,17 @@ impl Db {
         if field.name == "display_name" {
             return self.display_name(model, id).into();
         }
+        if let FieldType::One2many(comodel, inverse) = field.ty {
+            return Value::from(self.one2many_ids(comodel, inverse, id));
+        }
         let v = self.value(model, id, field.name);
         match field.ty {
+            FieldType::Many2many(comodel) => Value::from(
+                id_list(v)
+                    .into_iter()
+                    .filter(|i| self.exists(comodel, *i))
+                    .collect::<Vec<i64>>(),
+            ),
             FieldType::Many2one(comodel) => match as_id(v) {
                 Some(rid) if self.exists(comodel, rid) => {
                     Value::Array(vec![rid.into(), self.display_name(comodel, rid).into()])
@@ -785,6 +1174,12 @@ impl Db {
                 Value::Array(a) if a.first().and_then(Value::as_i64).is_some() => {
                     Value::from(a[0].as_i64().unwrap_or_default())
                 }
+                _ => return Err(bad()),
+            },
+            // Commands are resolved by the ORM layer (`models::orm`), kept as given here.
+            FieldType::One2many(..) | FieldType::Many2many(_) => match value {
+                Value::Null | Value::Bool(false) => Value::Array(Vec::new()),
+                Value::Array(_) => value.clone(),
                 _ => return Err(bad()),
             },
         })

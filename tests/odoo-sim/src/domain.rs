@@ -235,9 +235,33 @@ fn leaf_matches(db: &Db, model: &str, id: i64, path: &[String], op: &str, value:
         std::borrow::Cow::Borrowed(db.value(&model, id, name))
     };
     match field.ty {
+        FieldType::One2many(co, inverse) => ids_match(&db.one2many_ids(co, inverse, id), op, value),
+        FieldType::Many2many(_) => ids_match(&crate::db::id_list(&stored), op, value),
         FieldType::Many2one(co) => m2o_matches(db, co, as_id(&stored), op, value),
         FieldType::Integer if name == "id" => scalar_matches(&Value::from(id), op, value, field.ty),
         ty => scalar_matches(&stored, op, value, ty),
+    }
+}
+
+/// x2many leaves: `=`/`in` hold when any id is in the value (`= False`: no ids at all).
+fn ids_match(ids: &[i64], op: &str, value: &Value) -> bool {
+    let positive = match op {
+        "=" | "in" | "!=" | "not in" => {
+            if is_unset(value) {
+                ids.is_empty()
+            } else {
+                as_list(value)
+                    .iter()
+                    .filter_map(as_id)
+                    .any(|v| ids.contains(&v))
+            }
+        }
+        _ => return false,
+    };
+    if op == "!=" || op == "not in" {
+        !positive
+    } else {
+        positive
     }
 }
 

@@ -236,6 +236,11 @@ fn convert_cell(
         }
         FieldType::Char | FieldType::Datetime => Value::String(py_str(value)),
         FieldType::Many2one(_) => Value::Bool(false),
+        FieldType::One2many(..) | FieldType::Many2many(_) => {
+            return Err(conv_err(
+                "Importing one2many/many2many columns ('%(field)s') is not simulated".to_owned(),
+            ))
+        }
     };
     Ok((v, warnings))
 }

@@ -7,11 +7,15 @@
 //! `call_kw` (context popped from kwargs, `ids = args[0]` for record methods, `create` returning
 //! an id for a dict and ids for a list).
 
+pub mod backorder;
 pub mod ir_model_data;
 pub mod load;
 pub mod location;
+pub mod lot;
 pub mod move_;
+pub mod move_line;
 pub mod orm;
+pub mod picking;
 pub mod product;
 pub mod quant;
 pub mod users;
@@ -30,6 +34,7 @@ pub fn base_db(version: OdooVersion, login: &str, user_name: &str) -> Result<Db,
     let mut db = Db::empty(version);
     users::seed(&mut db, login, user_name)?;
     location::seed(&mut db)?;
+    picking::seed(&mut db)?;
     Ok(db)
 }
 
@@ -115,6 +120,14 @@ const GENERIC_METHODS: &[&str] = &[
 fn model_methods(model: &str) -> &'static [&'static str] {
     match model {
         "stock.quant" => &["action_apply_inventory", "action_clear_inventory_quantity"],
+        "stock.picking" => &[
+            "action_confirm",
+            "action_assign",
+            "button_validate",
+            "action_cancel",
+            "do_unreserve",
+        ],
+        "stock.backorder.confirmation" => &["process", "process_cancel_backorder"],
         _ => &[],
     }
 }
@@ -325,10 +338,53 @@ pub fn call_kw(
             quant::action_clear_inventory_quantity(db, &ids)?;
             Ok(None)
         }
+        "action_confirm" | "action_assign" | "action_cancel" | "do_unreserve" => {
+            let ids = record_ids(&mut args)?;
+            bind(method, &[], &args, &kwargs)?;
+            orm::ensure_exist(db, model, &ids, uid)?;
+            match method {
+                "action_confirm" => picking::action_confirm(db, &ids)?,
+                "action_assign" => picking::action_assign(db, &ids)?,
+                "action_cancel" => picking::action_cancel(db, &ids)?,
+                _ => {
+                    picking::do_unreserve(db, &ids)?;
+                    return Ok(None);
+                }
+            }
+            some(Value::Bool(true))
+        }
+        "button_validate" => {
+            let ids = record_ids(&mut args)?;
+            bind(method, &[], &args, &kwargs)?;
+            some(picking::button_validate(db, &ids, uid, &ctx)?)
+        }
+        "process" | "process_cancel_backorder" => {
+            let ids = record_ids(&mut args)?;
+            bind(method, &[], &args, &kwargs)?;
+            if method == "process" {
+                some(backorder::process(db, &ids, uid, &ctx)?)
+            } else {
+                some(backorder::process_cancel_backorder(db, &ids, uid, &ctx)?)
+            }
+        }
         _ => Err(OdooError::attribute_error(format!(
             "The method '{model}.{method}' does not exist"
         ))),
     }
+}
+
+/// True when `model.method` is a record method (`ids` first) rather than an `@api.model` one.
+pub fn is_record_method(method: &str) -> bool {
+    !matches!(
+        method,
+        "search"
+            | "search_read"
+            | "search_count"
+            | "create"
+            | "load"
+            | "fields_get"
+            | "name_search"
+    )
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@ use serde_json::{Map, Value};
 
 use crate::db::{as_f64, py_repr, truthy, Db, FieldType, Record};
 use crate::domain::{self, Domain};
-use crate::models::{location, move_, product, quant, Ctx};
+use crate::models::{backorder, location, lot, move_, move_line, picking, product, quant, Ctx};
 use crate::rpc::errors::OdooError;
 
 /// `active_test` from the context (default true).
@@ -260,8 +260,18 @@ pub fn ensure_exist(db: &Db, model: &str, ids: &[i64], uid: i64) -> Result<(), O
     }
 }
 
-/// Convert client values to stored values, rejecting unknown fields.
+/// Convert client values to stored values, rejecting unknown fields. One2many values are
+/// left out (see [`split_one2many`]); many2many commands are resolved against `current`.
 pub fn convert_vals(db: &Db, model: &str, vals: &Map<String, Value>) -> Result<Record, OdooError> {
+    convert_vals_for(db, model, vals, None)
+}
+
+fn convert_vals_for(
+    db: &Db,
+    model: &str,
+    vals: &Map<String, Value>,
+    current: Option<i64>,
+) -> Result<Record, OdooError> {
     let def = db.model(model)?;
     let mut out = Record::new();
     for (k, v) in vals {
@@ -271,9 +281,165 @@ pub fn convert_vals(db: &Db, model: &str, vals: &Map<String, Value>) -> Result<R
         let field = def.field(k).ok_or_else(|| {
             OdooError::value_error(format!("Invalid field '{k}' on model '{model}'"))
         })?;
-        out.insert(k.clone(), db.coerce(model, field, v)?);
+        match field.ty {
+            FieldType::One2many(..) => continue,
+            FieldType::Many2many(_) => {
+                let existing = current
+                    .map(|id| crate::db::id_list(db.value(model, id, k)))
+                    .unwrap_or_default();
+                out.insert(k.clone(), Value::from(apply_m2m(existing, v)?));
+            }
+            _ => {
+                out.insert(k.clone(), db.coerce(model, field, v)?);
+            }
+        }
     }
     Ok(out)
+}
+
+/// Resolve many2many commands (`[6, 0, ids]`, `[4, id]`, `[3, id]`, `[5]`, or a list of ids).
+pub fn apply_m2m(mut ids: Vec<i64>, value: &Value) -> Result<Vec<i64>, OdooError> {
+    let bad = || OdooError::value_error(format!("Wrong value for many2many: {}", py_repr(value)));
+    let Value::Array(items) = value else {
+        return if matches!(value, Value::Null | Value::Bool(false)) {
+            Ok(Vec::new())
+        } else {
+            Err(bad())
+        };
+    };
+    for item in items {
+        match item {
+            Value::Number(n) => {
+                let id = n.as_i64().ok_or_else(bad)?;
+                if !ids.contains(&id) {
+                    ids.push(id);
+                }
+            }
+            Value::Array(cmd) => {
+                let code = cmd.first().and_then(Value::as_i64).ok_or_else(bad)?;
+                let arg = cmd.get(1).and_then(Value::as_i64);
+                match code {
+                    4 => {
+                        let id = arg.ok_or_else(bad)?;
+                        if !ids.contains(&id) {
+                            ids.push(id);
+                        }
+                    }
+                    3 | 2 => {
+                        let id = arg.ok_or_else(bad)?;
+                        ids.retain(|i| *i != id);
+                    }
+                    5 => ids.clear(),
+                    6 => {
+                        ids = cmd
+                            .get(2)
+                            .and_then(Value::as_array)
+                            .map(|a| a.iter().filter_map(Value::as_i64).collect())
+                            .unwrap_or_default();
+                    }
+                    _ => return Err(bad()),
+                }
+            }
+            _ => return Err(bad()),
+        }
+    }
+    Ok(ids)
+}
+
+/// The one2many values of `vals` (field, comodel, inverse, commands), applied after the parent
+/// record exists.
+pub fn split_one2many(
+    db: &Db,
+    model: &str,
+    vals: &Map<String, Value>,
+) -> Result<Vec<(&'static str, &'static str, Value)>, OdooError> {
+    let def = db.model(model)?;
+    let mut out = Vec::new();
+    for (k, v) in vals {
+        if let Some(FieldType::One2many(co, inverse)) = def.field(k).map(|f| f.ty) {
+            out.push((co, inverse, v.clone()));
+        }
+    }
+    Ok(out)
+}
+
+/// Apply one2many commands of record `id`: `[0, 0, vals]` create, `[1, id, vals]` write,
+/// `[2, id]` delete, `[3, id]` unlink from the parent, `[4, id]` link, `[6, 0, ids]` set.
+pub fn apply_one2many(
+    db: &mut Db,
+    id: i64,
+    commands: Vec<(&'static str, &'static str, Value)>,
+    uid: i64,
+    ctx: &Ctx,
+) -> Result<(), OdooError> {
+    for (co, inverse, value) in commands {
+        let bad =
+            || OdooError::value_error(format!("Wrong value for one2many: {}", py_repr(&value)));
+        let Value::Array(items) = &value else {
+            if matches!(value, Value::Null | Value::Bool(false)) {
+                continue;
+            }
+            return Err(bad());
+        };
+        for item in items {
+            let cmd = item.as_array().ok_or_else(bad)?;
+            let code = cmd.first().and_then(Value::as_i64).ok_or_else(bad)?;
+            let arg = cmd.get(1).and_then(Value::as_i64).unwrap_or(0);
+            let link = |target: i64| {
+                let mut m = Map::new();
+                m.insert(inverse.to_owned(), Value::from(target));
+                m
+            };
+            match code {
+                0 => {
+                    let mut vals = cmd
+                        .get(2)
+                        .and_then(Value::as_object)
+                        .cloned()
+                        .ok_or_else(bad)?;
+                    vals.insert(inverse.to_owned(), Value::from(id));
+                    create(db, co, &[vals], uid, ctx)?;
+                }
+                1 => {
+                    let vals = cmd
+                        .get(2)
+                        .and_then(Value::as_object)
+                        .cloned()
+                        .ok_or_else(bad)?;
+                    write(db, co, &[arg], &vals, uid, ctx)?;
+                }
+                2 => unlink(db, co, &[arg], uid)?,
+                3 => {
+                    let mut m = Map::new();
+                    m.insert(inverse.to_owned(), Value::Bool(false));
+                    write(db, co, &[arg], &m, uid, ctx)?;
+                }
+                4 => write(db, co, &[arg], &link(id), uid, ctx)?,
+                5 | 6 => {
+                    let keep: Vec<i64> = if code == 6 {
+                        cmd.get(2)
+                            .and_then(Value::as_array)
+                            .map(|a| a.iter().filter_map(Value::as_i64).collect())
+                            .unwrap_or_default()
+                    } else {
+                        Vec::new()
+                    };
+                    for old in db.one2many_ids(co, inverse, id) {
+                        if !keep.contains(&old) {
+                            let mut m = Map::new();
+                            m.insert(inverse.to_owned(), Value::Bool(false));
+                            write(db, co, &[old], &m, uid, ctx)?;
+                        }
+                    }
+                    for k in keep {
+                        write(db, co, &[k], &link(id), uid, ctx)?;
+                    }
+                }
+                _ => return Err(bad()),
+            }
+        }
+    }
+    Ok(())
 }
 
 /// NOT NULL and FOREIGN KEY checks of a stored record (what PostgreSQL enforces).
@@ -312,16 +478,31 @@ pub fn check_constraints(db: &Db, model: &str, id: i64) -> Result<(), OdooError>
         "product.product" => product::check_barcode_uniqueness(db, id),
         "stock.location" => location::check_barcode_unique(db, id),
         "stock.quant" => quant::check_constraints(db, id),
+        "stock.lot" => lot::check_unique(db, id),
+        "product.packaging" | "product.uom" => lot::check_packaging_barcode(db, model, id),
         _ => Ok(()),
     }
 }
 
 /// Plain `BaseModel.create` for one dict of client values.
 pub fn base_create(db: &mut Db, model: &str, vals: &Map<String, Value>) -> Result<i64, OdooError> {
+    base_create_ctx(db, model, vals, 2, &Ctx::new())
+}
+
+/// [`base_create`] with the caller's uid and context (used for one2many commands).
+pub fn base_create_ctx(
+    db: &mut Db,
+    model: &str,
+    vals: &Map<String, Value>,
+    uid: i64,
+    ctx: &Ctx,
+) -> Result<i64, OdooError> {
     let rec = convert_vals(db, model, vals)?;
+    let o2m = split_one2many(db, model, vals)?;
     let id = db.insert(model, rec)?;
     check_required(db, model, id)?;
     check_constraints(db, model, id)?;
+    apply_one2many(db, id, o2m, uid, ctx)?;
     Ok(id)
 }
 
@@ -334,14 +515,17 @@ pub fn base_write(
     uid: i64,
 ) -> Result<(), OdooError> {
     ensure_exist(db, model, ids, uid)?;
-    let rec = convert_vals(db, model, vals)?;
+    convert_vals(db, model, vals)?;
+    let o2m = split_one2many(db, model, vals)?;
     for id in ids {
+        let rec = convert_vals_for(db, model, vals, Some(*id))?;
         db.set(model, *id, rec.clone())?;
         if model == "stock.quant" {
             quant::after_write(db, *id, &rec)?;
         }
         check_required(db, model, *id)?;
         check_constraints(db, model, *id)?;
+        apply_one2many(db, *id, o2m.clone(), uid, &Ctx::new())?;
     }
     Ok(())
 }
@@ -356,9 +540,13 @@ pub fn create(
 ) -> Result<Vec<i64>, OdooError> {
     match model {
         "stock.quant" => quant::create(db, vals_list, uid, ctx),
+        "stock.picking" => picking::create(db, vals_list, uid, ctx),
+        "stock.move" => move_::create(db, vals_list, uid, ctx),
+        "stock.move.line" => move_line::create(db, vals_list, uid, ctx),
+        "stock.backorder.confirmation" => backorder::create(db, vals_list, uid, ctx),
         _ => vals_list
             .iter()
-            .map(|v| base_create(db, model, v))
+            .map(|v| base_create_ctx(db, model, v, uid, ctx))
             .collect(),
     }
 }
@@ -374,6 +562,9 @@ pub fn write(
 ) -> Result<(), OdooError> {
     match model {
         "stock.quant" => quant::write(db, ids, vals, uid, ctx),
+        "stock.picking" => picking::write(db, ids, vals, uid, ctx),
+        "stock.move" => move_::write(db, ids, vals, uid, ctx),
+        "stock.move.line" => move_line::write(db, ids, vals, uid, ctx),
         _ => base_write(db, model, ids, vals, uid),
     }
 }
@@ -381,8 +572,27 @@ pub fn write(
 /// `unlink()`.
 pub fn unlink(db: &mut Db, model: &str, ids: &[i64], uid: i64) -> Result<(), OdooError> {
     ensure_exist(db, model, ids, uid)?;
+    if model == "stock.move.line" {
+        return move_line::unlink(db, ids, uid);
+    }
+    if model == "stock.picking" {
+        // unlink: cancel the moves, then delete them (draft/cancel only)
+        let moves: Vec<i64> = ids
+            .iter()
+            .flat_map(|p| db.one2many_ids("stock.move", "picking_id", *p))
+            .collect();
+        move_::cancel(db, &moves)?;
+        for m in moves {
+            db.remove("stock.move", m);
+        }
+    }
     if model == "stock.move" {
         move_::check_unlink(db, ids)?;
+        for m in ids {
+            for l in db.one2many_ids("stock.move.line", "move_id", *m) {
+                db.remove("stock.move.line", l);
+            }
+        }
     }
     for id in ids {
         db.remove(model, *id);
@@ -414,6 +624,11 @@ pub fn fields_get(db: &Db, model: &str) -> Result<Value, OdooError> {
             }
             FieldType::Many2one(co) => ("many2one", Some(co)),
             FieldType::Datetime => ("datetime", None),
+            FieldType::One2many(co, inverse) => {
+                d.insert("relation_field".into(), inverse.into());
+                ("one2many", Some(co))
+            }
+            FieldType::Many2many(co) => ("many2many", Some(co)),
         };
         d.insert("type".into(), ty.into());
         d.insert("string".into(), f.string.into());
