@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
 # Installs what the test suite and the demo need beyond the Rust toolchain, when missing:
-# mosquitto (Debian package). Never assumes a broker service is running: the tests start their own
+# mosquitto (Debian package) and libfaketime (Debian `faketime`, for the wall-clock jump scenario
+# in tests/e2e/tests/scenarios.rs). Never assumes a broker service is running: the tests start their own
 # brokers on free ports. Safe to run repeatedly.
 set -euo pipefail
 
 need_pkgs=()
 if ! command -v mosquitto >/dev/null 2>&1 && [ ! -x /usr/sbin/mosquitto ]; then
     need_pkgs+=(mosquitto mosquitto-clients)
+fi
+if ! ls /usr/lib/*/faketime/libfaketime.so.1 >/dev/null 2>&1; then
+    need_pkgs+=(faketime)
 fi
 
 if [ "${#need_pkgs[@]}" -gt 0 ]; then

@@ -11,6 +11,9 @@
 //! - [`checks`]: the exactly-once, in-order verdict on the simulator's state.
 //! - [`ean`], [`scans`]: valid (and deliberately invalid) EAN-13 codes; canonical scan payloads.
 //! - [`probe_relay`]: an mTLS endpoint that acks batches, for the bench's ingest figure.
+//! - [`fault_proxy`]: a TCP proxy that delays, throttles, resets, blackholes or half-closes, set
+//!   at runtime by the test; [`stack`] can put one between agent and relay and one between relay
+//!   and the Odoo simulator.
 //!
 //! Used by the tests in `tests/`, the `scanbridge-demo` and the `scanbridge-bench` programs.
 //!
@@ -29,6 +32,7 @@ pub mod bins;
 pub mod checks;
 pub mod ean;
 pub mod error;
+pub mod fault_proxy;
 pub mod mosquitto;
 pub mod odoo_sim;
 pub mod probe_relay;
