@@ -32,7 +32,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::inbox::{run_blocking, Inbox, InboxError, Outcome};
+use crate::inbox::{run_blocking, Inbox, InboxError, Outcome, StepCommit};
 use crate::odoo::client::OdooClient;
 use crate::odoo::count::{self, CountLine, Handling, LoadOutcome, LoadRow};
 use crate::odoo::errors::{Class, OdooError};
@@ -95,6 +95,8 @@ pub struct Pusher {
     products: HashMap<String, i64>,
     /// location barcode → stock.location id.
     locations: HashMap<String, i64>,
+    /// The requeued event being handled (its outcome settles the requeue row, not the cursor).
+    requeued: Option<u64>,
 }
 
 impl Pusher {
@@ -114,6 +116,7 @@ impl Pusher {
             sites: HashMap::new(),
             products: HashMap::new(),
             locations: HashMap::new(),
+            requeued: None,
         }
     }
 
@@ -209,6 +212,25 @@ impl Pusher {
 
     /// One step for one site. `Ok(true)` when something was settled.
     async fn step(&mut self, site: &str, in_doubt: &mut bool) -> Result<bool, PushError> {
+        let (inbox, site_owned) = (self.inbox.clone(), site.to_string());
+        let view = run_blocking(move || inbox.flow_view(&site_owned, 1)).await?;
+        if let Some((stored, _document)) = view.requeued.into_iter().next() {
+            self.requeued = Some(stored.seq);
+            let result = match count::classify(&stored) {
+                Handling::Settle(o) => self
+                    .commit(site, stored.seq, vec![(stored.seq, o)])
+                    .await
+                    .map_err(PushError::from),
+                Handling::Count(line) => {
+                    // A replayed count may have been loaded before: check first.
+                    let mut doubt = true;
+                    self.push_chunk(site, &[line], None, &mut doubt).await
+                }
+            };
+            self.requeued = None;
+            result?;
+            return Ok(true);
+        }
         let inbox = self.inbox.clone();
         let (site_owned, limit) = (site.to_string(), self.max_chunk);
         let pending = run_blocking(move || inbox.pending(&site_owned, limit)).await?;
@@ -300,7 +322,7 @@ impl Pusher {
                         let outcome = if missing.contains(&row.seq) {
                             Outcome::DeadLettered { reason: not_in_applied_chunk(&tag) }
                         } else {
-                            Outcome::Applied { tag: tag.clone() }
+                            Outcome::Applied { tag: tag.clone(), odoo: None }
                         };
                         outcomes.insert(row.seq, outcome);
                     }
@@ -346,7 +368,7 @@ impl Pusher {
                 Ok(missing) if missing.contains(&seq) => Outcome::DeadLettered {
                     reason: not_in_applied_chunk(&tag),
                 },
-                Ok(_) => Outcome::Applied { tag },
+                Ok(_) => Outcome::Applied { tag, odoo: None },
                 Err(WriteError::Refused(reason)) => Outcome::DeadLettered { reason },
                 Err(WriteError::Failed(e)) => return Err(e.into()),
             };
@@ -599,9 +621,22 @@ impl Pusher {
         outcomes: Vec<(u64, Outcome)>,
     ) -> Result<(), InboxError> {
         let (inbox, s) = (self.inbox.clone(), site.to_string());
+        let step = match self.requeued {
+            Some(seq) => StepCommit {
+                cursor: None,
+                outcomes,
+                requeue_settled: vec![seq],
+                ..StepCommit::default()
+            },
+            None => StepCommit {
+                cursor: Some(cursor),
+                outcomes,
+                ..StepCommit::default()
+            },
+        };
         let outcomes = run_blocking(move || {
-            inbox.commit_outcomes(&s, cursor, &outcomes, crate::now_micros())?;
-            Ok(outcomes)
+            inbox.commit_step(&s, &step, crate::now_micros())?;
+            Ok(step.outcomes)
         })
         .await?;
         for (seq, outcome) in &outcomes {

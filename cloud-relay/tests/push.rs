@@ -15,7 +15,7 @@ use axum::routing::post as route_post;
 use axum::{Json, Router};
 use common::*;
 use scanbridge_protocol::{encode, Operation};
-use scanbridge_relay::inbox::Outcome;
+use scanbridge_relay::inbox::{DeadLetterState, Outcome, ReplayResult};
 use serde_json::{json, Value};
 
 const KEY: &str = "test-key";
@@ -342,7 +342,8 @@ async fn count_scans_reach_odoo_through_the_contract_call_sequence() {
             assert_eq!(
                 relay.inbox.outcome("WH01", seq).expect("outcome"),
                 Some(Outcome::Applied {
-                    tag: "scanbridge:WH01:1-3".into()
+                    tag: "scanbridge:WH01:1-3".into(),
+                    odoo: None,
                 })
             );
         }
@@ -485,7 +486,8 @@ async fn a_refused_chunk_is_isolated_and_only_the_offending_event_is_dead_letter
     assert_eq!(
         relay.inbox.outcome("WH01", 3).expect("outcome"),
         Some(Outcome::Applied {
-            tag: "scanbridge:WH01:3-3".into()
+            tag: "scanbridge:WH01:3-3".into(),
+            odoo: None,
         })
     );
     relay.stop().await;
@@ -565,7 +567,8 @@ async fn after_a_restart_a_chunk_odoo_already_applied_is_not_written_again() {
     assert_eq!(
         relay.inbox.outcome("WH01", 2).expect("outcome"),
         Some(Outcome::Applied {
-            tag: "scanbridge:WH01:1-2".into()
+            tag: "scanbridge:WH01:1-2".into(),
+            odoo: None,
         })
     );
     relay.stop().await;
@@ -626,7 +629,8 @@ async fn a_count_missing_from_an_already_applied_chunk_is_dead_lettered_not_mark
     assert_eq!(
         relay.inbox.outcome("WH01", 1).expect("outcome"),
         Some(Outcome::Applied {
-            tag: "scanbridge:WH01:1-2".into()
+            tag: "scanbridge:WH01:1-2".into(),
+            odoo: None,
         })
     );
     let dead = relay.inbox.dead_letters("WH01").expect("dead letters");
@@ -637,5 +641,51 @@ async fn a_count_missing_from_an_already_applied_chunk_is_dead_lettered_not_mark
         "{}",
         dead[0].reason
     );
+    relay.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_letter_replayed_after_fixing_master_data_in_odoo_is_applied_and_resolved() {
+    let (url, odoo) = start_fake(seeded()).await;
+    let relay = start_relay(&url, "", 200).await;
+    send(&relay, vec![count("NEW", "L1", 4.0), count("A", "L1", 1.0)]).await;
+    settled(&relay, 2).await;
+    let detail = relay
+        .inbox
+        .dead_letter("WH01", 1)
+        .expect("read")
+        .expect("dead letter");
+    assert_eq!(detail.state, DeadLetterState::Open);
+    assert!(detail.reason.contains("NEW"), "{}", detail.reason);
+    odoo.lock().expect("lock").products.insert("NEW".into(), 4);
+    assert_eq!(
+        relay.inbox.replay_dead_letter("WH01", 1).expect("replay"),
+        ReplayResult::Done {
+            state: DeadLetterState::ReplayRequested,
+            released: vec![]
+        }
+    );
+    // The relay's periodic tick picks the requeue up (the fleet API also wakes the pusher).
+    let inbox = relay.inbox.clone();
+    eventually(Duration::from_secs(30), "the replay is resolved", || {
+        inbox
+            .dead_letter("WH01", 1)
+            .ok()
+            .flatten()
+            .is_some_and(|d| d.state == DeadLetterState::Resolved)
+    })
+    .await;
+    assert!(matches!(
+        relay.inbox.outcome("WH01", 1).expect("outcome"),
+        Some(Outcome::Applied { .. })
+    ));
+    {
+        let odoo = odoo.lock().expect("lock");
+        assert_eq!(
+            odoo.moves.last().map(String::as_str),
+            Some("scanbridge:WH01:1-1")
+        );
+        assert!(odoo.xids.contains_key("scanbridge.WH01_1"));
+    }
     relay.stop().await;
 }

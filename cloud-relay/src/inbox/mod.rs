@@ -22,9 +22,12 @@
 //! | `quarantine`     | `(site: &str, seq: u64)`     | `(received_at: i64, raw: &[u8], reason: &str)`             |
 //! | `counters`       | `(site: &str, name: &str)`   | `u64`; names in [`counter`]                               |
 //!
+//! The dead-letter lifecycle, held and requeued events, Odoo references of applied events and
+//! the flows' state live in more tables, described in [`lifecycle`].
+//!
 //! Invariants: an `inbox` row is never overwritten (insert-if-absent = dedupe by `(site, seq)`);
 //! `push_cursor` and the `outcomes`/`dead_letters` rows of the events it passes are written in
-//! the same transaction.
+//! the same transaction; every seq below the cursor has an outcome (held events included).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -45,6 +48,12 @@ const QUARANTINE: TableDefinition<(&str, u64), (i64, &[u8], &str)> =
     TableDefinition::new("quarantine");
 const COUNTERS: TableDefinition<(&str, &str), u64> = TableDefinition::new("counters");
 
+pub mod lifecycle;
+pub use lifecycle::{
+    DeadLetterDetail, DeadLetterState, DeadLetterSummary, FlowView, OdooRef, ReplayResult,
+    StepCommit,
+};
+
 /// Names of the per-site counters.
 pub mod counter {
     pub const RECEIVED: &str = "received";
@@ -57,6 +66,8 @@ pub mod counter {
 const KIND_APPLIED: u8 = 1;
 const KIND_DEAD_LETTERED: u8 = 2;
 const KIND_QUARANTINED: u8 = 3;
+/// Held back behind an open dead letter of the same document (see [`lifecycle`]).
+const KIND_HELD: u8 = 4;
 
 /// The store failed; the caller answers 503 (intake) or retries later (pusher).
 #[derive(Debug, thiserror::Error)]
@@ -92,12 +103,15 @@ redb_from!(
 /// What happened to one event in the pusher.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
-    /// Written to Odoo by the chunk `tag`.
-    Applied { tag: String },
+    /// Written to Odoo by the chunk (or flow step) `tag`; `odoo` is the record it wrote.
+    Applied { tag: String, odoo: Option<OdooRef> },
     /// Kept in `dead_letters` with Odoo's (or the relay's) reason.
     DeadLettered { reason: String },
     /// A quarantined payload; already recorded in `quarantine` at intake.
     Quarantined { reason: String },
+    /// Held back behind the open dead letter `behind` of the same Odoo `document` (ordering
+    /// rule, see [`lifecycle`]); released when that dead letter is replayed or skipped.
+    Held { behind: u64, document: String },
 }
 
 /// The result of storing one batch.
@@ -180,6 +194,7 @@ impl Inbox {
             txn.open_table(DEAD_LETTERS)?;
             txn.open_table(QUARANTINE)?;
             txn.open_table(COUNTERS)?;
+            lifecycle::create_tables(&txn)?;
         }
         txn.commit()?;
         Ok(Inbox { db: Arc::new(db) })
@@ -273,6 +288,11 @@ impl Inbox {
                 out.push(site.value().to_string());
             }
         }
+        for site in self.sites_with_requeue()? {
+            if !out.contains(&site) {
+                out.push(site);
+            }
+        }
         Ok(out)
     }
 
@@ -318,41 +338,12 @@ impl Inbox {
         outcomes: &[(u64, Outcome)],
         now: i64,
     ) -> Result<(), InboxError> {
-        let mut txn = self.db.begin_write()?;
-        txn.set_durability(Durability::Immediate);
-        {
-            let mut table = txn.open_table(OUTCOMES)?;
-            let mut dead = txn.open_table(DEAD_LETTERS)?;
-            let mut counters = txn.open_table(COUNTERS)?;
-            let (mut applied, mut dead_lettered) = (0u64, 0u64);
-            for (seq, outcome) in outcomes {
-                let (kind, detail) = match outcome {
-                    Outcome::Applied { tag } => {
-                        applied += 1;
-                        (KIND_APPLIED, tag.as_str())
-                    }
-                    Outcome::DeadLettered { reason } => {
-                        dead_lettered += 1;
-                        dead.insert((site, *seq), (now, reason.as_str()))?;
-                        (KIND_DEAD_LETTERED, reason.as_str())
-                    }
-                    Outcome::Quarantined { reason } => (KIND_QUARANTINED, reason.as_str()),
-                };
-                table.insert((site, *seq), (kind, detail))?;
-            }
-            add(&mut counters, site, counter::APPLIED, applied)?;
-            add(&mut counters, site, counter::DEAD_LETTERED, dead_lettered)?;
-            txn.open_table(PUSH_CURSOR)?.insert(site, new_cursor)?;
-            let mut inflight = txn.open_table(PUSH_INFLIGHT)?;
-            let passed = inflight
-                .get(site)?
-                .is_some_and(|v| v.value().1 < new_cursor);
-            if passed {
-                inflight.remove(site)?;
-            }
-        }
-        txn.commit()?;
-        Ok(())
+        let step = StepCommit {
+            cursor: Some(new_cursor),
+            outcomes: outcomes.to_vec(),
+            ..StepCommit::default()
+        };
+        self.commit_step(site, &step, now)
     }
 
     /// Counters and cursor of one site.
@@ -379,16 +370,7 @@ impl Inbox {
     /// The outcome recorded for one event, if any.
     pub fn outcome(&self, site: &str, seq: u64) -> Result<Option<Outcome>, InboxError> {
         let txn = self.db.begin_read()?;
-        let table = txn.open_table(OUTCOMES)?;
-        Ok(table.get((site, seq))?.map(|v| {
-            let (kind, detail) = v.value();
-            let detail = detail.to_string();
-            match kind {
-                KIND_APPLIED => Outcome::Applied { tag: detail },
-                KIND_QUARANTINED => Outcome::Quarantined { reason: detail },
-                _ => Outcome::DeadLettered { reason: detail },
-            }
-        }))
+        Inbox::read_outcome(&txn, site, seq)
     }
 
     /// All dead letters of a site, in seq order.
