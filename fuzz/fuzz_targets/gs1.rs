@@ -20,7 +20,8 @@ fuzz_target!(|data: &[u8]| {
         if let Ok(es) = gs1::parse(candidate) {
             let _ = gs1::to_protocol(&es);
             let _ = es.to_hri();
-            let again = gs1::parse(&es.to_transmitted()).expect("a transmitted element string parses");
+            let again =
+                gs1::parse(&es.to_transmitted()).expect("a transmitted element string parses");
             assert_eq!(again.elements.len(), es.elements.len());
             for (a, b) in again.elements.iter().zip(&es.elements) {
                 assert_eq!((&a.ai, &a.value), (&b.ai, &b.value));
