@@ -14,8 +14,7 @@ secs=${1:-20}
 shift || true
 
 if ! cargo +nightly --version >/dev/null 2>&1; then
-    echo "fuzz/run.sh: the nightly toolchain is missing (rustup toolchain install nightly)" >&2
-    exit 1
+    rustup toolchain install nightly --profile minimal
 fi
 if ! cargo fuzz --version >/dev/null 2>&1; then
     cargo install cargo-fuzz --locked --version 0.13.2
