@@ -14,7 +14,7 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use crate::db::Db;
-use crate::models::{ir_model_data, location, move_, orm, product, quant};
+use crate::models::{ir_model_data, location, lot, move_, move_line, orm, picking, product, quant};
 use crate::rpc::errors::OdooError;
 use crate::sim::Sim;
 
@@ -35,6 +35,122 @@ pub struct SeedProduct {
     /// Storable (default true).
     #[serde(default)]
     pub storable: Option<bool>,
+    /// Weight per unit (kg), used by the pickings' `weight` / `shipping_weight`.
+    #[serde(default)]
+    pub weight: Option<f64>,
+    /// Packaging barcodes (`product.packaging` in 17/18, `product.uom` in 19).
+    #[serde(default)]
+    pub packagings: Vec<SeedPackaging>,
+}
+
+/// A packaging barcode of a product.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SeedPackaging {
+    /// Barcode (e.g. a GTIN-14).
+    pub barcode: String,
+    /// Units per package.
+    pub qty: f64,
+    /// Name (default `Pack of <qty>`).
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+/// An operation type to create or update (by `sequence_code`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SeedPickingType {
+    /// `IN`, `OUT`, `INT` or a new prefix.
+    pub sequence_code: String,
+    /// `incoming` / `outgoing` / `internal` (required for a new type).
+    #[serde(default)]
+    pub code: Option<String>,
+    /// Name (default: the sequence code).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// `ask` / `always` / `never`.
+    #[serde(default)]
+    pub create_backorder: Option<String>,
+    /// Create lots from `lot_name` at validation.
+    #[serde(default)]
+    pub use_create_lots: Option<bool>,
+    /// Pick existing lots.
+    #[serde(default)]
+    pub use_existing_lots: Option<bool>,
+    /// Default source location barcode.
+    #[serde(default)]
+    pub default_location_src: Option<String>,
+    /// Default destination location barcode.
+    #[serde(default)]
+    pub default_location_dest: Option<String>,
+    /// `at_confirm` / `manual` / `by_date`.
+    #[serde(default)]
+    pub reservation_method: Option<String>,
+}
+
+/// A lot of a product.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SeedLot {
+    /// Product barcode.
+    pub product: String,
+    /// Lot / serial number.
+    pub name: String,
+}
+
+/// Stock on hand to add.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SeedQuant {
+    /// Product barcode.
+    pub product: String,
+    /// Location barcode.
+    pub location: String,
+    /// Quantity added.
+    pub quantity: f64,
+    /// Lot name (created when missing).
+    #[serde(default)]
+    pub lot: Option<String>,
+}
+
+/// One move of a seeded picking.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SeedMove {
+    /// Product barcode.
+    pub product: String,
+    /// Demand.
+    pub qty: f64,
+}
+
+/// A transfer to create.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SeedPicking {
+    /// Name (default: the type's sequence).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// `incoming` / `outgoing` / `internal` or a sequence code.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// `draft` (default), `confirmed` or `assigned`.
+    #[serde(default)]
+    pub state: Option<String>,
+    /// Partner name.
+    #[serde(default)]
+    pub partner: Option<String>,
+    /// Source document.
+    #[serde(default)]
+    pub origin: Option<String>,
+    /// Source location barcode.
+    #[serde(default)]
+    pub location: Option<String>,
+    /// Destination location barcode.
+    #[serde(default)]
+    pub location_dest: Option<String>,
+    /// Moves.
+    #[serde(default)]
+    pub moves: Vec<SeedMove>,
 }
 
 /// A location to seed.
@@ -57,6 +173,18 @@ pub struct Seed {
     /// Locations.
     #[serde(default)]
     pub locations: Vec<SeedLocation>,
+    /// Operation types.
+    #[serde(default)]
+    pub picking_types: Vec<SeedPickingType>,
+    /// Lots.
+    #[serde(default)]
+    pub lots: Vec<SeedLot>,
+    /// Stock on hand.
+    #[serde(default)]
+    pub quants: Vec<SeedQuant>,
+    /// Transfers.
+    #[serde(default)]
+    pub pickings: Vec<SeedPicking>,
 }
 
 /// Why a control request was refused (HTTP 400 with `{"error": ...}`).
@@ -89,6 +217,9 @@ pub fn seed_db(db: &mut Db, seed: &Seed) -> Result<Value, OdooError> {
             vals.insert("tracking".into(), t.clone().into());
         }
         vals.extend(product::storable_vals(db, p.storable.unwrap_or(true)));
+        if let Some(w) = p.weight {
+            vals.insert("weight".into(), w.into());
+        }
         let id = match product::by_barcode(db, &p.barcode) {
             Some(id) => {
                 orm::base_write(db, "product.product", &[id], &vals, 2)?;
@@ -113,7 +244,278 @@ pub fn seed_db(db: &mut Db, seed: &Seed) -> Result<Value, OdooError> {
         };
         locations.insert(l.barcode.clone(), id.into());
     }
-    Ok(json!({"products": products, "locations": locations}))
+    let packagings = seed_packagings(db, seed)?;
+    let picking_types = seed_picking_types(db, seed)?;
+    let mut lots = Map::new();
+    for l in &seed.lots {
+        let pid = product_id(db, &l.product)?;
+        let id = ensure_lot(db, pid, &l.name)?;
+        lots.insert(format!("{}/{}", l.product, l.name), id.into());
+    }
+    let mut quants = Vec::new();
+    for q in &seed.quants {
+        let pid = product_id(db, &q.product)?;
+        let loc = location_id(db, &q.location)?;
+        let lot = match &q.lot {
+            Some(name) => Some(ensure_lot(db, pid, name)?),
+            None => None,
+        };
+        quant::update_available_quantity(db, pid, loc, lot, q.quantity)?;
+        if let Some(id) = quant::gather(db, pid, loc, lot).first() {
+            quants.push(Value::from(*id));
+        }
+    }
+    let mut pickings = Map::new();
+    let mut moves = Map::new();
+    for p in &seed.pickings {
+        let (id, move_ids) = seed_picking(db, p)?;
+        let name = db.str(picking::P, id, "name");
+        pickings.insert(name.clone(), id.into());
+        moves.insert(name, json!(move_ids));
+    }
+    picking::sync(db)?;
+    Ok(json!({
+        "products": products,
+        "locations": locations,
+        "picking_types": picking_types,
+        "packagings": packagings,
+        "lots": lots,
+        "quants": quants,
+        "pickings": pickings,
+        "moves": moves,
+    }))
+}
+
+fn refused(message: String) -> OdooError {
+    OdooError::value_error(message)
+}
+
+fn product_id(db: &Db, barcode: &str) -> Result<i64, OdooError> {
+    product::by_barcode(db, barcode).ok_or_else(|| {
+        refused(format!(
+            "no product with barcode {barcode:?} (seed it first)"
+        ))
+    })
+}
+
+/// A location by barcode; `VENDORS`, `CUSTOMERS` and `WHSTOCK` name the standard ones.
+fn location_id(db: &Db, barcode: &str) -> Result<i64, OdooError> {
+    let xid = match barcode {
+        "VENDORS" => Some("stock_location_suppliers"),
+        "CUSTOMERS" => Some("stock_location_customers"),
+        "WHSTOCK" => Some("stock_location_stock"),
+        _ => None,
+    };
+    if let Some(x) = xid {
+        if let Some(found) = ir_model_data::lookup(db, "stock", x) {
+            return Ok(found.res_id);
+        }
+    }
+    location::by_barcode(db, barcode).ok_or_else(|| {
+        refused(format!(
+            "no location with barcode {barcode:?} (seed it first)"
+        ))
+    })
+}
+
+fn ensure_lot(db: &mut Db, product: i64, name: &str) -> Result<i64, OdooError> {
+    if let Some(l) = lot::find(db, product, name) {
+        return Ok(l);
+    }
+    orm::base_create(
+        db,
+        lot::L,
+        &obj(json!({"name": name, "product_id": product})),
+    )
+}
+
+fn seed_packagings(db: &mut Db, seed: &Seed) -> Result<Map<String, Value>, OdooError> {
+    let mut out = Map::new();
+    let v19 = db.version.major() >= 19;
+    let model = if v19 {
+        "product.uom"
+    } else {
+        "product.packaging"
+    };
+    for p in &seed.products {
+        let pid = product_id(db, &p.barcode)?;
+        for pk in &p.packagings {
+            let existing = db
+                .all_ids(model)
+                .into_iter()
+                .find(|i| db.str(model, *i, "barcode") == pk.barcode);
+            let name = pk
+                .name
+                .clone()
+                .unwrap_or_else(|| format!("Pack of {}", pk.qty));
+            let vals = if v19 {
+                let uom = match db
+                    .all_ids("uom.uom")
+                    .into_iter()
+                    .find(|u| db.str("uom.uom", *u, "name") == name)
+                {
+                    Some(u) => u,
+                    None => orm::base_create(
+                        db,
+                        "uom.uom",
+                        &obj(json!({"name": name, "relative_factor": pk.qty})),
+                    )?,
+                };
+                obj(json!({"product_id": pid, "uom_id": uom, "barcode": pk.barcode}))
+            } else {
+                obj(json!({"name": name, "product_id": pid, "qty": pk.qty, "barcode": pk.barcode}))
+            };
+            let id = match existing {
+                Some(id) => {
+                    orm::base_write(db, model, &[id], &vals, 2)?;
+                    id
+                }
+                None => orm::base_create(db, model, &vals)?,
+            };
+            out.insert(pk.barcode.clone(), id.into());
+        }
+    }
+    Ok(out)
+}
+
+fn seed_picking_types(db: &mut Db, seed: &Seed) -> Result<Map<String, Value>, OdooError> {
+    let mut out = Map::new();
+    for t in &seed.picking_types {
+        let mut vals = Map::new();
+        if let Some(c) = &t.code {
+            vals.insert("code".into(), c.clone().into());
+        }
+        if let Some(n) = &t.name {
+            vals.insert("name".into(), n.clone().into());
+        }
+        if let Some(c) = &t.create_backorder {
+            vals.insert("create_backorder".into(), c.clone().into());
+        }
+        if let Some(b) = t.use_create_lots {
+            vals.insert("use_create_lots".into(), b.into());
+        }
+        if let Some(b) = t.use_existing_lots {
+            vals.insert("use_existing_lots".into(), b.into());
+        }
+        if let Some(r) = &t.reservation_method {
+            vals.insert("reservation_method".into(), r.clone().into());
+        }
+        if let Some(l) = &t.default_location_src {
+            vals.insert("default_location_src_id".into(), location_id(db, l)?.into());
+        }
+        if let Some(l) = &t.default_location_dest {
+            vals.insert(
+                "default_location_dest_id".into(),
+                location_id(db, l)?.into(),
+            );
+        }
+        let existing = db
+            .all_ids(picking::T)
+            .into_iter()
+            .find(|i| db.str(picking::T, *i, "sequence_code") == t.sequence_code);
+        let id = match existing {
+            Some(id) => {
+                orm::base_write(db, picking::T, &[id], &vals, 2)?;
+                id
+            }
+            None => {
+                let code = t.code.clone().ok_or_else(|| {
+                    refused(format!(
+                        "picking type {:?} is new: give its code (incoming/outgoing/internal)",
+                        t.sequence_code
+                    ))
+                })?;
+                let std = |x: &str| {
+                    ir_model_data::lookup(db, "stock", x)
+                        .map(|r| Value::from(r.res_id))
+                        .unwrap_or(Value::Null)
+                };
+                let (src, dest) = match code.as_str() {
+                    "incoming" => (std("stock_location_suppliers"), std("stock_location_stock")),
+                    "outgoing" => (std("stock_location_stock"), std("stock_location_customers")),
+                    _ => (std("stock_location_stock"), std("stock_location_stock")),
+                };
+                vals.entry("default_location_src_id").or_insert(src);
+                vals.entry("default_location_dest_id").or_insert(dest);
+                vals.entry("name")
+                    .or_insert(Value::from(t.sequence_code.clone()));
+                vals.insert("sequence_code".into(), t.sequence_code.clone().into());
+                if code != "incoming" {
+                    vals.entry("use_create_lots").or_insert(Value::Bool(false));
+                } else {
+                    vals.entry("use_existing_lots")
+                        .or_insert(Value::Bool(false));
+                }
+                orm::base_create(db, picking::T, &vals)?
+            }
+        };
+        out.insert(t.sequence_code.clone(), id.into());
+    }
+    for t in db.all_ids(picking::T) {
+        let code = db.str(picking::T, t, "sequence_code");
+        out.entry(code).or_insert(Value::from(t));
+    }
+    Ok(out)
+}
+
+fn seed_picking(db: &mut Db, p: &SeedPicking) -> Result<(i64, Vec<i64>), OdooError> {
+    let ptype = db
+        .all_ids(picking::T)
+        .into_iter()
+        .find(|t| db.str(picking::T, *t, "sequence_code") == p.kind)
+        .or_else(|| {
+            db.all_ids(picking::T)
+                .into_iter()
+                .find(|t| db.str(picking::T, *t, "code") == p.kind)
+        })
+        .ok_or_else(|| refused(format!("no picking type {:?}", p.kind)))?;
+    let mut vals = Map::new();
+    vals.insert("picking_type_id".into(), ptype.into());
+    if let Some(n) = &p.name {
+        vals.insert("name".into(), n.clone().into());
+    }
+    if let Some(o) = &p.origin {
+        vals.insert("origin".into(), o.clone().into());
+    }
+    if let Some(partner) = &p.partner {
+        let existing = db
+            .all_ids("res.partner")
+            .into_iter()
+            .find(|r| db.str("res.partner", *r, "name") == *partner);
+        let id = match existing {
+            Some(id) => id,
+            None => orm::base_create(db, "res.partner", &obj(json!({"name": partner})))?,
+        };
+        vals.insert("partner_id".into(), id.into());
+    }
+    if let Some(l) = &p.location {
+        vals.insert("location_id".into(), location_id(db, l)?.into());
+    }
+    if let Some(l) = &p.location_dest {
+        vals.insert("location_dest_id".into(), location_id(db, l)?.into());
+    }
+    let mut cmds = Vec::new();
+    for m in &p.moves {
+        let pid = product_id(db, &m.product)?;
+        cmds.push(json!([0, 0, {"product_id": pid, "product_uom_qty": m.qty}]));
+    }
+    vals.insert("move_ids".into(), Value::Array(cmds));
+    let ids = picking::create(db, &[vals], 2, &Map::new())?;
+    let id = ids
+        .first()
+        .copied()
+        .ok_or_else(|| refused("picking not created".to_owned()))?;
+    match p.state.as_deref().unwrap_or("draft") {
+        "draft" => {}
+        "confirmed" => picking::action_confirm(db, &[id])?,
+        "assigned" => picking::action_assign(db, &[id])?,
+        other => {
+            return Err(refused(format!(
+                "picking state {other:?}: seed draft, confirmed or assigned"
+            )))
+        }
+    }
+    Ok((id, db.one2many_ids("stock.move", "picking_id", id)))
 }
 
 /// `POST /__sim/seed`.
@@ -170,13 +572,62 @@ pub fn state(sim: &Sim) -> Value {
             .map(|m| move_::dump(db, m))
             .collect();
         let (products, locations) = master_data(db);
+        let pickings: Vec<Value> = db
+            .all_ids(picking::P)
+            .into_iter()
+            .map(|p| picking::dump(db, p))
+            .collect();
+        let move_lines: Vec<Value> = db
+            .all_ids(move_line::ML)
+            .into_iter()
+            .map(|l| move_line::dump(db, l))
+            .collect();
+        let lots: Vec<Value> = db
+            .all_ids(lot::L)
+            .into_iter()
+            .map(|l| {
+                json!({"id": l, "name": db.str(lot::L, l, "name"),
+                       "product_id": db.m2o(lot::L, l, "product_id")})
+            })
+            .collect();
+        let picking_types: Vec<Value> = db
+            .all_ids(picking::T)
+            .into_iter()
+            .map(|t| picking::dump_type(db, t))
+            .collect();
+        let pk_model = if db.version.major() >= 19 {
+            "product.uom"
+        } else {
+            "product.packaging"
+        };
+        let packagings: Vec<Value> = db
+            .all_ids(pk_model)
+            .into_iter()
+            .map(|i| {
+                let qty = if pk_model == "product.uom" {
+                    db.m2o(pk_model, i, "uom_id")
+                        .map(|u| db.float("uom.uom", u, "relative_factor"))
+                        .unwrap_or(1.0)
+                } else {
+                    db.float(pk_model, i, "qty")
+                };
+                json!({"id": i, "barcode": db.str(pk_model, i, "barcode"), "qty": qty,
+                       "product_id": db.m2o(pk_model, i, "product_id")})
+            })
+            .collect();
         json!({
+            "pickings": pickings,
+            "move_lines": move_lines,
+            "lots": lots,
+            "picking_types": picking_types,
+            "packagings": packagings,
             "version": sim.config.version.major(),
             "quants": quants,
             "moves": moves,
             "xmlids": ir_model_data::dump(db),
             "calls": stats.calls,
             "rpc_total": stats.rpc_total,
+            "json2_total": stats.json2_total,
             "products": products,
             "locations": locations,
             "faults": faults,

@@ -69,6 +69,8 @@ pub fn demo_seed() -> Seed {
                 default_code: Some((*code).to_owned()),
                 tracking: None,
                 storable: Some(true),
+                weight: None,
+                packagings: Vec::new(),
             }
         })
         .collect();
@@ -81,6 +83,7 @@ pub fn demo_seed() -> Seed {
     Seed {
         products,
         locations,
+        ..Seed::default()
     }
 }
 

@@ -23,8 +23,8 @@ use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
 use crate::control;
-use crate::rpc::envelope;
 use crate::rpc::service::{self, Outcome};
+use crate::rpc::{envelope, json2};
 use crate::sim::Sim;
 
 /// Per-connection handle given to handlers.
@@ -144,6 +144,77 @@ async fn sim_faults(State(sim): State<Arc<Sim>>, body: Bytes) -> Response {
     control_reply(control::faults(&sim, &body))
 }
 
+async fn json2_rpc(
+    State(sim): State<Arc<Sim>>,
+    Extension(conn): Extension<ConnControl>,
+    axum::extract::Path((model, method)): axum::extract::Path<(String, String)>,
+    req_method: axum::http::Method,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if sim.config.version < crate::version::OdooVersion::V19 {
+        return not_found().await;
+    }
+    let outcome = if req_method == axum::http::Method::POST {
+        json2::handle(&sim, &headers, &model, &method, &body).await
+    } else {
+        json2::not_found()
+    };
+    json2_response(outcome, &conn).await
+}
+
+async fn json2_other(
+    State(sim): State<Arc<Sim>>,
+    Extension(conn): Extension<ConnControl>,
+) -> Response {
+    if sim.config.version < crate::version::OdooVersion::V19 {
+        return not_found().await;
+    }
+    json2_response(json2::not_found(), &conn).await
+}
+
+async fn json2_response(outcome: json2::Json2Outcome, conn: &ConnControl) -> Response {
+    match outcome {
+        json2::Json2Outcome::Reply(status, v) => {
+            let mut r = (
+                status,
+                [(header::CONTENT_TYPE, "application/json; charset=utf-8")],
+                v.to_string(),
+            )
+                .into_response();
+            if status == StatusCode::UNAUTHORIZED {
+                r.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    axum::http::HeaderValue::from_static("bearer"),
+                );
+            }
+            r
+        }
+        json2::Json2Outcome::Http500 => html(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "Internal Server Error",
+            "The server encountered an internal error and was unable to complete your request. Either the server is overloaded or there is an error in the application.",
+        ),
+        json2::Json2Outcome::Drop => {
+            conn.kill.cancel();
+            std::future::pending::<Response>().await
+        }
+    }
+}
+
+/// Unknown paths: Odoo 19 answers JSON-2's own 404 under `/json/2/`, else werkzeug's page.
+async fn fallback(
+    State(sim): State<Arc<Sim>>,
+    Extension(conn): Extension<ConnControl>,
+    uri: axum::http::Uri,
+) -> Response {
+    if sim.config.version >= crate::version::OdooVersion::V19 && uri.path().starts_with("/json/2/")
+    {
+        return json2_response(json2::not_found(), &conn).await;
+    }
+    not_found().await
+}
+
 async fn not_found() -> Response {
     html(
         StatusCode::NOT_FOUND,
@@ -156,10 +227,12 @@ async fn not_found() -> Response {
 pub fn router(sim: Arc<Sim>) -> Router {
     Router::new()
         .route("/jsonrpc", any(jsonrpc))
+        .route("/json/2/{model}/{method}", any(json2_rpc))
+        .route("/json/2", any(json2_other))
         .route("/__sim/seed", post(sim_seed))
         .route("/__sim/state", get(sim_state))
         .route("/__sim/faults", post(sim_faults))
-        .fallback(not_found)
+        .fallback(fallback)
         .with_state(sim)
 }
 

@@ -46,6 +46,8 @@ pub struct Stats {
     pub calls: BTreeMap<String, u64>,
     /// Every well-formed `/jsonrpc` request.
     pub rpc_total: u64,
+    /// Every authenticated JSON-2 call with a JSON object body.
+    pub json2_total: u64,
 }
 
 /// Setup errors of the simulator.
@@ -134,10 +136,13 @@ impl Sim {
                 .deprecation_logged
                 .swap(true, std::sync::atomic::Ordering::Relaxed)
         {
-            tracing::warn!(
-                "the /jsonrpc endpoint is deprecated in Odoo 19; use /json/2 (not simulated yet)"
-            );
+            tracing::warn!("the /jsonrpc endpoint is deprecated in Odoo 19; use /json/2");
         }
+    }
+
+    /// Count one JSON-2 call.
+    pub fn count_json2(&self) {
+        lock(&self.stats).json2_total += 1;
     }
 
     /// Count one object call of `model.method`.

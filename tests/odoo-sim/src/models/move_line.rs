@@ -63,6 +63,7 @@ pub fn prepare_vals(
     if let Some(l) = lot {
         v.insert("lot_id".into(), l.into());
     }
+    complete_vals(db, &mut v);
     v
 }
 

@@ -27,6 +27,8 @@ fn fixture(version: OdooVersion) -> Fixture {
                 default_code: None,
                 tracking: None,
                 storable: None,
+                weight: None,
+                packagings: Vec::new(),
             },
             SeedProduct {
                 barcode: "4006381334006".into(),
@@ -34,12 +36,15 @@ fn fixture(version: OdooVersion) -> Fixture {
                 default_code: Some("G1".into()),
                 tracking: None,
                 storable: None,
+                weight: None,
+                packagings: Vec::new(),
             },
         ],
         locations: vec![SeedLocation {
             barcode: "WH-STOCK-A01".into(),
             name: "A01".into(),
         }],
+        ..Seed::default()
     };
     let ids = seed_db(&mut db, &seed).unwrap_or_else(|e| panic!("seed: {e}"));
     let id = |v: &Value| v.as_i64().unwrap_or_else(|| panic!("no id in {v}"));
