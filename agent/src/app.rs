@@ -72,19 +72,23 @@ pub async fn run(config: Config, cancel: CancellationToken) -> Result<(), AppErr
     let (mut writer, ingest) = Writer::new(store.clone(), &config.store, depth, committed.clone());
     let health = Health::default();
     let stations = Arc::new(Stations::new(&config.stations));
+    let tags = Arc::new(crate::normalise::Tags::new(&config.tags));
 
     let mut sources = Vec::new();
     for m in &config.mqtt {
         let (id, notices) = writer.add_source(NOTICE_QUEUE);
-        sources.push(MqttSource::new(
-            m.clone(),
-            stations.clone(),
-            id,
-            ingest.clone(),
-            notices,
-            health.clone(),
-            cancel.clone(),
-        ));
+        sources.push(
+            MqttSource::new(
+                m.clone(),
+                stations.clone(),
+                id,
+                ingest.clone(),
+                notices,
+                health.clone(),
+                cancel.clone(),
+            )
+            .with_tags(tags.clone()),
+        );
     }
     // Only sources hold ingest senders: the writer ends once they all stop.
     drop(ingest);

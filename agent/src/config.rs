@@ -62,6 +62,8 @@ pub struct Config {
     pub relay: RelayConfig,
     pub mqtt: Vec<MqttConfig>,
     pub stations: Vec<Station>,
+    /// `[[tags]]`: PLC tag ids (as a gateway publishes them) mapped to reading tags.
+    pub tags: Vec<TagMapping>,
     /// `[status]`: the local status API.
     pub status: StatusConfig,
 }
@@ -127,13 +129,88 @@ pub struct RelayConfig {
 }
 
 /// One `[[mqtt]]` broker.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct MqttConfig {
     pub name: String,
     pub host: String,
     pub port: u16,
     pub client_id: String,
     pub topics: Vec<String>,
+    /// `[mqtt.tls]`: connect with TLS (default port 8883); `None` for plain MQTT (1883).
+    pub tls: Option<MqttTls>,
+    /// `username`, sent with the CONNECT.
+    pub username: Option<String>,
+    /// The first line of `password_file` (read at validation; never logged).
+    pub password: Option<Password>,
+    /// `[[mqtt.formats]]`: payload format per topic filter, first match wins; default JSON.
+    pub formats: Vec<FormatRule>,
+}
+
+/// `[mqtt.tls]`: the CA that signed the broker's certificate and an optional client identity.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MqttTls {
+    pub ca_cert: PathBuf,
+    /// Client certificate and key, when the broker requires one (`require_certificate true`).
+    pub client_cert: Option<PathBuf>,
+    pub client_key: Option<PathBuf>,
+}
+
+/// A broker password. Its `Debug` output is redacted so it never reaches a log.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Password(pub String);
+
+impl std::fmt::Debug for Password {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Password(***)")
+    }
+}
+
+/// One `[[mqtt.formats]]` rule: payloads on topics matching `filter` are decoded as `format`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FormatRule {
+    pub filter: String,
+    pub format: PayloadFormat,
+    /// The topic level (0-based) naming the device when the payload does not
+    /// (`scanners/SC-01/raw` with `device_level = 1` → `SC-01`). Default 1.
+    pub device_level: usize,
+}
+
+/// How an MQTT payload is decoded.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum PayloadFormat {
+    /// The canonical JSON scan (`{"code": ...}`), see docs/payloads.md.
+    #[default]
+    Json,
+    /// The whole payload is one barcode (CR/LF trimmed, optional AIM prefix).
+    Text,
+    /// PLC tag JSON as Kepware's IoT Gateway publishes it (`{"timestamp":..,"values":[{id,v,q,t}]}`).
+    Kepware,
+}
+
+impl PayloadFormat {
+    /// The name used in the config file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PayloadFormat::Json => "json",
+            PayloadFormat::Text => "text",
+            PayloadFormat::Kepware => "kepware",
+        }
+    }
+}
+
+/// Default `device_level` of a format rule (and of topics no rule matches).
+pub const DEFAULT_DEVICE_LEVEL: usize = 1;
+
+/// One `[[tags]]` entry: a PLC tag id as the gateway publishes it, and what it becomes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TagMapping {
+    /// The id in the payload, e.g. `Channel1.Scale1.Weight`.
+    pub id: String,
+    /// The reading's tag name, e.g. `scale1.weight` (the relay maps it to Odoo).
+    pub tag: String,
+    pub unit: Option<String>,
+    /// The device the reading is attributed to; default: the topic's device level.
+    pub device: Option<String>,
 }
 
 /// One `[[stations]]` entry: defaults for a device's scans.
@@ -158,6 +235,8 @@ struct RawConfig {
     mqtt: Vec<RawMqtt>,
     #[serde(default)]
     stations: Vec<RawStation>,
+    #[serde(default)]
+    tags: Vec<RawTag>,
     status: Option<RawStatus>,
 }
 
@@ -197,6 +276,36 @@ struct RawMqtt {
     port: Option<Spanned<u16>>,
     client_id: Spanned<String>,
     topics: Spanned<Vec<Spanned<String>>>,
+    tls: Option<Spanned<RawMqttTls>>,
+    username: Option<Spanned<String>>,
+    password_file: Option<Spanned<String>>,
+    #[serde(default)]
+    formats: Vec<RawFormat>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMqttTls {
+    ca_cert: Spanned<String>,
+    client_cert: Option<Spanned<String>>,
+    client_key: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFormat {
+    filter: Spanned<String>,
+    format: Spanned<String>,
+    device_level: Option<Spanned<u64>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTag {
+    id: Spanned<String>,
+    tag: Spanned<String>,
+    unit: Option<Spanned<String>>,
+    device: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -323,6 +432,7 @@ impl Validator<'_> {
                     return self.err(k("port"), p.span(), "must be 1 to 65535")
                 }
                 Some(p) => *p.get_ref(),
+                None if m.tls.is_some() => 8883,
                 None => 1883,
             };
             let cid = m.client_id.get_ref();
@@ -351,12 +461,18 @@ impl Validator<'_> {
                 }
                 topics.push(t.get_ref().clone());
             }
+            let (tls, username, password) = self.validate_mqtt_security(i, &m)?;
+            let formats = self.validate_formats(i, &m.formats, &topics)?;
             mqtt.push(MqttConfig {
                 name: name.clone(),
                 host: m.host.get_ref().trim().to_string(),
                 port,
                 client_id: cid.clone(),
                 topics,
+                tls,
+                username,
+                password,
+                formats,
             });
         }
 
@@ -402,6 +518,8 @@ impl Validator<'_> {
 
         let status = self.validate_status(raw.status)?;
 
+        let tags = self.validate_tags(raw.tags)?;
+
         Ok(Config {
             site: raw.site.into_inner(),
             agent_id,
@@ -410,8 +528,197 @@ impl Validator<'_> {
             relay,
             mqtt,
             stations,
+            tags,
             status,
         })
+    }
+
+    /// `[mqtt.tls]`, `username` and `password_file` of broker `i`.
+    #[allow(clippy::type_complexity)]
+    fn validate_mqtt_security(
+        &self,
+        i: usize,
+        m: &RawMqtt,
+    ) -> Result<(Option<MqttTls>, Option<String>, Option<Password>), ConfigError> {
+        let k = |f: &str| format!("mqtt[{i}].{f}");
+        let tls = match &m.tls {
+            None => None,
+            Some(t) => {
+                let t = t.get_ref();
+                let ca_cert = self.pem_file(&t.ca_cert, &k("tls.ca_cert"), PemKind::Certificate)?;
+                let (client_cert, client_key) = match (&t.client_cert, &t.client_key) {
+                    (None, None) => (None, None),
+                    (Some(c), Some(key)) => (
+                        Some(self.pem_file(c, &k("tls.client_cert"), PemKind::Certificate)?),
+                        Some(self.pem_file(key, &k("tls.client_key"), PemKind::PrivateKey)?),
+                    ),
+                    (Some(c), None) => {
+                        return self.err(
+                            k("tls.client_cert"),
+                            c.span(),
+                            "set client_key too (the private key of this certificate)",
+                        )
+                    }
+                    (None, Some(key)) => {
+                        return self.err(
+                            k("tls.client_key"),
+                            key.span(),
+                            "set client_cert too (the certificate of this key)",
+                        )
+                    }
+                };
+                Some(MqttTls {
+                    ca_cert,
+                    client_cert,
+                    client_key,
+                })
+            }
+        };
+        let username = match &m.username {
+            None => None,
+            Some(u) => {
+                let s = u.get_ref();
+                if s.is_empty() || s.len() > 256 || s.chars().any(char::is_control) {
+                    return self.err(
+                        k("username"),
+                        u.span(),
+                        "must be 1 to 256 printable characters",
+                    );
+                }
+                Some(s.clone())
+            }
+        };
+        let password = match &m.password_file {
+            None => None,
+            Some(f) => {
+                if username.is_none() {
+                    return self.err(
+                        k("password_file"),
+                        f.span(),
+                        "set username too (MQTT sends a password only with a username)",
+                    );
+                }
+                let path = self.path_value(f);
+                let text = match std::fs::read_to_string(&path) {
+                    Ok(t) => t,
+                    Err(e) => {
+                        return self.err(
+                            k("password_file"),
+                            f.span(),
+                            format!("cannot read {}: {e}", path.display()),
+                        )
+                    }
+                };
+                let first = text.lines().next().unwrap_or("").trim_end_matches('\r');
+                if first.is_empty() {
+                    return self.err(
+                        k("password_file"),
+                        f.span(),
+                        format!(
+                            "{} is empty; put the broker password on its first line",
+                            path.display()
+                        ),
+                    );
+                }
+                Some(Password(first.to_string()))
+            }
+        };
+        Ok((tls, username, password))
+    }
+
+    /// `[[mqtt.formats]]` of broker `i`: each filter valid and subscribed through `topics`.
+    fn validate_formats(
+        &self,
+        i: usize,
+        raw: &[RawFormat],
+        topics: &[String],
+    ) -> Result<Vec<FormatRule>, ConfigError> {
+        let mut out = Vec::with_capacity(raw.len());
+        for (j, f) in raw.iter().enumerate() {
+            let k = |name: &str| format!("mqtt[{i}].formats[{j}].{name}");
+            let filter = f.filter.get_ref();
+            if let Err(why) = check_topic_filter(filter) {
+                return self.err(
+                    k("filter"),
+                    f.filter.span(),
+                    format!("{filter:?} is not a valid MQTT topic filter: {why}"),
+                );
+            }
+            if !topics.iter().any(|t| filter_covers(t, filter)) {
+                return self.err(
+                    k("filter"),
+                    f.filter.span(),
+                    format!(
+                        "{filter:?} is not covered by any of mqtt[{i}].topics {topics:?}; \
+                         add it to topics so the agent subscribes to it"
+                    ),
+                );
+            }
+            let format = match f.format.get_ref().as_str() {
+                "json" => PayloadFormat::Json,
+                "text" => PayloadFormat::Text,
+                "kepware" => PayloadFormat::Kepware,
+                other => {
+                    return self.err(
+                        k("format"),
+                        f.format.span(),
+                        format!("{other:?} is not a payload format; use json, text or kepware"),
+                    )
+                }
+            };
+            let device_level = match &f.device_level {
+                None => DEFAULT_DEVICE_LEVEL,
+                Some(l) if *l.get_ref() <= 31 => *l.get_ref() as usize,
+                Some(l) => {
+                    return self.err(
+                        k("device_level"),
+                        l.span(),
+                        "must be 0 to 31 (the topic level naming the device, counted from 0)",
+                    )
+                }
+            };
+            out.push(FormatRule {
+                filter: filter.clone(),
+                format,
+                device_level,
+            });
+        }
+        Ok(out)
+    }
+
+    /// `[[tags]]`: unique ids, non-empty names.
+    fn validate_tags(&self, raw: Vec<RawTag>) -> Result<Vec<TagMapping>, ConfigError> {
+        let mut ids = HashSet::new();
+        let mut out = Vec::with_capacity(raw.len());
+        for (i, t) in raw.into_iter().enumerate() {
+            let k = |f: &str| format!("tags[{i}].{f}");
+            let text = |v: &Spanned<String>, f: &str| -> Result<String, ConfigError> {
+                let s = v.get_ref();
+                if s.is_empty() || s.chars().count() > 256 || s.chars().any(char::is_control) {
+                    self.err(k(f), v.span(), "must be 1 to 256 printable characters")
+                } else {
+                    Ok(s.clone())
+                }
+            };
+            let id = text(&t.id, "id")?;
+            if !ids.insert(id.clone()) {
+                return self.err(
+                    k("id"),
+                    t.id.span(),
+                    format!("tag id {id:?} is listed twice"),
+                );
+            }
+            let tag = text(&t.tag, "tag")?;
+            let unit = t.unit.as_ref().map(|u| text(u, "unit")).transpose()?;
+            let device = t.device.as_ref().map(|d| text(d, "device")).transpose()?;
+            out.push(TagMapping {
+                id,
+                tag,
+                unit,
+                device,
+            });
+        }
+        Ok(out)
     }
 
     fn validate_status(&self, raw: Option<RawStatus>) -> Result<StatusConfig, ConfigError> {
@@ -718,6 +1025,38 @@ pub fn key_at_line(text: &str, line: usize) -> String {
     }
 }
 
+/// Whether subscription filter `sub` receives every topic that filter `f` matches.
+pub fn filter_covers(sub: &str, f: &str) -> bool {
+    let mut s = sub.split('/');
+    let mut t = f.split('/');
+    loop {
+        match (s.next(), t.next()) {
+            (Some("#"), _) | (None, None) => return true,
+            (Some("+"), Some(l)) if l != "#" => {}
+            (Some(a), Some(b)) if a == b => {}
+            _ => return false,
+        }
+    }
+}
+
+/// Whether the concrete `topic` matches subscription filter `filter` (MQTT 3.1.1 §4.7; a `$`
+/// topic matches only a filter that starts with `$` too).
+pub fn topic_matches(filter: &str, topic: &str) -> bool {
+    if topic.starts_with('$') && !filter.starts_with('$') {
+        return false;
+    }
+    let mut f = filter.split('/');
+    let mut t = topic.split('/');
+    loop {
+        match (f.next(), t.next()) {
+            (Some("#"), _) | (None, None) => return true,
+            (Some("+"), Some(_)) => {}
+            (Some(a), Some(b)) if a == b => {}
+            _ => return false,
+        }
+    }
+}
+
 /// Checks an MQTT subscription filter (MQTT 3.1.1 §4.7).
 pub fn check_topic_filter(filter: &str) -> Result<(), &'static str> {
     if filter.is_empty() {
@@ -751,5 +1090,7 @@ fn default_agent_id() -> String {
         .unwrap_or_else(|| "scanbridge-agent".to_string())
 }
 
+#[cfg(test)]
+mod mqtt_tests;
 #[cfg(test)]
 mod tests;

@@ -40,6 +40,7 @@ fn start_agent_with(port: u16, dir: &std::path::Path, keep_alive: Duration) -> A
             port,
             client_id: "scanbridge-agent-test".into(),
             topics: vec!["scanbridge/+/scan".into()],
+            ..MqttConfig::default()
         },
         Arc::new(Stations::default()),
         id,

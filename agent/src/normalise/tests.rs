@@ -238,3 +238,448 @@ proptest! {
         let _ = run("scanbridge/SC-01/scan", payload.as_bytes());
     }
 }
+
+// ---- formats, stations, GS1 glue ------------------------------------------------------------
+
+use crate::config::{FormatRule, PayloadFormat, TagMapping};
+use scanbridge_protocol::Reading;
+
+fn tags() -> Tags {
+    Tags::new(&[
+        TagMapping {
+            id: "Channel1.Scale1.Weight".into(),
+            tag: "scale1.weight".into(),
+            unit: Some("kg".into()),
+            device: Some("SCALE-1".into()),
+        },
+        TagMapping {
+            id: "Channel1.Dock.Door1".into(),
+            tag: "dock.door1".into(),
+            unit: None,
+            device: None,
+        },
+    ])
+}
+
+fn decode(format: PayloadFormat, device_level: usize) -> Decode {
+    Decode {
+        format,
+        device_level,
+    }
+}
+
+fn run_as(format: PayloadFormat, level: usize, topic: &str, payload: &[u8]) -> Vec<Event> {
+    normalise_message(
+        &stations(),
+        &tags(),
+        decode(format, level),
+        Incoming {
+            broker: "site",
+            topic,
+            payload,
+            received_at: 1_000_000,
+        },
+    )
+}
+
+fn reading(ev: &Event) -> &Reading {
+    match &ev.body {
+        EventBody::Reading(r) => r,
+        other => panic!("expected a reading, got {other:?}"),
+    }
+}
+
+fn raw(ev: &Event) -> &[u8] {
+    match &ev.body {
+        EventBody::Quarantined(q) => &q.raw,
+        other => panic!("expected quarantine, got {other:?}"),
+    }
+}
+
+#[test]
+fn the_first_matching_format_rule_decides_and_json_is_the_default() {
+    let rules = vec![
+        FormatRule {
+            filter: "plc/+/tags".into(),
+            format: PayloadFormat::Kepware,
+            device_level: 1,
+        },
+        FormatRule {
+            filter: "scanners/#".into(),
+            format: PayloadFormat::Text,
+            device_level: 2,
+        },
+        FormatRule {
+            filter: "scanners/raw/+".into(),
+            format: PayloadFormat::Json,
+            device_level: 1,
+        },
+    ];
+    assert_eq!(
+        decode_for(&rules, "plc/line1/tags"),
+        decode(PayloadFormat::Kepware, 1)
+    );
+    assert_eq!(
+        decode_for(&rules, "scanners/raw/SC-07"),
+        decode(PayloadFormat::Text, 2)
+    );
+    assert_eq!(
+        decode_for(&rules, "scanbridge/SC-01/scan"),
+        Decode::default()
+    );
+    assert_eq!(decode_for(&rules, "plc/line1/tags/x"), Decode::default());
+    assert_eq!(Decode::default(), decode(PayloadFormat::Json, 1));
+}
+
+#[test]
+fn a_text_payload_is_one_barcode_trimmed_of_cr_lf_with_the_device_from_the_topic() {
+    let evs = run_as(
+        PayloadFormat::Text,
+        2,
+        "scanners/raw/SC-01",
+        b"4006381333931\r\n",
+    );
+    assert_eq!(evs.len(), 1);
+    let s = scan(&evs[0]);
+    assert_eq!(s.code, "4006381333931");
+    assert_eq!(s.symbology, Symbology::Unknown);
+    assert_eq!(evs[0].device, "SC-01");
+    assert_eq!(s.op, Some(Operation::Count), "the station of SC-01");
+    assert_eq!(s.location.as_deref(), Some("WH-STOCK-A01"));
+    assert_eq!(evs[0].captured_at, 1_000_000);
+}
+
+#[test]
+fn a_text_payload_keeps_inner_spaces_and_an_aim_prefix_sets_the_symbology() {
+    let evs = run_as(PayloadFormat::Text, 1, "s/SC-02", b"]E04006381333931\n");
+    let s = scan(&evs[0]);
+    assert_eq!(
+        (s.code.as_str(), &s.symbology),
+        ("4006381333931", &Symbology::Ean13)
+    );
+    let evs = run_as(PayloadFormat::Text, 1, "s/SC-02", b"]A0PART 42");
+    let s = scan(&evs[0]);
+    assert_eq!(
+        (s.code.as_str(), &s.symbology),
+        ("PART 42", &Symbology::Code39)
+    );
+    assert_eq!(s.op, None, "SC-02 has no station");
+}
+
+#[test]
+fn a_text_gs1_datamatrix_is_parsed_into_gs1() {
+    let evs = run_as(
+        PayloadFormat::Text,
+        1,
+        "s/SC-01",
+        b"]d201095011015300031714070410AB-123\r",
+    );
+    let s = scan(&evs[0]);
+    assert_eq!(s.symbology, Symbology::Gs1DataMatrix);
+    assert_eq!(s.code, "01095011015300031714070410AB-123");
+    let g = s.gs1.as_ref().expect("parsed");
+    assert_eq!(g.gtin.as_deref(), Some("09501101530003"));
+    assert_eq!(g.expiry.as_deref(), Some("140704"));
+    assert_eq!(g.lot.as_deref(), Some("AB-123"));
+}
+
+#[test]
+fn a_leading_gs_marks_a_gs1_code_without_an_aim_identifier() {
+    let evs = run_as(
+        PayloadFormat::Text,
+        1,
+        "s/SC-01",
+        b"\x1d0109501101530003\x1d3103000500",
+    );
+    let s = scan(&evs[0]);
+    assert_eq!(s.code, "0109501101530003\u{1d}3103000500");
+    assert_eq!(s.gs1.as_ref().and_then(|g| g.qty), Some(0.5));
+}
+
+#[test]
+fn an_invalid_gs1_code_is_quarantined_with_the_parsers_message() {
+    let evs = run_as(
+        PayloadFormat::Text,
+        1,
+        "s/SC-01",
+        b"]C10109501101530003171307",
+    );
+    let reason = quarantine_reason(&evs[0]);
+    assert!(
+        reason.contains("AI (17) expiry date expects 6 digits YYMMDD, got \"1307\""),
+        "{reason}"
+    );
+    assert_eq!(raw(&evs[0]), b"]C10109501101530003171307");
+    let evs = run_as(PayloadFormat::Text, 1, "s/SC-01", b"]C10109501101530004");
+    assert!(quarantine_reason(&evs[0]).contains("wrong check digit"));
+}
+
+#[test]
+fn empty_non_utf8_and_control_character_text_payloads_are_quarantined() {
+    for (payload, needle) in [
+        (&b"\r\n"[..], "empty"),
+        (&b""[..], "empty"),
+        (&[0xff, 0x41][..], "not UTF-8"),
+        (&b"AB\x07C"[..], "control characters"),
+        (&b"4006381333932"[..], "check digit"),
+    ] {
+        let evs = run_as(PayloadFormat::Text, 1, "s/SC-01", payload);
+        assert_eq!(evs.len(), 1);
+        assert!(quarantine_reason(&evs[0]).contains(needle), "{payload:?}");
+        assert_eq!(raw(&evs[0]), payload);
+        assert_eq!(evs[0].device, "SC-01");
+    }
+}
+
+#[test]
+fn a_text_topic_without_the_device_level_gives_the_unknown_device() {
+    let evs = run_as(PayloadFormat::Text, 3, "s/SC-01", b"ABC");
+    assert_eq!(evs[0].device, UNKNOWN_DEVICE);
+}
+
+#[test]
+fn a_json_device_level_other_than_one_is_honoured() {
+    let evs = run_as(
+        PayloadFormat::Json,
+        2,
+        "site/raw/SC-01",
+        br#"{"code":"ABC"}"#,
+    );
+    assert_eq!(evs[0].device, "SC-01");
+    assert_eq!(scan(&evs[0]).op, Some(Operation::Count));
+}
+
+#[test]
+fn the_station_supplies_op_and_location_when_the_payload_has_none() {
+    let evs = run_as(PayloadFormat::Json, 1, "t/SC-01", br#"{"code":"ABC"}"#);
+    let s = scan(&evs[0]);
+    assert_eq!(
+        (s.op, s.location.as_deref()),
+        (Some(Operation::Count), Some("WH-STOCK-A01"))
+    );
+}
+
+#[test]
+fn the_payload_overrides_the_stations_op_and_location() {
+    let evs = run_as(
+        PayloadFormat::Json,
+        1,
+        "t/SC-01",
+        br#"{"code":"ABC","op":"pick","location":"WH-PICK-07"}"#,
+    );
+    let s = scan(&evs[0]);
+    assert_eq!(
+        (s.op, s.location.as_deref()),
+        (Some(Operation::Pick), Some("WH-PICK-07"))
+    );
+    // Overriding one keeps the station's other default.
+    let evs = run_as(
+        PayloadFormat::Json,
+        1,
+        "t/SC-01",
+        br#"{"code":"ABC","op":"move"}"#,
+    );
+    let s = scan(&evs[0]);
+    assert_eq!(
+        (s.op, s.location.as_deref()),
+        (Some(Operation::Move), Some("WH-STOCK-A01"))
+    );
+}
+
+#[test]
+fn the_payloads_device_selects_its_station_over_the_topics() {
+    let evs = run_as(
+        PayloadFormat::Json,
+        1,
+        "t/OTHER",
+        br#"{"code":"ABC","device":"SC-01"}"#,
+    );
+    assert_eq!(evs[0].device, "SC-01");
+    assert_eq!(scan(&evs[0]).op, Some(Operation::Count));
+}
+
+#[test]
+fn a_json_symbology_name_wins_over_the_aim_prefix_but_gs1_is_still_parsed() {
+    let evs = run_as(
+        PayloadFormat::Json,
+        1,
+        "t/SC-01",
+        br#"{"code":"]C10109501101530003","symbology":"code128"}"#,
+    );
+    let s = scan(&evs[0]);
+    assert_eq!(s.symbology, Symbology::Code128);
+    assert_eq!(
+        s.gs1.as_ref().and_then(|g| g.gtin.as_deref()),
+        Some("09501101530003")
+    );
+}
+
+#[test]
+fn a_kepware_message_becomes_one_reading_per_value_in_order() {
+    let payload = br#"{"timestamp":1700000000000,"values":[
+        {"id":"Channel1.Scale1.Weight","v":42.5,"q":true,"t":1700000000123},
+        {"id":"Channel1.Dock.Door1","v":true,"q":true,"t":1700000000456},
+        {"id":"Channel1.Scale1.Weight","v":"43.0","q":true}]}"#;
+    let evs = run_as(PayloadFormat::Kepware, 1, "plc/line1/tags", payload);
+    assert_eq!(evs.len(), 3);
+    let r = reading(&evs[0]);
+    assert_eq!(
+        (r.tag.as_str(), r.value, r.unit.as_deref()),
+        ("scale1.weight", 42.5, Some("kg"))
+    );
+    assert_eq!(evs[0].device, "SCALE-1", "the tag's device");
+    assert_eq!(evs[0].captured_at, 1_700_000_000_123_000);
+    assert_eq!(evs[0].received_at, 1_000_000);
+    let r = reading(&evs[1]);
+    assert_eq!(
+        (r.tag.as_str(), r.value, r.unit.as_deref()),
+        ("dock.door1", 1.0, None)
+    );
+    assert_eq!(
+        evs[1].device, "line1",
+        "no device on the tag: the topic's device level"
+    );
+    assert_eq!(
+        evs[2].captured_at, 1_700_000_000_000_000,
+        "the message timestamp"
+    );
+    assert_eq!(reading(&evs[2]).value, 43.0);
+    assert!(evs.iter().all(|e| e.source
+        == Source::Mqtt {
+            broker: "site".into(),
+            topic: "plc/line1/tags".into()
+        }));
+}
+
+#[test]
+fn bad_kepware_values_are_quarantined_in_place_with_their_own_json() {
+    let payload = br#"{"timestamp":1700000000000,"values":[
+        {"id":"Channel1.Unknown","v":1,"q":true,"t":1700000000000},
+        {"id":"Channel1.Scale1.Weight","v":42.5,"q":false,"t":1700000000000},
+        {"id":"Channel1.Scale1.Weight","v":"heavy","q":true,"t":1700000000000},
+        {"id":"Channel1.Scale1.Weight","v":[1,2],"q":true},
+        {"id":"Channel1.Scale1.Weight","v":41.0,"q":true,"t":"noon"},
+        {"v":1},
+        {"id":"Channel1.Scale1.Weight","v":40.0,"q":true}]}"#;
+    let evs = run_as(PayloadFormat::Kepware, 1, "plc/line1/tags", payload);
+    assert_eq!(evs.len(), 7);
+    let reasons: Vec<&str> = evs[..6].iter().map(quarantine_reason).collect();
+    assert!(
+        reasons[0].contains("\"Channel1.Unknown\" is not in the agent's [[tags]] table"),
+        "{}",
+        reasons[0]
+    );
+    assert!(
+        reasons[1].contains("bad quality (q = false)"),
+        "{}",
+        reasons[1]
+    );
+    assert!(
+        reasons[2].contains("not numeric (got \"heavy\")"),
+        "{}",
+        reasons[2]
+    );
+    assert!(reasons[3].contains("not numeric"), "{}", reasons[3]);
+    assert!(
+        reasons[4].contains("`t` is not a time in milliseconds"),
+        "{}",
+        reasons[4]
+    );
+    assert!(reasons[5].contains("no `id`"), "{}", reasons[5]);
+    assert!(reasons[0].starts_with("PLC tag value 0: "));
+    assert_eq!(
+        raw(&evs[0]),
+        br#"{"id":"Channel1.Unknown","v":1,"q":true,"t":1700000000000}"#,
+        "the value's JSON exactly as received"
+    );
+    assert_eq!(evs[0].device, "line1");
+    assert_eq!(
+        evs[1].device, "SCALE-1",
+        "a known tag keeps its device when quarantined"
+    );
+    assert_eq!(
+        reading(&evs[6]).value,
+        40.0,
+        "good values after bad ones are kept"
+    );
+}
+
+#[test]
+fn an_unreadable_kepware_message_is_quarantined_whole() {
+    for (payload, needle) in [
+        (&b"not json"[..], "not the Kepware IoT Gateway shape"),
+        (&br#"{"timestamp":1}"#[..], "missing field `values`"),
+        (&br#"{"values":[]}"#[..], "empty"),
+        (
+            &br#"{"timestamp":"x","values":[{"id":"a","v":1}]}"#[..],
+            "`timestamp` is not a time",
+        ),
+        (&[0xc3, 0x28][..], "not UTF-8"),
+    ] {
+        let evs = run_as(PayloadFormat::Kepware, 1, "plc/line1/tags", payload);
+        assert_eq!(evs.len(), 1, "{payload:?}");
+        assert!(
+            quarantine_reason(&evs[0]).contains(needle),
+            "{:?}",
+            quarantine_reason(&evs[0])
+        );
+        assert_eq!(raw(&evs[0]), payload);
+    }
+    let many = format!(
+        r#"{{"values":[{}]}}"#,
+        vec![r#"{"id":"Channel1.Dock.Door1","v":1}"#; kepware::MAX_VALUES + 1].join(",")
+    );
+    let evs = run_as(PayloadFormat::Kepware, 1, "plc/l/tags", many.as_bytes());
+    assert_eq!(evs.len(), 1);
+    assert!(quarantine_reason(&evs[0]).contains("publish fewer values"));
+}
+
+proptest! {
+    #[test]
+    fn arbitrary_bytes_in_any_format_never_panic_and_always_yield_events(
+        payload in proptest::collection::vec(any::<u8>(), 0..1024),
+        topic in ".{0,40}",
+        format in prop_oneof![Just(PayloadFormat::Json), Just(PayloadFormat::Text), Just(PayloadFormat::Kepware)],
+        level in 0usize..4,
+    ) {
+        let evs = run_as(format, level, &topic, &payload);
+        prop_assert!(!evs.is_empty());
+        for ev in &evs {
+            prop_assert_eq!(ev.seq, 0);
+        }
+        if evs.len() == 1 {
+            if let EventBody::Quarantined(q) = &evs[0].body {
+                if format != PayloadFormat::Kepware || !q.reason.starts_with("PLC tag value") {
+                    prop_assert_eq!(&q.raw, &payload);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn arbitrary_kepware_values_never_panic_and_give_one_event_each(
+        items in proptest::collection::vec(
+            (prop_oneof![Just("Channel1.Scale1.Weight".to_string()), ".{0,12}"],
+             prop_oneof![any::<f64>().prop_map(serde_json::Value::from), ".{0,6}".prop_map(serde_json::Value::from), any::<bool>().prop_map(serde_json::Value::from)],
+             proptest::option::of(any::<bool>()),
+             proptest::option::of(any::<i64>())),
+            1..20),
+    ) {
+        let values: Vec<serde_json::Value> = items.iter().map(|(id, v, q, t)| {
+            serde_json::json!({"id": id, "v": v, "q": q, "t": t})
+        }).collect();
+        let payload = serde_json::json!({"timestamp": 1_700_000_000_000_i64, "values": values}).to_string();
+        let evs = run_as(PayloadFormat::Kepware, 1, "plc/l/tags", payload.as_bytes());
+        prop_assert_eq!(evs.len(), items.len());
+    }
+
+    #[test]
+    fn arbitrary_text_with_aim_prefixes_never_panics(
+        prefix in prop_oneof![Just(""), Just("]C1"), Just("]d2"), Just("]Q3"), Just("]E0"), Just("\u{1d}")],
+        body in "[0-9A-Z\u{1d}\\-]{0,60}",
+    ) {
+        let payload = format!("{prefix}{body}");
+        let evs = run_as(PayloadFormat::Text, 1, "s/SC-01", payload.as_bytes());
+        prop_assert_eq!(evs.len(), 1);
+    }
+}

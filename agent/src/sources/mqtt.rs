@@ -12,6 +12,15 @@
 //!   notices and acknowledges with `AsyncClient::try_ack` — it never awaits the request channel,
 //!   so commit notices always drain and the writer never waits on a source.
 //!
+//! Payloads are decoded per topic (`[[mqtt.formats]]`, see [`crate::normalise`]); a message may
+//! yield several events (PLC tag values), which travel as one [`IngestItem`] (the rest in
+//! [`MqttMark::more_events`]) so they commit in one transaction before the message's one PUBACK.
+//!
+//! Broker access: plain TCP or TLS (`[mqtt.tls]`: the broker's CA, optional client certificate;
+//! rumqttc's rustls transport), and `username` + `password_file`. A refused login or a failed
+//! handshake shows in the source's health and in the log in words that say what to check, and
+//! the connection is retried with backoff like any outage.
+//!
 //! Backpressure: when the writer pauses (buffer cap, disk full) the pipeline stops taking
 //! publishes, the connection loop stops reading the socket, and the broker holds the messages.
 //!
@@ -32,8 +41,8 @@ use rumqttc::{
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::MqttConfig;
-use crate::normalise::{self, Stations};
+use crate::config::{FormatRule, MqttConfig};
+use crate::normalise::{self, Stations, Tags};
 use crate::sources::Health;
 use crate::store::writer::message_hash;
 use crate::store::{Committed, IngestItem, MqttMark, SourceId};
@@ -63,6 +72,8 @@ pub enum MqttError {
 pub struct MqttSource {
     cfg: MqttConfig,
     stations: Arc<Stations>,
+    /// The `[[tags]]` table for PLC tag payloads.
+    tags: Arc<Tags>,
     /// This source's slot at the writer (commit notices come back for it).
     source_id: SourceId,
     /// Into the store writer; dropped when the source stops so the writer can drain and finish.
@@ -94,6 +105,7 @@ impl MqttSource {
         MqttSource {
             cfg,
             stations,
+            tags: Arc::new(Tags::default()),
             source_id,
             ingest,
             committed,
@@ -106,21 +118,51 @@ impl MqttSource {
         }
     }
 
+    /// Sets the `[[tags]]` table used by PLC tag payload formats (default: empty).
+    pub fn with_tags(mut self, tags: Arc<Tags>) -> MqttSource {
+        self.tags = tags;
+        self
+    }
+
     /// Overrides the keep-alive (whole seconds, at least 1).
     pub fn with_keep_alive(mut self, keep_alive: Duration) -> MqttSource {
         self.keep_alive = keep_alive.max(Duration::from_secs(1));
         self
     }
 
-    /// Broker client options: persistent session, manual acks, stable client id.
-    pub fn options(cfg: &MqttConfig, keep_alive: Duration) -> MqttOptions {
+    /// Broker client options: persistent session, manual acks, stable client id, TLS and
+    /// credentials as configured. The TLS files are read here (they were checked by config
+    /// validation); an unreadable file is an error for the caller to report.
+    pub fn options(cfg: &MqttConfig, keep_alive: Duration) -> Result<MqttOptions, std::io::Error> {
         let mut o = MqttOptions::new(cfg.client_id.clone(), cfg.host.clone(), cfg.port);
         o.set_clean_session(false)
             .set_manual_acks(true)
             .set_keep_alive(keep_alive)
             .set_max_packet_size(MAX_PACKET_BYTES, MAX_PACKET_BYTES)
             .set_request_channel_capacity(REQUEST_QUEUE);
-        o
+        if let Some(tls) = &cfg.tls {
+            let ca = std::fs::read(&tls.ca_cert)?;
+            let client_auth = match (&tls.client_cert, &tls.client_key) {
+                (Some(c), Some(k)) => Some((std::fs::read(c)?, std::fs::read(k)?)),
+                _ => None,
+            };
+            o.set_transport(rumqttc::Transport::tls_with_config(
+                rumqttc::TlsConfiguration::Simple {
+                    ca,
+                    alpn: None,
+                    client_auth,
+                },
+            ));
+        }
+        if let Some(user) = &cfg.username {
+            let password = cfg
+                .password
+                .as_ref()
+                .map(|p| p.0.clone())
+                .unwrap_or_default();
+            o.set_credentials(user.clone(), password);
+        }
+        Ok(o)
     }
 
     /// Runs until cancelled. Broker outages are retried forever; only a vanished writer ends it early.
@@ -128,6 +170,7 @@ impl MqttSource {
         let MqttSource {
             cfg,
             stations,
+            tags,
             source_id,
             ingest,
             committed,
@@ -138,13 +181,28 @@ impl MqttSource {
             retry_max,
             keep_alive,
         } = self;
-        let (client, eventloop) = AsyncClient::new(Self::options(&cfg, keep_alive), REQUEST_QUEUE);
+        let options = loop {
+            match Self::options(&cfg, keep_alive) {
+                Ok(o) => break o,
+                Err(e) => {
+                    let detail = format!("cannot read the TLS files of this broker: {e}");
+                    tracing::error!(broker = %cfg.name, error = %e, "cannot read the MQTT TLS files; retrying");
+                    health.set(health_slot, false, detail);
+                    tokio::select! {
+                        _ = cancel.cancelled() => return Ok(()),
+                        _ = tokio::time::sleep(retry_max) => {}
+                    }
+                }
+            }
+        };
+        let (client, eventloop) = AsyncClient::new(options, REQUEST_QUEUE);
         let (pub_tx, pub_rx) = mpsc::channel(PUBLISH_QUEUE);
         let (confirm_tx, confirm_rx) = mpsc::channel(16);
         // The connection loop stops only after the pipeline has acknowledged what it could.
         let conn_stop = CancellationToken::new();
         let connection = Connection {
             broker: cfg.name.clone(),
+            endpoint: format!("{}:{}", cfg.host, cfg.port),
             topics: cfg.topics.clone(),
             client: client.clone(),
             eventloop,
@@ -159,6 +217,8 @@ impl MqttSource {
         let pipeline = Pipeline {
             broker: cfg.name.clone(),
             stations,
+            tags,
+            formats: cfg.formats.clone(),
             source_id,
             ingest: Some(ingest),
             committed,
@@ -170,7 +230,7 @@ impl MqttSource {
             next_token: 0,
             unsent_acks: VecDeque::new(),
             retire: Vec::new(),
-            waiting: None,
+            waiting: VecDeque::new(),
             cancel,
         };
         let (_, result) = tokio::join!(connection.run(), async {
@@ -185,6 +245,8 @@ impl MqttSource {
 /// Owns the rumqttc event loop.
 struct Connection {
     broker: String,
+    /// `host:port`, for messages.
+    endpoint: String,
     topics: Vec<String>,
     client: AsyncClient,
     eventloop: rumqttc::EventLoop,
@@ -206,7 +268,9 @@ impl Connection {
     /// dedupe row can be retired.
     async fn run(mut self) {
         let mut backoff = self.retry_initial;
-        let mut down_logged = false;
+        // The last failure logged at WARN: a different one is logged again (a wrong password
+        // after a network outage must not hide behind "already logged").
+        let mut down_logged: Option<String> = None;
         // PUBACKs written since the last PINGREQ, and those written before the outstanding one.
         let mut written: Vec<u16> = Vec::new();
         let mut before_ping: Vec<u16> = Vec::new();
@@ -225,7 +289,7 @@ impl Connection {
                 }
                 Ok(MqttEvent::Incoming(Incoming::ConnAck(ack))) => {
                     backoff = self.retry_initial;
-                    down_logged = false;
+                    down_logged = None;
                     let filters = self
                         .topics
                         .iter()
@@ -263,10 +327,12 @@ impl Connection {
                 Err(e) => {
                     written.clear();
                     before_ping.clear();
-                    self.health.set(self.health_slot, false, e.to_string());
-                    if !down_logged {
-                        tracing::warn!(broker = %self.broker, error = %e, "MQTT broker unreachable or connection lost; reconnecting with backoff");
-                        down_logged = true;
+                    let detail = describe_connection_error(&e, &self.endpoint);
+                    self.health.set(self.health_slot, false, detail.clone());
+                    let kind = failure_kind(&e);
+                    if down_logged.as_deref() != Some(kind) {
+                        tracing::warn!(broker = %self.broker, error = %e, "{detail}; retrying with backoff");
+                        down_logged = Some(kind.to_string());
                     } else {
                         tracing::debug!(broker = %self.broker, error = %e, "MQTT reconnect failed");
                     }
@@ -300,6 +366,9 @@ impl Connection {
 struct Pipeline {
     broker: String,
     stations: Arc<Stations>,
+    tags: Arc<Tags>,
+    /// `[[mqtt.formats]]` of this broker.
+    formats: Vec<FormatRule>,
     source_id: SourceId,
     /// `None` once shutdown started (dropping it lets the writer finish).
     ingest: Option<mpsc::Sender<IngestItem>>,
@@ -317,8 +386,8 @@ struct Pipeline {
     unsent_acks: VecDeque<(Publish, [u8; 8])>,
     /// Confirmed `(pkid, hash)` pairs to retire with the next item.
     retire: Vec<(u16, [u8; 8])>,
-    /// An item the writer had no room for yet.
-    waiting: Option<IngestItem>,
+    /// Items the writer had no room for yet (in order).
+    waiting: VecDeque<IngestItem>,
     cancel: CancellationToken,
 }
 
@@ -333,18 +402,24 @@ impl Pipeline {
                     Some(c) => self.acknowledge(c),
                     None => return Err(MqttError::WriterGone { broker: self.broker.clone() }),
                 },
-                permit = ingest.reserve(), if self.waiting.is_some() => match (permit, self.waiting.take()) {
+                permit = ingest.reserve(), if !self.waiting.is_empty() => match (permit, self.waiting.pop_front()) {
                     (Ok(permit), Some(item)) => permit.send(item),
                     _ => return Err(MqttError::WriterGone { broker: self.broker.clone() }),
                 },
-                p = self.publishes.recv(), if self.waiting.is_none() => match p {
+                p = self.publishes.recv(), if self.waiting.is_empty() => match p {
                     Some(p) => {
-                        let item = self.item_for(p);
-                        match ingest.try_reserve() {
-                            Ok(permit) => permit.send(item),
-                            Err(mpsc::error::TrySendError::Full(())) => self.waiting = Some(item),
-                            Err(mpsc::error::TrySendError::Closed(())) => {
-                                return Err(MqttError::WriterGone { broker: self.broker.clone() })
+                        self.waiting = self.items_for(p);
+                        while !self.waiting.is_empty() {
+                            match ingest.try_reserve() {
+                                Ok(permit) => {
+                                    if let Some(item) = self.waiting.pop_front() {
+                                        permit.send(item);
+                                    }
+                                }
+                                Err(mpsc::error::TrySendError::Full(())) => break,
+                                Err(mpsc::error::TrySendError::Closed(())) => {
+                                    return Err(MqttError::WriterGone { broker: self.broker.clone() })
+                                }
                             }
                         }
                     }
@@ -367,7 +442,7 @@ impl Pipeline {
     /// Stops feeding the writer, then acknowledges whatever it still commits (bounded wait).
     async fn shutdown(&mut self) {
         self.ingest = None;
-        self.waiting = None;
+        self.waiting.clear();
         let deadline = tokio::time::sleep(SHUTDOWN_GRACE);
         tokio::pin!(deadline);
         while !self.pending.is_empty() {
@@ -385,33 +460,64 @@ impl Pipeline {
         self.flush_acks();
     }
 
-    fn item_for(&mut self, p: Publish) -> IngestItem {
-        let event = normalise::normalise_mqtt(
+    /// The writer items for one PUBLISH. QoS 1/2: one item carrying every event of the message
+    /// (one transaction, one PUBACK, one dedupe row). QoS 0 (no ack, no redelivery): one item
+    /// per event.
+    fn items_for(&mut self, p: Publish) -> VecDeque<IngestItem> {
+        let decode = normalise::decode_for(&self.formats, &p.topic);
+        let mut events = normalise::normalise_message(
             &self.stations,
+            &self.tags,
+            decode,
             normalise::Incoming {
                 broker: &self.broker,
                 topic: &p.topic,
                 payload: &p.payload,
                 received_at: crate::now_micros(),
             },
-        );
+        )
+        .into_iter();
+        let mut items = VecDeque::new();
+        let Some(first) = events.next() else {
+            return items; // normalise_message never returns an empty list
+        };
         let hash = message_hash(&p.topic, &p.payload);
-        let mqtt = (p.qos != QoS::AtMostOnce).then(|| MqttMark {
-            broker: self.broker.clone(),
-            pkid: p.pkid,
-            hash,
-            dup: p.dup,
-            retire: std::mem::take(&mut self.retire),
-        });
         let token = self.next_token;
         self.next_token += 1;
-        self.pending.insert(token, (p, hash));
-        IngestItem {
-            source: self.source_id,
-            token,
-            event,
-            mqtt,
+        if p.qos == QoS::AtMostOnce {
+            items.push_back(IngestItem {
+                source: self.source_id,
+                token,
+                event: first,
+                mqtt: None,
+            });
+            for event in events {
+                let token = self.next_token;
+                self.next_token += 1;
+                items.push_back(IngestItem {
+                    source: self.source_id,
+                    token,
+                    event,
+                    mqtt: None,
+                });
+            }
+        } else {
+            items.push_back(IngestItem {
+                source: self.source_id,
+                token,
+                event: first,
+                mqtt: Some(MqttMark {
+                    broker: self.broker.clone(),
+                    pkid: p.pkid,
+                    hash,
+                    dup: p.dup,
+                    retire: std::mem::take(&mut self.retire),
+                    more_events: events.collect(),
+                }),
+            });
         }
+        self.pending.insert(token, (p, hash));
+        items
     }
 
     fn acknowledge(&mut self, c: Committed) {
@@ -441,5 +547,41 @@ impl Pipeline {
                 }
             }
         }
+    }
+}
+
+/// A connection failure in words that say what to check.
+pub fn describe_connection_error(e: &rumqttc::ConnectionError, endpoint: &str) -> String {
+    use rumqttc::{ConnectReturnCode as C, ConnectionError as E};
+    match e {
+        E::ConnectionRefused(C::BadUserNamePassword) => format!(
+            "broker {endpoint} refused the login: wrong username or password (check username and password_file)"
+        ),
+        E::ConnectionRefused(C::NotAuthorized) => format!(
+            "broker {endpoint} refused the connection: not authorised (check username and password_file, and the broker's password file and ACL)"
+        ),
+        E::ConnectionRefused(C::BadClientId) => format!(
+            "broker {endpoint} refused the client id (check client_id)"
+        ),
+        E::ConnectionRefused(code) => {
+            format!("broker {endpoint} refused the connection ({code:?})")
+        }
+        E::Tls(t) => format!(
+            "TLS with broker {endpoint} failed: {t} (check tls.ca_cert is the CA of the broker's certificate, that host matches a name in it, and tls.client_cert/client_key if the broker requires a client certificate)"
+        ),
+        E::Io(io) => format!("cannot reach broker {endpoint}: {io}"),
+        E::NetworkTimeout => format!("broker {endpoint} did not answer in time"),
+        other => format!("connection to broker {endpoint} lost: {other}"),
+    }
+}
+
+/// A short name of the failure, to log each change once at WARN.
+fn failure_kind(e: &rumqttc::ConnectionError) -> &'static str {
+    use rumqttc::ConnectionError as E;
+    match e {
+        E::ConnectionRefused(_) => "refused",
+        E::Tls(_) => "tls",
+        E::Io(_) | E::NetworkTimeout => "network",
+        _ => "other",
     }
 }

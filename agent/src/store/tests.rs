@@ -59,6 +59,7 @@ fn mqtt_item(
             hash: message_hash("scanbridge/SC-01/scan", payload.as_bytes()),
             dup,
             retire,
+            more_events: Vec::new(),
         }),
     }
 }

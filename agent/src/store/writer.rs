@@ -58,7 +58,7 @@ use crate::config::StoreConfig;
 pub type SourceId = usize;
 
 /// MQTT-specific facts the writer needs for redelivery dedupe.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct MqttMark {
     /// Configured broker name.
     pub broker: String,
@@ -70,6 +70,10 @@ pub struct MqttMark {
     pub dup: bool,
     /// `(pkid, hash)` pairs whose PUBACK has been sent since the source's previous item.
     pub retire: Vec<(u16, [u8; 8])>,
+    /// Further events decoded from the same message (a PLC tag message with several values).
+    /// They are stored right after the item's `event`, in the same transaction, get the next
+    /// seqs, and share the message's redelivery decision and its one acknowledgement.
+    pub more_events: Vec<Event>,
 }
 
 /// One event on its way into the store.
@@ -376,21 +380,24 @@ pub fn commit_batch(store: &Store, batch: &mut [IngestItem]) -> Result<CommitRep
                     }
                 }
             }
-            let seq = values.next_seq;
-            item.event.seq = seq;
-            buf.clear();
-            let bytes = postcard::to_extend(&item.event, std::mem::take(&mut buf))?;
-            events.insert(seq, bytes.as_slice())?;
-            values.next_seq += 1;
-            values.backlog_events += 1;
-            values.backlog_bytes += bytes.len() as u64;
-            if matches!(item.event.body, EventBody::Quarantined(_)) {
-                values.quarantine_count += 1;
+            let more = item.mqtt.as_mut().map(|m| m.more_events.iter_mut());
+            for event in std::iter::once(&mut item.event).chain(more.into_iter().flatten()) {
+                let seq = values.next_seq;
+                event.seq = seq;
+                buf.clear();
+                let bytes = postcard::to_extend(&*event, std::mem::take(&mut buf))?;
+                events.insert(seq, bytes.as_slice())?;
+                values.next_seq += 1;
+                values.backlog_events += 1;
+                values.backlog_bytes += bytes.len() as u64;
+                if matches!(event.body, EventBody::Quarantined(_)) {
+                    values.quarantine_count += 1;
+                }
+                report.stored += 1;
+                report.first_seq.get_or_insert(seq);
+                report.last_seq = Some(seq);
+                buf = bytes;
             }
-            report.stored += 1;
-            report.first_seq.get_or_insert(seq);
-            report.last_seq = Some(seq);
-            buf = bytes;
         }
         values.write(&mut meta)?;
         (values, super::oldest_received_at(&events)?)
