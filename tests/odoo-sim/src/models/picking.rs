@@ -795,8 +795,22 @@ pub fn sync(db: &mut Db) -> Result<(), OdooError> {
         let name = db.value(P, p, "name").clone();
         set_if_changed(db, M, m, "reference", name)?;
         let demand = db.value(M, m, "product_uom_qty").clone();
-        set_if_changed(db, M, m, "product_qty", demand)?;
-        move_::recompute_state(db, &[m])?;
+        set_if_changed(db, M, m, "product_qty", demand.clone())?;
+        // _recompute_state, from the lines gathered above
+        let state = db.str(M, m, "state");
+        if !matches!(state.as_str(), "draft" | "cancel" | "done") {
+            let demand = crate::db::as_f64(&demand);
+            let new = if qty >= demand - 1e-9 {
+                "assigned"
+            } else if qty > 1e-9 {
+                "partially_available"
+            } else if state == "waiting" {
+                "waiting"
+            } else {
+                "confirmed"
+            };
+            set_if_changed(db, M, m, "state", new.into())?;
+        }
     }
     for p in db.all_ids(P) {
         let moves = moves_by_picking.get(&p).cloned().unwrap_or_default();
