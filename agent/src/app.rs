@@ -17,6 +17,7 @@ use crate::config::Config;
 use crate::forwarder::{Forwarder, ForwarderConfig, ForwarderError};
 use crate::normalise::Stations;
 use crate::sources::mqtt::{MqttError, MqttSource};
+use crate::sources::serial::{SerialError, SerialSource};
 use crate::sources::Health;
 use crate::status::StatusSource;
 use crate::store::{Store, StoreError, Writer};
@@ -31,6 +32,8 @@ pub enum AppError {
     Store(#[from] StoreError),
     #[error("{0}")]
     Mqtt(#[from] MqttError),
+    #[error("{0}")]
+    Serial(#[from] SerialError),
     #[error("{0}")]
     Forwarder(#[from] ForwarderError),
     #[error("internal task failed: {0}")]
@@ -90,6 +93,19 @@ pub async fn run(config: Config, cancel: CancellationToken) -> Result<(), AppErr
             .with_tags(tags.clone()),
         );
     }
+    let mut serial_sources = Vec::new();
+    for p in &config.serial {
+        let (id, notices) = writer.add_source(NOTICE_QUEUE);
+        serial_sources.push(SerialSource::new(
+            p.clone(),
+            stations.clone(),
+            id,
+            ingest.clone(),
+            notices,
+            health.clone(),
+            cancel.clone(),
+        ));
+    }
     // Only sources hold ingest senders: the writer ends once they all stop.
     drop(ingest);
 
@@ -131,6 +147,9 @@ pub async fn run(config: Config, cancel: CancellationToken) -> Result<(), AppErr
 
     let mut tasks: JoinSet<Result<(), AppError>> = JoinSet::new();
     for s in sources {
+        tasks.spawn(async move { s.run().await.map_err(AppError::from) });
+    }
+    for s in serial_sources {
         tasks.spawn(async move { s.run().await.map_err(AppError::from) });
     }
     tasks.spawn(async move { forwarder.run().await.map_err(AppError::from) });

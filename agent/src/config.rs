@@ -61,6 +61,8 @@ pub struct Config {
     pub store: StoreConfig,
     pub relay: RelayConfig,
     pub mqtt: Vec<MqttConfig>,
+    /// `[[serial]]`: serial / USB-CDC scanner ports.
+    pub serial: Vec<SerialConfig>,
     pub stations: Vec<Station>,
     /// `[[tags]]`: PLC tag ids (as a gateway publishes them) mapped to reading tags.
     pub tags: Vec<TagMapping>,
@@ -221,6 +223,38 @@ pub struct Station {
     pub location: Option<String>,
 }
 
+/// Parity of a serial port (`[[serial]] parity`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SerialParity {
+    None,
+    Even,
+    Odd,
+}
+
+/// One `[[serial]]` port: a scanner sending one barcode per line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SerialConfig {
+    /// Short name in logs, status and event sources (`Source::Serial { port }`).
+    pub name: String,
+    /// Device path; prefer a stable `/dev/serial/by-id/...` link.
+    pub path: PathBuf,
+    pub baud: u32,
+    pub parity: SerialParity,
+    /// 5 to 8.
+    pub data_bits: u8,
+    /// 1 or 2.
+    pub stop_bits: u8,
+    pub framing: crate::sources::serial::framing::Framing,
+    /// `framing = "idle"`: quiet time that ends a line.
+    pub idle_gap: Duration,
+    /// Longest line in bytes; longer ones are quarantined.
+    pub max_line: usize,
+    /// Device name of the scanner (station lookup, `Event::device`).
+    pub device: String,
+    /// Whether lines start with an AIM symbology identifier (`]C1`, `]E0`, ...).
+    pub aim: bool,
+}
+
 // ---- raw TOML shape -------------------------------------------------------------------------
 
 #[derive(Deserialize)]
@@ -233,6 +267,8 @@ struct RawConfig {
     relay: RawRelay,
     #[serde(default)]
     mqtt: Vec<RawMqtt>,
+    #[serde(default)]
+    serial: Vec<RawSerial>,
     #[serde(default)]
     stations: Vec<RawStation>,
     #[serde(default)]
@@ -306,6 +342,22 @@ struct RawTag {
     tag: Spanned<String>,
     unit: Option<Spanned<String>>,
     device: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSerial {
+    name: Spanned<String>,
+    path: Spanned<String>,
+    baud: Option<Spanned<u64>>,
+    parity: Option<Spanned<String>>,
+    data_bits: Option<Spanned<u64>>,
+    stop_bits: Option<Spanned<u64>>,
+    framing: Option<Spanned<String>>,
+    idle_gap_ms: Option<Spanned<u64>>,
+    max_line: Option<Spanned<u64>>,
+    device: Spanned<String>,
+    aim: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -395,11 +447,11 @@ impl Validator<'_> {
         let store = self.validate_store(raw.store)?;
         let relay = self.validate_relay(raw.relay)?;
 
-        if raw.mqtt.is_empty() {
+        if raw.mqtt.is_empty() && raw.serial.is_empty() {
             return self.err(
                 "mqtt",
                 0..0,
-                "no source configured: add at least one [[mqtt]] table",
+                "no source configured: add at least one [[mqtt]] or [[serial]] table",
             );
         }
         let mut names = HashSet::new();
@@ -516,6 +568,7 @@ impl Validator<'_> {
             });
         }
 
+        let serial = self.validate_serial(raw.serial, &mqtt)?;
         let status = self.validate_status(raw.status)?;
 
         let tags = self.validate_tags(raw.tags)?;
@@ -527,10 +580,127 @@ impl Validator<'_> {
             store,
             relay,
             mqtt,
+            serial,
             stations,
             tags,
             status,
         })
+    }
+
+    /// `[[serial]]` ports: names unique (also against `[[mqtt]]` names: both appear in status as
+    /// sources), paths unique, line settings in range.
+    fn validate_serial(
+        &self,
+        raw: Vec<RawSerial>,
+        mqtt: &[MqttConfig],
+    ) -> Result<Vec<SerialConfig>, ConfigError> {
+        use crate::sources::serial::framing::Framing;
+        let mut names: HashSet<String> = mqtt.iter().map(|m| m.name.clone()).collect();
+        let mut paths = HashSet::new();
+        let mut out = Vec::with_capacity(raw.len());
+        for (i, r) in raw.into_iter().enumerate() {
+            let k = |f: &str| format!("serial[{i}].{f}");
+            let name = r.name.get_ref();
+            if name.is_empty()
+                || name.len() > 64
+                || name.chars().any(|c| c.is_control() || c.is_whitespace())
+            {
+                return self.err(
+                    k("name"),
+                    r.name.span(),
+                    "must be 1 to 64 characters without spaces",
+                );
+            }
+            if !names.insert(name.clone()) {
+                return self.err(
+                    k("name"),
+                    r.name.span(),
+                    format!("source name {name:?} is used twice; names of [[mqtt]] and [[serial]] sources must be unique"),
+                );
+            }
+            if r.path.get_ref().trim().is_empty() {
+                return self.err(
+                    k("path"),
+                    r.path.span(),
+                    "must name the device, e.g. /dev/serial/by-id/usb-...-if00 or /dev/ttyUSB0",
+                );
+            }
+            let path = self.path_value(&r.path);
+            if !paths.insert(path.clone()) {
+                return self.err(
+                    k("path"),
+                    r.path.span(),
+                    format!("{} is configured twice", path.display()),
+                );
+            }
+            let num = |v: &Option<Spanned<u64>>,
+                       key: &str,
+                       default: u64,
+                       min: u64,
+                       max: u64|
+             -> Result<u64, ConfigError> {
+                match v {
+                    None => Ok(default),
+                    Some(s) if (min..=max).contains(s.get_ref()) => Ok(*s.get_ref()),
+                    Some(s) => self.err(k(key), s.span(), format!("must be {min} to {max}")),
+                }
+            };
+            let baud = num(&r.baud, "baud", 9600, 50, 4_000_000)?;
+            let data_bits = num(&r.data_bits, "data_bits", 8, 5, 8)?;
+            let stop_bits = num(&r.stop_bits, "stop_bits", 1, 1, 2)?;
+            let idle_gap_ms = num(&r.idle_gap_ms, "idle_gap_ms", 50, 1, 10_000)?;
+            let max_line = num(&r.max_line, "max_line", 256, 1, 65_536)?;
+            let parity = match r.parity.as_ref().map(|p| (p.get_ref().as_str(), p.span())) {
+                None | Some(("none", _)) => SerialParity::None,
+                Some(("even", _)) => SerialParity::Even,
+                Some(("odd", _)) => SerialParity::Odd,
+                Some((other, span)) => {
+                    return self.err(
+                        k("parity"),
+                        span,
+                        format!("{other:?} is not a parity; use \"none\", \"even\" or \"odd\""),
+                    )
+                }
+            };
+            let framing = match &r.framing {
+                None => Framing::Cr,
+                Some(f) => match Framing::parse(f.get_ref()) {
+                    Some(framing) => framing,
+                    None => {
+                        return self.err(
+                            k("framing"),
+                            f.span(),
+                            format!(
+                                "{:?} is not a framing; use \"cr\", \"lf\", \"crlf\" or \"idle\" (no terminator: a quiet gap of idle_gap_ms ends the line)",
+                                f.get_ref()
+                            ),
+                        )
+                    }
+                },
+            };
+            let device = r.device.get_ref();
+            if device.is_empty() || device.len() > 256 || device.chars().any(char::is_control) {
+                return self.err(
+                    k("device"),
+                    r.device.span(),
+                    "must be 1 to 256 printable characters (the scanner's device name, as in [[stations]])",
+                );
+            }
+            out.push(SerialConfig {
+                name: name.clone(),
+                path,
+                baud: baud as u32,
+                parity,
+                data_bits: data_bits as u8,
+                stop_bits: stop_bits as u8,
+                framing,
+                idle_gap: Duration::from_millis(idle_gap_ms),
+                max_line: max_line as usize,
+                device: device.clone(),
+                aim: r.aim.unwrap_or(true),
+            });
+        }
+        Ok(out)
     }
 
     /// `[mqtt.tls]`, `username` and `password_file` of broker `i`.

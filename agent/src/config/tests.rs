@@ -269,3 +269,116 @@ fn the_status_command_reads_only_the_status_table() {
         "127.0.0.1:9187".parse().ok()
     );
 }
+
+// ---- [[serial]] ------------------------------------------------------------------------------
+
+const SERIAL: &str = r#"
+[[serial]]
+name = "dock-scanner"
+path = "/dev/serial/by-id/usb-Honeywell_1900-if00"
+baud = 115200
+parity = "even"
+data_bits = 7
+stop_bits = 2
+framing = "crlf"
+idle_gap_ms = 80
+max_line = 128
+device = "SC-07"
+aim = false
+"#;
+
+#[test]
+fn a_serial_port_is_read_with_every_key() {
+    let f = Fixture::new();
+    let c = f.parse(&format!("{GOOD}{SERIAL}")).expect("valid config");
+    assert_eq!(
+        c.serial,
+        vec![SerialConfig {
+            name: "dock-scanner".into(),
+            path: "/dev/serial/by-id/usb-Honeywell_1900-if00".into(),
+            baud: 115_200,
+            parity: SerialParity::Even,
+            data_bits: 7,
+            stop_bits: 2,
+            framing: crate::sources::serial::framing::Framing::CrLf,
+            idle_gap: Duration::from_millis(80),
+            max_line: 128,
+            device: "SC-07".into(),
+            aim: false,
+        }]
+    );
+}
+
+#[test]
+fn a_serial_port_takes_9600_8n1_cr_framing_and_aim_by_default() {
+    let f = Fixture::new();
+    let text =
+        format!("{GOOD}\n[[serial]]\nname = \"s1\"\npath = \"/dev/ttyUSB0\"\ndevice = \"SC-07\"\n");
+    let s = f.parse(&text).expect("valid config").serial.remove(0);
+    assert_eq!(
+        (
+            s.baud,
+            s.parity,
+            s.data_bits,
+            s.stop_bits,
+            s.max_line,
+            s.aim
+        ),
+        (9600, SerialParity::None, 8, 1, 256, true)
+    );
+    assert_eq!(s.framing, crate::sources::serial::framing::Framing::Cr);
+    assert_eq!(s.idle_gap, Duration::from_millis(50));
+}
+
+#[test]
+fn a_config_with_only_a_serial_port_is_a_valid_source() {
+    let f = Fixture::new();
+    let cut = GOOD.find("[[mqtt]]").expect("mqtt table");
+    let c = f
+        .parse(&format!("{}{SERIAL}", &GOOD[..cut]))
+        .expect("serial-only config");
+    assert!(c.mqtt.is_empty());
+    assert_eq!(c.serial.len(), 1);
+}
+
+#[test]
+fn an_unknown_serial_framing_parity_or_data_bits_is_refused_at_its_line() {
+    let f = Fixture::new();
+    for (from, to, key) in [
+        (
+            "framing = \"crlf\"",
+            "framing = \"newline\"",
+            "serial[0].framing",
+        ),
+        ("parity = \"even\"", "parity = \"mark\"", "serial[0].parity"),
+        ("data_bits = 7", "data_bits = 9", "serial[0].data_bits"),
+        ("stop_bits = 2", "stop_bits = 3", "serial[0].stop_bits"),
+        ("max_line = 128", "max_line = 0", "serial[0].max_line"),
+        ("baud = 115200", "baud = 0", "serial[0].baud"),
+    ] {
+        let text = format!("{GOOD}{}", SERIAL.replace(from, to));
+        let (k, line, _) = invalid(f.parse(&text).expect_err(to));
+        assert_eq!(k, key, "{to}");
+        let want = text.lines().position(|l| l == to).map(|i| i + 1);
+        assert_eq!(Some(line), want, "{to} is reported at its line");
+    }
+}
+
+#[test]
+fn a_serial_name_already_used_by_a_broker_is_refused() {
+    let f = Fixture::new();
+    let text = format!("{GOOD}{}", SERIAL.replace("\"dock-scanner\"", "\"site\""));
+    let (key, _, msg) = invalid(f.parse(&text).expect_err("duplicate name"));
+    assert_eq!(key, "serial[0].name");
+    assert!(msg.contains("used twice"), "{msg}");
+}
+
+#[test]
+fn the_same_serial_device_path_twice_is_refused() {
+    let f = Fixture::new();
+    let second = SERIAL.replace("\"dock-scanner\"", "\"other\"");
+    let text = format!("{GOOD}{SERIAL}{second}");
+    let (key, _, msg) = invalid(f.parse(&text).expect_err("duplicate path"));
+    assert_eq!(key, "serial[1].path");
+    assert!(msg.contains("configured twice"), "{msg}");
+}
