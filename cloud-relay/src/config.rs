@@ -135,6 +135,9 @@ pub struct OdooConfig {
     pub timeout: Duration,
     /// Most events in one Odoo call.
     pub max_chunk: usize,
+    /// `api`, `version`, `max_concurrency`, `max_rps`, `[[odoo.stations]]`,
+    /// `[[odoo.readings]]` (flows helper; see `crate::odoo::settings`).
+    pub flows: crate::odoo::settings::FlowSettings,
 }
 
 #[derive(Deserialize)]
@@ -173,6 +176,15 @@ struct RawOdoo {
     api_key_file: PathBuf,
     timeout_secs: Option<u64>,
     max_chunk: Option<u64>,
+    // flows helper: see crate::odoo::settings
+    api: Option<String>,
+    version: Option<String>,
+    max_concurrency: Option<u64>,
+    max_rps: Option<f64>,
+    #[serde(default)]
+    stations: Vec<crate::odoo::settings::RawStation>,
+    #[serde(default)]
+    readings: Vec<crate::odoo::settings::RawReading>,
 }
 
 impl Config {
@@ -283,6 +295,15 @@ impl Config {
             return Err(invalid("odoo.timeout_secs", "must be at least 1".into()));
         }
         let max_chunk = positive("odoo.max_chunk", raw.odoo.max_chunk, 200)?;
+        let flows = crate::odoo::settings::build(crate::odoo::settings::RawFlowKeys {
+            api: raw.odoo.api,
+            version: raw.odoo.version,
+            max_concurrency: raw.odoo.max_concurrency,
+            max_rps: raw.odoo.max_rps,
+            stations: raw.odoo.stations,
+            readings: raw.odoo.readings,
+        })
+        .map_err(|e| invalid(&e.key, e.message))?;
 
         Ok(Config {
             listen,
@@ -300,6 +321,7 @@ impl Config {
                 api_key: ApiKey(key.to_string()),
                 timeout: Duration::from_secs(timeout_secs),
                 max_chunk,
+                flows,
             },
         })
     }

@@ -1,41 +1,51 @@
 //! The Odoo pusher: moves every site's inbox into Odoo, in seq order, from a per-site cursor.
 //!
-//! Owns the Odoo client, the barcode caches (no negative cache) and each site's retry state.
-//! One task iterates the sites with a backlog; per site, one step at a time:
+//! Owns the scheduler, the shared barcode caches (no negative cache) and each site's retry
+//! state. Sites are pushed in parallel, at most `[odoo] max_concurrency` at a time, one site
+//! strictly in order (a site is never stepped by two tasks at once); the client paces all calls
+//! to `max_rps`. Per site, one step at a time:
 //!
-//! 1. Leading events that are not count scans are settled without Odoo: quarantined payloads
-//!    get the `quarantined` outcome (already kept in the quarantine table at intake), other
-//!    scans and PLC readings are dead-lettered with the reason (kept, counted, never dropped).
-//! 2. Otherwise the next chunk of consecutive count scans is formed ([`count::chunk_len`]),
-//!    barcodes are resolved (`search_read`, cached), unresolvable events are dead-lettered and
-//!    left out, the chunk is recorded as inflight, and — only when in doubt (first chunk after
-//!    start, or the previous attempt was ambiguous) — `stock.move.search_count([name = TAG])`
-//!    decides whether it is already applied. Then `stock.quant.load` and
-//!    `action_apply_inventory`, exactly as CONTRACTS.md says (plus, for counts of 0 only, a
-//!    `stock.quant.write` of `inventory_quantity_set`, see [`count::mark_counted_args`]).
-//! 3. After Odoo answered, the cursor and the outcomes commit in one redb transaction.
+//! 0. Requeued events (a replayed dead letter, events released by a replay or skip) go first,
+//!    one per step, in seq order (the ordering rule, `crate::inbox::lifecycle`).
+//! 1. Leading events that need no Odoo call are settled: quarantined payloads get the
+//!    `quarantined` outcome, unmapped events are dead-lettered with the reason.
+//! 2. A run of count scans is a count chunk ([`count::chunk_len`]): barcodes resolved
+//!    (`search_read`, cached), unresolvable events dead-lettered and left out, the chunk recorded
+//!    as inflight, and — only when in doubt (first chunk after start, or the previous attempt was
+//!    ambiguous) — `stock.move.search_count([name = TAG])` decides whether it is already applied.
+//!    Then `stock.quant.load` and `action_apply_inventory`, exactly as CONTRACTS.md says (plus,
+//!    for counts of 0 only, a `stock.quant.write` of `inventory_quantity_set`).
+//! 3. Picking flows and PLC readings go to [`flows`] (receipts, pick/pack/ship, validate with
+//!    the backorder wizard, readings written onto the open picking).
+//! 4. After Odoo answered, the cursor, the outcomes and the flow state commit in one redb
+//!    transaction.
 //!
-//! Transient failures keep the cursor and retry the same chunk (same TAG: the inflight record
-//! pins its end, also across a restart) with capped exponential backoff and jitter. A
-//! permanent failure of a multi-event chunk isolates it: each event is retried alone under its
-//! own TAG (`<seq>-<seq>`), and the one Odoo refuses is dead-lettered with Odoo's message.
-//! The loop wakes on new inbox data ([`Notify`]) and on a periodic tick.
+//! Transient failures keep the cursor and retry the same step (a count chunk keeps its TAG: the
+//! inflight record pins its end, also across a restart) with capped exponential backoff and
+//! jitter, forever: Odoo down for hours loses nothing and needs no manual step. A permanent
+//! failure of a multi-event count chunk isolates it: each event is retried alone under its own
+//! TAG (`<seq>-<seq>`), and the one Odoo refuses is dead-lettered with Odoo's message. The loop
+//! wakes on new inbox data ([`Notify`]) and on a periodic tick.
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
+mod flows;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rand::Rng;
 use serde_json::json;
 use tokio::sync::Notify;
+use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::inbox::{run_blocking, Inbox, InboxError, Outcome, StepCommit};
 use crate::odoo::client::OdooClient;
-use crate::odoo::count::{self, CountLine, Handling, LoadOutcome, LoadRow};
+use crate::odoo::count::{self, CountLine, LoadOutcome, LoadRow};
 use crate::odoo::errors::{Class, OdooError};
+use crate::odoo::flows::{FlowEvent, Pack};
 
 /// Periodic wake-up even without new data (retries of sites in backoff are also timed).
 const TICK: Duration = Duration::from_secs(5);
@@ -43,6 +53,8 @@ const TICK: Duration = Duration::from_secs(5);
 const BACKOFF_INITIAL: Duration = Duration::from_millis(500);
 /// Longest retry delay.
 const BACKOFF_MAX: Duration = Duration::from_secs(60);
+/// Steps one site task takes before giving the slot back (fairness between sites).
+const STEPS_PER_TURN: usize = 32;
 
 /// Why a push step could not finish; the site is retried after a backoff.
 #[derive(Debug, thiserror::Error)]
@@ -62,6 +74,8 @@ struct SiteState {
     failures: u32,
     /// No attempt before this instant.
     not_before: Option<Instant>,
+    /// Flow steps take one event at a time up to this seq (Odoo refused a multi-event load).
+    single_until: Option<u64>,
 }
 
 impl Default for SiteState {
@@ -70,6 +84,7 @@ impl Default for SiteState {
             in_doubt: true,
             failures: 0,
             not_before: None,
+            single_until: None,
         }
     }
 }
@@ -82,19 +97,49 @@ enum WriteError {
     Failed(OdooError),
 }
 
-/// The pusher component.
-pub struct Pusher {
-    inbox: Inbox,
-    client: OdooClient,
-    max_chunk: usize,
-    /// Signalled by intake after a commit that inserted events.
-    wake: Arc<Notify>,
-    cancel: CancellationToken,
-    sites: HashMap<String, SiteState>,
+/// Ids the pusher resolved from barcodes, shared by all site tasks.
+#[derive(Default)]
+struct Caches {
     /// product barcode → product.product id.
     products: HashMap<String, i64>,
     /// location barcode → stock.location id.
     locations: HashMap<String, i64>,
+    /// packaging barcode → product and size.
+    packs: HashMap<String, Pack>,
+    /// picking type id → (use_create_lots, use_existing_lots).
+    picking_types: HashMap<i64, (bool, bool)>,
+}
+
+/// What every site task shares.
+struct Shared {
+    inbox: Inbox,
+    client: Arc<OdooClient>,
+    max_chunk: usize,
+    caches: Mutex<Caches>,
+    cancel: CancellationToken,
+}
+
+impl Shared {
+    fn caches(&self) -> std::sync::MutexGuard<'_, Caches> {
+        self.caches
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// The pusher component.
+pub struct Pusher {
+    shared: Arc<Shared>,
+    /// Signalled by intake after a commit that inserted events (and by replay/skip).
+    wake: Arc<Notify>,
+    cancel: CancellationToken,
+    sites: HashMap<String, SiteState>,
+}
+
+/// One site's worker for one turn.
+struct Worker {
+    shared: Arc<Shared>,
+    site: String,
     /// The requeued event being handled (its outcome settles the requeue row, not the cursor).
     requeued: Option<u64>,
 }
@@ -108,26 +153,35 @@ impl Pusher {
         cancel: CancellationToken,
     ) -> Pusher {
         Pusher {
-            inbox,
-            client,
-            max_chunk: max_chunk.max(1),
+            shared: Arc::new(Shared {
+                inbox,
+                client: Arc::new(client),
+                max_chunk: max_chunk.max(1),
+                caches: Mutex::new(Caches::default()),
+                cancel: cancel.clone(),
+            }),
             wake,
             cancel,
             sites: HashMap::new(),
-            products: HashMap::new(),
-            locations: HashMap::new(),
-            requeued: None,
         }
     }
 
-    /// Pushes until cancelled. A step in progress finishes (the caller bounds it with a drain
+    /// The Odoo client (for its call counters).
+    pub fn client(&self) -> Arc<OdooClient> {
+        self.shared.client.clone()
+    }
+
+    /// Pushes until cancelled. Steps in progress finish (the caller bounds it with a drain
     /// deadline; an interrupted chunk is in doubt at the next start and checked then).
     pub async fn run(mut self) -> Result<(), PushError> {
+        let max_concurrency = self.shared.client.settings().max_concurrency.max(1);
+        let mut tasks: JoinSet<(String, SiteState, Result<bool, PushError>)> = JoinSet::new();
+        let mut running: HashSet<String> = HashSet::new();
         loop {
             if self.cancel.is_cancelled() {
                 break;
             }
-            let inbox = self.inbox.clone();
+            let inbox = self.shared.inbox.clone();
             let sites = match run_blocking(move || inbox.sites_with_backlog()).await {
                 Ok(sites) => sites,
                 Err(e) => {
@@ -135,55 +189,63 @@ impl Pusher {
                     Vec::new()
                 }
             };
-            let mut progressed = false;
             let mut next_due = Instant::now() + TICK;
             for site in sites {
-                if self.cancel.is_cancelled() {
+                if running.len() >= max_concurrency {
                     break;
                 }
-                let mut state = self.sites.get(&site).cloned().unwrap_or_default();
+                if running.contains(&site) {
+                    continue;
+                }
+                let state = self.sites.get(&site).cloned().unwrap_or_default();
                 if let Some(t) = state.not_before {
                     if t > Instant::now() {
                         next_due = next_due.min(t);
                         continue;
                     }
                 }
-                let span = tracing::info_span!("push", site = %site);
-                let result = self
-                    .step(&site, &mut state.in_doubt)
-                    .instrument(span.clone())
-                    .await;
-                match result {
-                    Ok(did_work) => {
-                        progressed |= did_work;
-                        state.failures = 0;
-                        state.not_before = None;
-                    }
-                    Err(e) => {
-                        state.failures = state.failures.saturating_add(1);
-                        let delay = backoff_delay(
-                            state.failures,
-                            BACKOFF_INITIAL,
-                            BACKOFF_MAX,
-                            rand::thread_rng().gen::<f64>(),
-                        );
-                        state.not_before = Some(Instant::now() + delay);
-                        next_due = next_due.min(Instant::now() + delay);
-                        let _enter = span.enter();
-                        self.report_failure(&e, &mut state, delay);
-                    }
-                }
-                self.sites.insert(site, state);
-            }
-            if progressed {
-                continue;
+                running.insert(site.clone());
+                let shared = self.shared.clone();
+                tasks.spawn(turn(shared, site, state));
             }
             tokio::select! {
                 _ = self.cancel.cancelled() => break,
+                Some(joined) = tasks.join_next(), if !tasks.is_empty() => {
+                    match joined {
+                        Ok((site, mut state, result)) => {
+                            running.remove(&site);
+                            match result {
+                                Ok(_) => {
+                                    state.failures = 0;
+                                    state.not_before = None;
+                                }
+                                Err(e) => {
+                                    state.failures = state.failures.saturating_add(1);
+                                    let delay = backoff_delay(
+                                        state.failures,
+                                        BACKOFF_INITIAL,
+                                        BACKOFF_MAX,
+                                        rand::thread_rng().gen::<f64>(),
+                                    );
+                                    state.not_before = Some(Instant::now() + delay);
+                                    let span = tracing::info_span!("push", site = %site);
+                                    let _enter = span.enter();
+                                    self.report_failure(&e, &mut state, delay);
+                                }
+                            }
+                            self.sites.insert(site, state);
+                        }
+                        Err(e) => {
+                            tracing::error!(error = %e, "a push task failed");
+                            running.clear();
+                        }
+                    }
+                }
                 _ = self.wake.notified() => {}
                 _ = tokio::time::sleep_until(next_due) => {}
             }
         }
+        while tasks.join_next().await.is_some() {}
         tracing::debug!("pusher stopped");
         Ok(())
     }
@@ -200,7 +262,7 @@ impl Pusher {
                     tracing::warn!(error = %e, ambiguous, retry_in_ms, failures = state.failures, "Odoo call failed; retrying");
                 }
                 Class::Alarm => {
-                    self.client.reset_session();
+                    self.shared.client.reset_session();
                     tracing::error!(error = %e, retry_in_ms, "Odoo refuses the relay: an operator must fix the Odoo settings; retrying");
                 }
                 Class::Permanent => {
@@ -209,30 +271,66 @@ impl Pusher {
             },
         }
     }
+}
 
+/// One turn of one site: steps until nothing is left, a failure, or [`STEPS_PER_TURN`].
+async fn turn(
+    shared: Arc<Shared>,
+    site: String,
+    mut state: SiteState,
+) -> (String, SiteState, Result<bool, PushError>) {
+    let mut worker = Worker {
+        shared: shared.clone(),
+        site: site.clone(),
+        requeued: None,
+    };
+    let span = tracing::info_span!("push", site = %site);
+    let mut progressed = false;
+    for _ in 0..STEPS_PER_TURN {
+        if shared.cancel.is_cancelled() {
+            break;
+        }
+        match worker.step(&mut state).instrument(span.clone()).await {
+            Ok(true) => progressed = true,
+            Ok(false) => break,
+            Err(e) => return (site, state, Err(e)),
+        }
+    }
+    (site, state, Ok(progressed))
+}
+
+impl Worker {
     /// One step for one site. `Ok(true)` when something was settled.
-    async fn step(&mut self, site: &str, in_doubt: &mut bool) -> Result<bool, PushError> {
-        let (inbox, site_owned) = (self.inbox.clone(), site.to_string());
+    async fn step(&mut self, state: &mut SiteState) -> Result<bool, PushError> {
+        let site = self.site.clone();
+        let site = site.as_str();
+        let settings = self.shared.client.settings().clone();
+        let (inbox, site_owned) = (self.shared.inbox.clone(), site.to_string());
         let view = run_blocking(move || inbox.flow_view(&site_owned, 1)).await?;
-        if let Some((stored, _document)) = view.requeued.into_iter().next() {
+        if let Some((stored, document)) = view.requeued.first().cloned() {
             self.requeued = Some(stored.seq);
-            let result = match count::classify(&stored) {
-                Handling::Settle(o) => self
+            let result = match crate::odoo::flows::classify(&stored, &settings) {
+                FlowEvent::Settle(o) => self
                     .commit(site, stored.seq, vec![(stored.seq, o)])
                     .await
                     .map_err(PushError::from),
-                Handling::Count(line) => {
+                FlowEvent::Count(line) => {
                     // A replayed count may have been loaded before: check first.
                     let mut doubt = true;
                     self.push_chunk(site, &[line], None, &mut doubt).await
+                }
+                event => {
+                    let doc = (!document.is_empty()).then_some(document);
+                    self.flow_step(vec![(stored.seq, event)], &view, doc, state)
+                        .await
                 }
             };
             self.requeued = None;
             result?;
             return Ok(true);
         }
-        let inbox = self.inbox.clone();
-        let (site_owned, limit) = (site.to_string(), self.max_chunk);
+        let inbox = self.shared.inbox.clone();
+        let (site_owned, limit) = (site.to_string(), self.shared.max_chunk);
         let pending = run_blocking(move || inbox.pending(&site_owned, limit)).await?;
         let Some(first) = pending.events.first() else {
             return Ok(false);
@@ -244,16 +342,18 @@ impl Pusher {
                 "events missing from the inbox; continuing after the gap"
             );
         }
-        let handled: Vec<Handling> = pending.events.iter().map(count::classify).collect();
-
-        // 1. Leading events that do not go to Odoo.
-        let settled: Vec<(u64, Outcome)> = pending
+        let handled: Vec<(u64, FlowEvent)> = pending
             .events
             .iter()
-            .zip(&handled)
-            .map_while(|(e, h)| match h {
-                Handling::Settle(o) => Some((e.seq, o.clone())),
-                Handling::Count(_) => None,
+            .map(|e| (e.seq, crate::odoo::flows::classify(e, &settings)))
+            .collect();
+
+        // 1. Leading events that do not go to Odoo.
+        let settled: Vec<(u64, Outcome)> = handled
+            .iter()
+            .map_while(|(seq, h)| match h {
+                FlowEvent::Settle(o) => Some((*seq, o.clone())),
+                _ => None,
             })
             .collect();
         if let Some(&(last, _)) = settled.last() {
@@ -262,21 +362,36 @@ impl Pusher {
         }
 
         // 2. The next chunk of count scans.
-        let lines: Vec<CountLine> = handled
+        if matches!(handled.first(), Some((_, FlowEvent::Count(_)))) {
+            let lines: Vec<CountLine> = handled
+                .into_iter()
+                .map_while(|(_, h)| match h {
+                    FlowEvent::Count(line) => Some(line),
+                    _ => None,
+                })
+                .collect();
+            let limit_last = pending
+                .inflight
+                .filter(|&(first_seq, _)| first_seq == first.seq)
+                .map(|(_, last)| last);
+            let n = count::chunk_len(&lines, self.shared.max_chunk, limit_last);
+            let chunk = &lines[..n];
+            self.push_chunk(site, chunk, pending.inflight, &mut state.in_doubt)
+                .await?;
+            return Ok(true);
+        }
+
+        // 3. Picking flows and readings.
+        let mut run: Vec<(u64, FlowEvent)> = handled
             .into_iter()
-            .map_while(|h| match h {
-                Handling::Count(line) => Some(line),
-                Handling::Settle(_) => None,
-            })
+            .take_while(|(_, h)| matches!(h, FlowEvent::Picking { .. } | FlowEvent::Reading { .. }))
             .collect();
-        let limit_last = pending
-            .inflight
-            .filter(|&(first_seq, _)| first_seq == first.seq)
-            .map(|(_, last)| last);
-        let n = count::chunk_len(&lines, self.max_chunk, limit_last);
-        let chunk = &lines[..n];
-        self.push_chunk(site, chunk, pending.inflight, in_doubt)
-            .await?;
+        if state.single_until.is_some_and(|until| first.seq <= until) {
+            run.truncate(1);
+        } else {
+            state.single_until = None;
+        }
+        self.flow_step(run, &view, None, state).await?;
         Ok(true)
     }
 
@@ -313,7 +428,7 @@ impl Pusher {
                 return Ok(());
             }
             if inflight != Some((first, last)) {
-                let (inbox, s) = (self.inbox.clone(), site.to_string());
+                let (inbox, s) = (self.shared.inbox.clone(), site.to_string());
                 run_blocking(move || inbox.set_inflight(&s, first, last)).await?;
             }
             match self.write_rows(&tag, site, &rows, *in_doubt).await {
@@ -359,7 +474,7 @@ impl Pusher {
         for row in rows {
             let seq = row.seq;
             let tag = count::tag(site, seq, seq);
-            let (inbox, s) = (self.inbox.clone(), site.to_string());
+            let (inbox, s) = (self.shared.inbox.clone(), site.to_string());
             run_blocking(move || inbox.set_inflight(&s, seq, seq)).await?;
             let outcome = match self
                 .write_rows(&tag, site, std::slice::from_ref(&row), in_doubt)
@@ -400,8 +515,13 @@ impl Pusher {
         let mut rows = Vec::with_capacity(lines.len());
         for line in lines {
             let location = line.location.as_deref().unwrap_or_default();
-            let product_id = self.products.get(&line.product).copied();
-            let location_id = self.locations.get(location).copied();
+            let (product_id, location_id) = {
+                let caches = self.shared.caches();
+                (
+                    caches.products.get(&line.product).copied(),
+                    caches.locations.get(location).copied(),
+                )
+            };
             match (product_id, location_id, line.qty) {
                 (Some(product_id), Some(location_id), Some(qty)) => rows.push(LoadRow {
                     seq: line.seq,
@@ -432,24 +552,29 @@ impl Pusher {
         Ok(rows)
     }
 
-    /// Looks up the barcodes of `model` that are not cached yet.
+    /// Looks up the barcodes of `model` (`product.product` or `stock.location`) that are not
+    /// cached yet.
     async fn lookup(&mut self, model: &str, barcodes: &[String]) -> Result<(), OdooError> {
-        let cache = if model == "product.product" {
-            &self.products
-        } else {
-            &self.locations
+        let mut missing: Vec<String> = {
+            let caches = self.shared.caches();
+            let cache = if model == "product.product" {
+                &caches.products
+            } else {
+                &caches.locations
+            };
+            barcodes
+                .iter()
+                .filter(|b| !cache.contains_key(*b))
+                .cloned()
+                .collect()
         };
-        let mut missing: Vec<String> = barcodes
-            .iter()
-            .filter(|b| !cache.contains_key(*b))
-            .cloned()
-            .collect();
         missing.sort();
         missing.dedup();
         if missing.is_empty() {
             return Ok(());
         }
         let result = self
+            .shared
             .client
             .execute_kw(
                 model,
@@ -459,10 +584,11 @@ impl Pusher {
             )
             .await?;
         let found = count::parse_lookup(&format!("{model}.search_read"), result)?;
+        let mut caches = self.shared.caches();
         let cache = if model == "product.product" {
-            &mut self.products
+            &mut caches.products
         } else {
-            &mut self.locations
+            &mut caches.locations
         };
         cache.extend(found);
         Ok(())
@@ -487,6 +613,7 @@ impl Pusher {
         if in_doubt {
             tracing::debug!("chunk in doubt: asking Odoo whether it was applied");
             let result = self
+                .shared
                 .client
                 .execute_kw(
                     "stock.move",
@@ -499,6 +626,7 @@ impl Pusher {
             let applied = count::parse_count(result).map_err(WriteError::Failed)?;
             let seqs: Vec<u64> = rows.iter().map(|r| r.seq).collect();
             let result = self
+                .shared
                 .client
                 .execute_kw(
                     "ir.model.data",
@@ -554,7 +682,8 @@ impl Pusher {
             ids.extend(written);
         }
         if !zero_counts.is_empty() {
-            self.client
+            self.shared
+                .client
                 .execute_kw(
                     "stock.quant",
                     "write",
@@ -567,6 +696,7 @@ impl Pusher {
         ids.sort_unstable();
         ids.dedup();
         let result = self
+            .shared
             .client
             .execute_kw(
                 "stock.quant",
@@ -583,6 +713,7 @@ impl Pusher {
     /// One `stock.quant.load` in inventory mode; the quant ids it wrote.
     async fn load(&mut self, args: serde_json::Value) -> Result<Vec<i64>, WriteError> {
         let result = self
+            .shared
             .client
             .execute_kw("stock.quant", "load", args, Some(count::load_kwargs()))
             .await
@@ -609,8 +740,10 @@ impl Pusher {
 
     /// Drops the barcode caches (ids may be stale after Odoo refused a write).
     fn forget_ids(&mut self) {
-        self.products.clear();
-        self.locations.clear();
+        let mut caches = self.shared.caches();
+        caches.products.clear();
+        caches.locations.clear();
+        caches.packs.clear();
     }
 
     /// Commits the cursor and outcomes, then logs the dead letters.
@@ -620,26 +753,31 @@ impl Pusher {
         cursor: u64,
         outcomes: Vec<(u64, Outcome)>,
     ) -> Result<(), InboxError> {
-        let (inbox, s) = (self.inbox.clone(), site.to_string());
-        let step = match self.requeued {
-            Some(seq) => StepCommit {
-                cursor: None,
-                outcomes,
-                requeue_settled: vec![seq],
-                ..StepCommit::default()
-            },
-            None => StepCommit {
+        self.commit_step(
+            site,
+            StepCommit {
                 cursor: Some(cursor),
                 outcomes,
                 ..StepCommit::default()
             },
-        };
-        let outcomes = run_blocking(move || {
+        )
+        .await
+    }
+
+    /// Commits a step (a requeued event settles its requeue row instead of moving the
+    /// cursor), then logs the dead letters.
+    async fn commit_step(&self, site: &str, mut step: StepCommit) -> Result<(), InboxError> {
+        if let Some(seq) = self.requeued {
+            step.cursor = None;
+            step.requeue_settled = vec![seq];
+        }
+        let (inbox, s) = (self.shared.inbox.clone(), site.to_string());
+        let step = run_blocking(move || {
             inbox.commit_step(&s, &step, crate::now_micros())?;
-            Ok(step.outcomes)
+            Ok(step)
         })
         .await?;
-        for (seq, outcome) in &outcomes {
+        for (seq, outcome) in &step.outcomes {
             if let Outcome::DeadLettered { reason } = outcome {
                 tracing::warn!(event_seq = seq, %reason, "event dead-lettered");
             }

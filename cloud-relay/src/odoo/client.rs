@@ -1,39 +1,78 @@
-//! A JSON-RPC client for Odoo's external API (`POST <url>/jsonrpc`), on reqwest.
+//! The Odoo client: JSON-RPC (`POST <url>/jsonrpc`, default) or Odoo 19's JSON-2
+//! (`POST <url>/json/2/<model>/<method>` with a bearer API key), shared by every push task.
 //!
-//! Owns the HTTP client, the credentials and the session (the uid from `common.authenticate`).
-//! The session is opened lazily with `common.version()` then `common.authenticate(db, login,
-//! key, {})`. When an `execute_kw` is refused with `AccessDenied` (or a session expiry), the
-//! client authenticates again once and repeats the call once (a refused call had no effect);
-//! a second refusal is returned as an alarm for the pusher to log loudly and retry later.
-//! Every answer goes through [`parse_rpc_response`], so failures arrive classified.
+//! Owns the HTTP client, the credentials, the session (the uid from `common.authenticate`), the
+//! detected Odoo version, the pace (at most `max_rps` calls per second for the whole relay, a
+//! tokio [`Interval`] every call waits on) and the per-method call counters. The session is
+//! opened lazily with `common.version()` then (JSON-RPC) `common.authenticate(db, login, key,
+//! {})`. When a call is refused with `AccessDenied` (or a session expiry), the client
+//! authenticates again once and repeats the call once (a refused call had no effect); a second
+//! refusal is returned as an alarm for the pusher to log loudly and retry later. Every answer
+//! goes through [`parse_rpc_response`] or [`json2::parse_response`], so failures arrive
+//! classified.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use serde_json::{json, Value};
+use tokio::time::{Interval, MissedTickBehavior};
 
 use crate::config::{ApiKey, OdooConfig};
-use crate::odoo::errors::{parse_rpc_response, OdooError};
+use crate::odoo::errors::{parse_rpc_response, Class, OdooError};
+use crate::odoo::json2;
+use crate::odoo::settings::{Api, FlowSettings, VersionChoice};
+use crate::odoo::version::OdooVersion;
 
 /// Connect timeout, capped so an unreachable Odoo is noticed quickly.
 const MAX_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Odoo JSON-RPC client with its session.
+/// Calls made and failures seen, for `/metrics` and the benchmark.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RpcStats {
+    /// `(model, method)` → calls sent (`common`/`version` etc. for the session calls).
+    pub calls: BTreeMap<(String, String), u64>,
+    pub transient_errors: u64,
+    pub permanent_errors: u64,
+}
+
+impl RpcStats {
+    /// All HTTP round trips.
+    pub fn total(&self) -> u64 {
+        self.calls.values().sum()
+    }
+}
+
+/// Odoo client with its session; share it behind an `Arc`.
 pub struct OdooClient {
     http: reqwest::Client,
-    /// `<url>/jsonrpc`.
-    endpoint: String,
+    /// Base URL without a trailing slash.
+    url: String,
+    api: Api,
+    version_choice: VersionChoice,
     database: String,
     login: String,
     key: ApiKey,
-    /// The authenticated user id, once logged in.
-    uid: Option<i64>,
+    /// The authenticated user id, once logged in (JSON-RPC).
+    uid: Mutex<Option<i64>>,
+    /// The Odoo version, once known.
+    version: Mutex<Option<OdooVersion>>,
     /// JSON-RPC request ids, for correlating with Odoo's logs.
     next_id: AtomicU64,
+    /// One tick per call: the relay-wide rate limit.
+    pace: tokio::sync::Mutex<Interval>,
+    stats: Mutex<RpcStats>,
+    /// The `[odoo]` flow settings (stations, readings, concurrency) the pusher reads.
+    settings: FlowSettings,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl OdooClient {
-    /// Builds the client (no network I/O yet).
+    /// Builds the client (no network I/O yet). Call from within a tokio runtime.
     pub fn new(config: &OdooConfig) -> Result<OdooClient, OdooError> {
         let http = reqwest::Client::builder()
             .timeout(config.timeout)
@@ -44,15 +83,55 @@ impl OdooClient {
                 call: "client setup".into(),
                 detail: e.to_string(),
             })?;
+        let period = Duration::from_secs_f64(1.0 / config.flows.max_rps.max(0.001));
+        let mut pace = tokio::time::interval(period.max(Duration::from_micros(1)));
+        pace.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let version = match config.flows.version {
+            VersionChoice::Fixed(v) => OdooVersion::new(v).ok(),
+            VersionChoice::Auto => None,
+        };
         Ok(OdooClient {
             http,
-            endpoint: format!("{}/jsonrpc", config.url),
+            url: config.url.clone(),
+            api: config.flows.api,
+            version_choice: config.flows.version,
             database: config.database.clone(),
             login: config.login.clone(),
             key: config.api_key.clone(),
-            uid: None,
+            uid: Mutex::new(None),
+            version: Mutex::new(version),
             next_id: AtomicU64::new(1),
+            pace: tokio::sync::Mutex::new(pace),
+            stats: Mutex::new(RpcStats::default()),
+            settings: config.flows.clone(),
         })
+    }
+
+    /// The `[odoo]` flow settings.
+    pub fn settings(&self) -> &FlowSettings {
+        &self.settings
+    }
+
+    /// Calls made so far.
+    pub fn stats(&self) -> RpcStats {
+        lock(&self.stats).clone()
+    }
+
+    /// Waits for the next slot of the rate limit and counts the call.
+    async fn paced(&self, model: &str, method: &str) {
+        self.pace.lock().await.tick().await;
+        *lock(&self.stats)
+            .calls
+            .entry((model.to_string(), method.to_string()))
+            .or_default() += 1;
+    }
+
+    fn count_error(&self, e: &OdooError) {
+        let mut stats = lock(&self.stats);
+        match e.class() {
+            Class::Permanent => stats.permanent_errors += 1,
+            _ => stats.transient_errors += 1,
+        }
     }
 
     /// One JSON-RPC call.
@@ -71,7 +150,7 @@ impl OdooClient {
         });
         let response = self
             .http
-            .post(&self.endpoint)
+            .post(format!("{}/jsonrpc", self.url))
             .json(&request)
             .send()
             .await
@@ -85,7 +164,8 @@ impl OdooClient {
     }
 
     /// `common.version()`.
-    pub async fn version(&self) -> Result<Value, OdooError> {
+    pub async fn server_version(&self) -> Result<Value, OdooError> {
+        self.paced("common", "version").await;
         self.call("common", "version", json!([]))
             .await?
             .ok_or_else(|| OdooError::Unexpected {
@@ -95,17 +175,18 @@ impl OdooClient {
     }
 
     /// `common.authenticate(db, login, key, {})` → uid; `false` becomes [`OdooError::AccessDenied`].
-    pub async fn authenticate(&mut self) -> Result<i64, OdooError> {
+    pub async fn authenticate(&self) -> Result<i64, OdooError> {
+        self.paced("common", "authenticate").await;
         let args = json!([self.database, self.login, self.key.expose(), {}]);
         let result = self.call("common", "authenticate", args).await?;
         match result {
             Some(Value::Number(n)) if n.as_i64().is_some_and(|uid| uid > 0) => {
                 let uid = n.as_i64().unwrap_or_default();
-                self.uid = Some(uid);
+                *lock(&self.uid) = Some(uid);
                 Ok(uid)
             }
             Some(Value::Bool(false)) | None => {
-                self.uid = None;
+                *lock(&self.uid) = None;
                 Err(OdooError::AccessDenied(format!(
                     "authenticate returned false for login {:?} on database {:?}",
                     self.login, self.database
@@ -118,45 +199,84 @@ impl OdooClient {
         }
     }
 
-    /// Opens the session if needed: `version()` then `authenticate()`.
-    pub async fn ensure_session(&mut self) -> Result<i64, OdooError> {
-        if let Some(uid) = self.uid {
+    /// Opens the session if needed: `version()` (unless configured) then `authenticate()`
+    /// (JSON-RPC only: JSON-2 sends the key with every call). Returns the uid (0 for JSON-2).
+    pub async fn ensure_session(&self) -> Result<i64, OdooError> {
+        if let Some(uid) = *lock(&self.uid) {
             return Ok(uid);
         }
-        let version = self.version().await?;
-        let serie = version
-            .get("server_serie")
-            .and_then(Value::as_str)
-            .unwrap_or("unknown")
-            .to_string();
-        let uid = self.authenticate().await?;
-        tracing::info!(odoo_version = %serie, uid, database = %self.database, "logged in to Odoo");
+        let known = *lock(&self.version);
+        let version = match known {
+            Some(v) if self.version_choice != VersionChoice::Auto => v,
+            _ => {
+                let info = self.server_version().await?;
+                let detected =
+                    OdooVersion::from_version_info(&info).map_err(|e| OdooError::Unexpected {
+                        call: "common.version".into(),
+                        detail: e.to_string(),
+                    })?;
+                *lock(&self.version) = Some(detected);
+                detected
+            }
+        };
+        if self.api == Api::Json2 && !version.has_json2() {
+            return Err(OdooError::Unexpected {
+                call: "common.version".into(),
+                detail: format!(
+                    "Odoo {} has no JSON-2 API; set [odoo] api = \"jsonrpc\"",
+                    version.major()
+                ),
+            });
+        }
+        let uid = match self.api {
+            Api::JsonRpc => self.authenticate().await?,
+            Api::Json2 => {
+                *lock(&self.uid) = Some(0);
+                0
+            }
+        };
+        tracing::info!(odoo_version = version.major(), uid, database = %self.database, api = ?self.api, "connected to Odoo");
         Ok(uid)
     }
 
-    /// `object.execute_kw(db, uid, key, model, method, args[, kwargs])`. `kwargs` is omitted
-    /// from the call when `None`. Re-authenticates once on `AccessDenied`.
+    /// The Odoo version (opens the session when not known yet).
+    pub async fn version(&self) -> Result<OdooVersion, OdooError> {
+        self.ensure_session().await?;
+        let known = *lock(&self.version);
+        known.ok_or_else(|| OdooError::Unexpected {
+            call: "common.version".into(),
+            detail: "version unknown after login".into(),
+        })
+    }
+
+    /// `object.execute_kw(db, uid, key, model, method, args[, kwargs])` (JSON-RPC; `kwargs`
+    /// omitted when `None`) or the same call over JSON-2. Re-authenticates once on
+    /// `AccessDenied`.
     pub async fn execute_kw(
-        &mut self,
+        &self,
         model: &str,
         method: &str,
         args: Value,
         kwargs: Option<Value>,
     ) -> Result<Option<Value>, OdooError> {
         let uid = self.ensure_session().await?;
-        match self
+        let first = self
             .execute_once(uid, model, method, &args, kwargs.as_ref())
-            .await
-        {
-            Err(e) if e.needs_login() => {
+            .await;
+        let result = match first {
+            Err(e) if e.needs_login() && self.api == Api::JsonRpc => {
                 tracing::warn!(error = %e, model, method, "Odoo refused the session; logging in again");
-                self.uid = None;
+                *lock(&self.uid) = None;
                 let uid = self.authenticate().await?;
                 self.execute_once(uid, model, method, &args, kwargs.as_ref())
                     .await
             }
             other => other,
+        };
+        if let Err(e) = &result {
+            self.count_error(e);
         }
+        result
     }
 
     async fn execute_once(
@@ -167,23 +287,46 @@ impl OdooClient {
         args: &Value,
         kwargs: Option<&Value>,
     ) -> Result<Option<Value>, OdooError> {
-        let mut params = vec![
-            json!(self.database),
-            json!(uid),
-            json!(self.key.expose()),
-            json!(model),
-            json!(method),
-            args.clone(),
-        ];
-        if let Some(kwargs) = kwargs {
-            params.push(kwargs.clone());
+        self.paced(model, method).await;
+        match self.api {
+            Api::JsonRpc => {
+                let mut params = vec![
+                    json!(self.database),
+                    json!(uid),
+                    json!(self.key.expose()),
+                    json!(model),
+                    json!(method),
+                    args.clone(),
+                ];
+                if let Some(kwargs) = kwargs {
+                    params.push(kwargs.clone());
+                }
+                self.call("object", "execute_kw", Value::Array(params))
+                    .await
+            }
+            Api::Json2 => {
+                let body = json2::body(method, args, kwargs)?;
+                let response = self
+                    .http
+                    .post(format!("{}/json/2/{model}/{method}", self.url))
+                    .header("Authorization", format!("bearer {}", self.key.expose()))
+                    .header("X-Odoo-Database", &self.database)
+                    .json(&body)
+                    .send()
+                    .await
+                    .map_err(|e| OdooError::from_transport(&e))?;
+                let status = response.status().as_u16();
+                let bytes = response
+                    .bytes()
+                    .await
+                    .map_err(|e| OdooError::from_transport(&e))?;
+                json2::parse_response(status, &bytes)
+            }
         }
-        self.call("object", "execute_kw", Value::Array(params))
-            .await
     }
 
     /// Forgets the session (the next call logs in again).
-    pub fn reset_session(&mut self) {
-        self.uid = None;
+    pub fn reset_session(&self) {
+        *lock(&self.uid) = None;
     }
 }
