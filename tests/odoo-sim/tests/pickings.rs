@@ -749,3 +749,89 @@ async fn version_differences_show_in_the_models() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn a_transfer_created_over_rpc_is_named_by_its_sequence_and_reserves_on_confirm() {
+    let sim = start("18");
+    let ids = warehouse(&sim).await;
+    let gadget = ids["products"][GADGET].clone();
+    let widget = ids["products"][WIDGET].clone();
+    let int_type = ids["picking_types"]["INT"].clone();
+    let pid = call(
+        &sim,
+        "stock.picking",
+        "create",
+        json!([{"picking_type_id": int_type, "move_ids": [[0, 0, {"product_id": gadget, "product_uom_qty": 4}]]}]),
+        json!({}),
+    )
+    .await;
+    let r = call(
+        &sim,
+        "stock.picking",
+        "read",
+        json!([[pid]]),
+        json!({"fields": ["name", "state", "move_ids"]}),
+    )
+    .await;
+    assert_eq!(r[0]["name"], "WH/INT/00001");
+    assert_eq!(r[0]["state"], "draft");
+    call(
+        &sim,
+        "stock.picking",
+        "action_confirm",
+        json!([[pid]]),
+        json!({}),
+    )
+    .await;
+    // 5 on A01, 3 reserved by the delivery: 2 left for this transfer
+    let st = state(&sim).await;
+    let p = by_id(&st["pickings"], &pid);
+    assert_eq!(p["state"], "assigned", "partially available shows as Ready");
+    let m = by_id(&st["moves"], &p["move_ids"][0]);
+    assert_eq!(m["state"], "partially_available");
+    assert_eq!(m["quantity"], 2.0);
+    // a lot of another product is refused on a line
+    let lot = call(
+        &sim,
+        "stock.lot",
+        "create",
+        json!([{"name": "W-1", "product_id": widget}]),
+        json!({}),
+    )
+    .await;
+    let err = call_err(
+        &sim,
+        "stock.move.line",
+        "create",
+        json!([{"picking_id": pid, "product_id": gadget, "quantity": 1, "lot_id": lot}]),
+        json!({}),
+    )
+    .await;
+    assert_eq!(err["name"], "odoo.exceptions.ValidationError");
+    assert_eq!(
+        err["message"],
+        "This lot W-1 is incompatible with this product Gadget"
+    );
+    // writing the move quantity moves its lines; unreserving drops unpicked lines
+    call(
+        &sim,
+        "stock.move",
+        "write",
+        json!([[m["id"]], {"quantity": 1}]),
+        json!({}),
+    )
+    .await;
+    let st = state(&sim).await;
+    assert_eq!(by_id(&st["moves"], &m["id"])["quantity"], 1.0);
+    call(
+        &sim,
+        "stock.picking",
+        "do_unreserve",
+        json!([[pid]]),
+        json!({}),
+    )
+    .await;
+    let st = state(&sim).await;
+    assert_eq!(by_id(&st["moves"], &m["id"])["state"], "confirmed");
+    assert_eq!(by_id(&st["pickings"], &pid)["state"], "confirmed");
+}
