@@ -47,6 +47,16 @@ const NOTICE_QUEUE: usize = 256;
 
 /// Runs the agent until `cancel` fires (or a component fails), then shuts down in order.
 pub async fn run(config: Config, cancel: CancellationToken) -> Result<(), AppError> {
+    run_with_reload(config, cancel, Arc::new(tokio::sync::Notify::new())).await
+}
+
+/// [`run`], plus: each notification of `reload` (SIGHUP) re-checks the client certificate and
+/// key at once (they are also polled; see [`tls::CertReloader`]).
+pub async fn run_with_reload(
+    config: Config,
+    cancel: CancellationToken,
+    reload: Arc<tokio::sync::Notify>,
+) -> Result<(), AppError> {
     let tls_config = tls::client_config(
         &config.relay.ca_cert,
         &config.relay.client_cert,
@@ -125,6 +135,16 @@ pub async fn run(config: Config, cancel: CancellationToken) -> Result<(), AppErr
             Err(e) => tracing::error!(error = %e, "status API not available; ingest continues"),
         }
     }
+    let (cert_reloader, client_updates) = tls::CertReloader::new(
+        tls::BundlePaths {
+            ca: config.relay.ca_cert.clone(),
+            cert: config.relay.client_cert.clone(),
+            key: config.relay.client_key.clone(),
+        },
+        RELAY_REQUEST_TIMEOUT,
+        client.clone(),
+        status.clone(),
+    );
     let forwarder = Forwarder::new(
         ForwarderConfig {
             relay_url: config.relay.url.clone(),
@@ -140,7 +160,8 @@ pub async fn run(config: Config, cancel: CancellationToken) -> Result<(), AppErr
         status.clone(),
         committed,
         cancel.clone(),
-    )?;
+    )?
+    .with_client_updates(client_updates);
 
     let writer_thread = writer.spawn(tokio::runtime::Handle::current(), cancel.clone())?;
     let writer_done = tokio::task::spawn_blocking(move || writer_thread.join());
@@ -153,6 +174,11 @@ pub async fn run(config: Config, cancel: CancellationToken) -> Result<(), AppErr
         tasks.spawn(async move { s.run().await.map_err(AppError::from) });
     }
     tasks.spawn(async move { forwarder.run().await.map_err(AppError::from) });
+    let reloader_cancel = cancel.clone();
+    tasks.spawn(async move {
+        cert_reloader.run(reload, reloader_cancel).await;
+        Ok(())
+    });
 
     let mut first_error: Option<AppError> = None;
     while let Some(joined) = tasks.join_next().await {

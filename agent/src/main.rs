@@ -101,9 +101,12 @@ fn main() -> ExitCode {
             };
             let result = runtime.block_on(async {
                 let cancel = CancellationToken::new();
+                let reload = std::sync::Arc::new(tokio::sync::Notify::new());
                 let signals = tokio::spawn(wait_for_signal(cancel.clone()));
-                let r = app::run(cfg, cancel).await;
+                let hups = tokio::spawn(forward_sighup(reload.clone()));
+                let r = app::run_with_reload(cfg, cancel, reload).await;
                 signals.abort();
+                hups.abort();
                 r
             });
             match result {
@@ -171,6 +174,19 @@ fn status(file: &std::path::Path) -> ExitCode {
             eprintln!("agent not reachable at http://{addr}/status: {e} (is scanbridge-agent running with this config?)");
             ExitCode::from(EXIT_UNREACHABLE)
         }
+    }
+}
+
+/// Turns each SIGHUP into a reload notification (several before it is handled count once).
+async fn forward_sighup(reload: std::sync::Arc<tokio::sync::Notify>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        tracing::error!("cannot install the SIGHUP handler; reload by restarting the agent");
+        return;
+    };
+    while hup.recv().await.is_some() {
+        tracing::info!("SIGHUP: reloading");
+        reload.notify_one();
     }
 }
 

@@ -1,4 +1,5 @@
-//! The relay's own small certificate authority: `scanbridge-relay ca init` and `ca issue`.
+//! The relay's own small certificate authority: `scanbridge-relay ca init`, `ca issue` and
+//! `ca renew`.
 //!
 //! Owns every file the CA writes. One CA key (ECDSA P-256) signs two kinds of leaf:
 //! - the relay's **server certificate** (SAN DNS names and IP addresses, EKU serverAuth);
@@ -10,6 +11,12 @@
 //!   a directory that already holds a CA.
 //! - `ca issue --dir D --site S --out B`: `B/ca.pem` (trust anchor for the relay's server
 //!   certificate), `B/site.pem`, `B/site.key`. Refuses to overwrite an existing bundle.
+//! - `ca renew --dir D --site S --out B`: the same for a site that already has a certificate: a
+//!   fresh key and a new serial. The old certificate stays valid (the relay accepts both during
+//!   the overlap) until it expires or its serial is added to `[tls] revoked_serials_file`.
+//! - `D/issued.txt`: one line per issued site certificate, `<serial hex> <site> <notAfter>`,
+//!   appended by `issue` and `renew`; `renew` lists the site's earlier serials from it, so the
+//!   operator knows what to revoke once the agent uses the new certificate.
 
 use std::fs::OpenOptions;
 use std::io::Write;
@@ -191,8 +198,84 @@ pub fn init(
     Ok(files)
 }
 
+/// One issued site certificate, as recorded in `issued.txt`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IssuedCert {
+    /// Serial number, lower-case hex without leading zero bytes (the revocation handle).
+    pub serial: String,
+    pub site: String,
+    /// `notAfter`, RFC 3339.
+    pub not_after: String,
+}
+
+/// What `ca renew` did.
+#[derive(Debug, Clone)]
+pub struct Renewal {
+    pub bundle: BundleFiles,
+    pub issued: IssuedCert,
+    /// The site's earlier certificates (from `issued.txt`), oldest first.
+    pub earlier: Vec<IssuedCert>,
+}
+
 /// Issues a site certificate bundle for `site` from the CA in `ca_dir`, into `out`.
 pub fn issue(ca_dir: &Path, site: &str, out: &Path, days: u32) -> Result<BundleFiles, CaError> {
+    issue_recorded(ca_dir, site, out, days).map(|(bundle, _)| bundle)
+}
+
+/// Issues a renewal for `site`: a fresh key and certificate with a new serial, into `out`
+/// (which must not hold a bundle yet). Returns the site's earlier serials for revocation.
+pub fn renew(ca_dir: &Path, site: &str, out: &Path, days: u32) -> Result<Renewal, CaError> {
+    let earlier: Vec<IssuedCert> = read_issued(ca_dir)?
+        .into_iter()
+        .filter(|c| c.site == site)
+        .collect();
+    let (bundle, issued) = issue_recorded(ca_dir, site, out, days)?;
+    Ok(Renewal {
+        bundle,
+        issued,
+        earlier,
+    })
+}
+
+/// The records of `issued.txt` (empty when the file does not exist yet).
+pub fn read_issued(ca_dir: &Path) -> Result<Vec<IssuedCert>, CaError> {
+    let path = ca_dir.join(ISSUED_FILE);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(source) => return Err(CaError::Read { path, source }),
+    };
+    Ok(text
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            Some(IssuedCert {
+                serial: f.next()?.to_string(),
+                site: f.next()?.to_string(),
+                not_after: f.next()?.to_string(),
+            })
+        })
+        .collect())
+}
+
+/// Name of the issue log in the CA directory.
+pub const ISSUED_FILE: &str = "issued.txt";
+
+/// Lower-case hex of a DER serial's bytes without leading zero bytes (how serials are written
+/// in `issued.txt`, in revocation files and in logs).
+pub fn serial_hex(raw: &[u8]) -> String {
+    raw.iter()
+        .skip_while(|b| **b == 0)
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn issue_recorded(
+    ca_dir: &Path,
+    site: &str,
+    out: &Path,
+    days: u32,
+) -> Result<(BundleFiles, IssuedCert), CaError> {
     if !scanbridge_protocol::is_valid_site_id(site) {
         return Err(CaError::InvalidSite(site.to_string()));
     }
@@ -220,7 +303,15 @@ pub fn issue(ca_dir: &Path, site: &str, out: &Path, days: u32) -> Result<BundleF
     params.subject_alt_names = vec![SanType::URI(uri)];
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-    params.serial_number = Some(random_serial());
+    let serial = random_serial();
+    let issued = IssuedCert {
+        serial: serial_hex(serial.as_ref()),
+        site: site.to_string(),
+        not_after: (now + Duration::days(i64::from(days)))
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default(),
+    };
+    params.serial_number = Some(serial);
     params.not_before = now - Duration::hours(1);
     params.not_after = now + Duration::days(i64::from(days));
     let cert = params.signed_by(&key, &ca_cert, &ca_key)?;
@@ -239,7 +330,24 @@ pub fn issue(ca_dir: &Path, site: &str, out: &Path, days: u32) -> Result<BundleF
     // The trust anchor may already be there (several sites' bundles in one directory is odd,
     // but harmless): it is public and identical, so it is replaced.
     write_new(&bundle.ca_cert, ca_pem.as_bytes(), 0o644, false)?;
-    Ok(bundle)
+    append_issued(ca_dir, &issued)?;
+    Ok((bundle, issued))
+}
+
+fn append_issued(ca_dir: &Path, c: &IssuedCert) -> Result<(), CaError> {
+    let path = ca_dir.join(ISSUED_FILE);
+    let werr = |source| CaError::Write {
+        path: path.clone(),
+        source,
+    };
+    let mut file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o644)
+        .open(&path)
+        .map_err(werr)?;
+    writeln!(file, "{} {} {}", c.serial, c.site, c.not_after).map_err(werr)?;
+    file.sync_all().map_err(werr)
 }
 
 fn dn(common_name: &str) -> DistinguishedName {
@@ -336,6 +444,44 @@ mod tests {
             .expect("pem");
         let site = crate::identity::site_from_cert_der(&der).expect("site");
         assert_eq!(site.as_str(), "WH01");
+    }
+
+    #[test]
+    fn renew_issues_a_new_key_and_serial_for_the_same_site_and_lists_the_earlier_ones() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        init(dir.path(), &["localhost".into()], &[]).expect("init");
+        let first = issue(dir.path(), "WH01", &dir.path().join("a"), 30).expect("issue");
+        issue(dir.path(), "WH02", &dir.path().join("b"), 30).expect("other site");
+        let r = renew(dir.path(), "WH01", &dir.path().join("c"), 30).expect("renew");
+        let der = |p: &Path| {
+            let pem = std::fs::read(p).expect("read");
+            let der = rustls_pemfile::certs(&mut pem.as_slice())
+                .next()
+                .expect("cert")
+                .expect("pem");
+            der.to_vec()
+        };
+        let (old, new) = (der(&first.site_cert), der(&r.bundle.site_cert));
+        let (_, old_x) = x509_parser::parse_x509_certificate(&old).expect("x509");
+        let (_, new_x) = x509_parser::parse_x509_certificate(&new).expect("x509");
+        assert_ne!(old_x.raw_serial(), new_x.raw_serial());
+        assert_ne!(
+            old_x.public_key().raw,
+            new_x.public_key().raw,
+            "a fresh key"
+        );
+        assert_eq!(serial_hex(new_x.raw_serial()), r.issued.serial);
+        assert_eq!(
+            crate::identity::site_from_cert_der(&new)
+                .expect("site")
+                .as_str(),
+            "WH01"
+        );
+        assert_eq!(r.earlier.len(), 1, "only WH01's earlier certificate");
+        assert_eq!(r.earlier[0].serial, serial_hex(old_x.raw_serial()));
+        assert_eq!(read_issued(dir.path()).expect("issued").len(), 3);
+        let again = renew(dir.path(), "WH01", &dir.path().join("c"), 30);
+        assert!(matches!(again, Err(CaError::BundleExists(_))));
     }
 
     #[test]

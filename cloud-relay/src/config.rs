@@ -13,6 +13,7 @@
 //! server_cert = "/etc/scanbridge-relay/ca/server.pem"
 //! server_key  = "/etc/scanbridge-relay/ca/server.key"
 //! client_ca   = "/etc/scanbridge-relay/ca/ca.pem"
+//! revoked_serials_file = "/etc/scanbridge-relay/revoked.txt"  # optional; reloaded on change
 //! [limits]                  # optional
 //! max_body_bytes = 8388608
 //! max_batch_events = 10000
@@ -100,6 +101,8 @@ pub struct TlsPaths {
     pub server_cert: PathBuf,
     pub server_key: PathBuf,
     pub client_ca: PathBuf,
+    /// `revoked_serials_file`: revoked client certificate serials (rotation helper).
+    pub revoked_serials_file: Option<PathBuf>,
 }
 
 /// Intake limits.
@@ -157,6 +160,7 @@ struct RawTls {
     server_cert: PathBuf,
     server_key: PathBuf,
     client_ca: PathBuf,
+    revoked_serials_file: Option<PathBuf>,
 }
 
 #[derive(Deserialize, Default)]
@@ -312,6 +316,7 @@ impl Config {
                 server_cert: resolve(raw.tls.server_cert),
                 server_key: resolve(raw.tls.server_key),
                 client_ca: resolve(raw.tls.client_ca),
+                revoked_serials_file: raw.tls.revoked_serials_file.map(&resolve),
             },
             limits,
             odoo: OdooConfig {

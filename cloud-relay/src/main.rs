@@ -57,6 +57,18 @@ enum CaCommand {
         #[arg(long = "server-ip")]
         server_ips: Vec<IpAddr>,
     },
+    /// Issue a renewed certificate for a site (new key, new serial) into a new bundle directory;
+    /// lists the site's earlier serials to revoke once the agent uses the new one.
+    Renew {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long)]
+        site: String,
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value_t = DEFAULT_SITE_DAYS)]
+        days: u32,
+    },
     /// Issue a site certificate bundle.
     Issue {
         #[arg(long)]
@@ -131,6 +143,30 @@ fn run_ca(command: CaCommand) -> ExitCode {
         } => ca::issue(&dir, &site, &out, days).map(|bundle| {
             println!("site bundle for {site}: {}", bundle.site_cert.display());
         }),
+        CaCommand::Renew {
+            dir,
+            site,
+            out,
+            days,
+        } => ca::renew(&dir, &site, &out, days).map(|r| {
+            println!(
+                "renewed certificate for {site}: {} (serial {}, valid until {})",
+                r.bundle.site_cert.display(),
+                r.issued.serial,
+                r.issued.not_after
+            );
+            println!(
+                "install site.pem and site.key over the agent's relay.client_cert and relay.client_key; the agent switches without a restart"
+            );
+            if r.earlier.is_empty() {
+                println!("no earlier certificate of {site} is recorded in {}", dir.join(ca::ISSUED_FILE).display());
+            } else {
+                println!("earlier certificates of {site} (still accepted until they expire; once the agent uses the new one, add their serials to [tls] revoked_serials_file):");
+                for c in &r.earlier {
+                    println!("  {}  valid until {}", c.serial, c.not_after);
+                }
+            }
+        }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -163,6 +199,15 @@ fn check_config(file: &Path) -> Result<(), String> {
         });
         format!("{}: line {line}: {e}", file.display())
     })?;
+    scanbridge_relay::tls::Revoked::load(config.tls.revoked_serials_file.as_deref()).map_err(
+        |e| {
+            let line = e.key().map_or(1, |key| {
+                std::fs::read_to_string(file)
+                    .map_or(1, |text| scanbridge_relay::config::line_of_key(&text, key))
+            });
+            format!("{}: line {line}: {e}", file.display())
+        },
+    )?;
     Ok(())
 }
 
@@ -191,6 +236,7 @@ fn run(file: &Path) -> ExitCode {
     let result: anyhow::Result<()> = runtime.block_on(async {
         let cancel = CancellationToken::new();
         let relay = Relay::start(config, cancel.clone()).await?;
+        tokio::spawn(reload_on_sighup(relay.reload_trigger()));
         tokio::spawn(shutdown_on_signal(cancel));
         relay.run().await?;
         Ok(())
@@ -204,6 +250,19 @@ fn run(file: &Path) -> ExitCode {
             tracing::error!("{e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Each SIGHUP reloads what the relay can reload live (the revocation file).
+async fn reload_on_sighup(reload: std::sync::Arc<tokio::sync::Notify>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        tracing::error!("cannot install the SIGHUP handler; the revocation file is still polled");
+        return;
+    };
+    while hup.recv().await.is_some() {
+        tracing::info!("SIGHUP: reloading the revocation file");
+        reload.notify_one();
     }
 }
 

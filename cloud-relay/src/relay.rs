@@ -52,15 +52,21 @@ pub struct Relay {
     cancel: CancellationToken,
     server: JoinHandle<Result<(), ServerError>>,
     pusher: JoinHandle<Result<(), PushError>>,
+    /// Notified on SIGHUP: re-read what can be reloaded (the revocation file).
+    reload: Arc<Notify>,
 }
 
 impl Relay {
     /// Opens the store, builds TLS, binds the listener and spawns the server and the pusher.
     pub async fn start(config: Config, cancel: CancellationToken) -> Result<Relay, RelayError> {
-        let tls = crate::tls::server_config(
+        // Revoked client certificates (`[tls] revoked_serials_file`), reloaded on change/SIGHUP.
+        let revoked = crate::tls::Revoked::load(config.tls.revoked_serials_file.as_deref())?;
+        let reload = Arc::new(Notify::new());
+        let tls = crate::tls::server_config_with_revocations(
             &config.tls.server_cert,
             &config.tls.server_key,
             &config.tls.client_ca,
+            revoked.clone(),
         )?;
         std::fs::create_dir_all(&config.state_dir).map_err(|source| RelayError::StateDir {
             path: config.state_dir.clone(),
@@ -84,6 +90,16 @@ impl Relay {
         )
         .await?;
         let local_addr = server.local_addr()?;
+        let server = server.with_revocations(revoked.clone());
+        if let Some(path) = config.tls.revoked_serials_file.clone() {
+            tracing::info!(file = %path.display(), revoked = revoked.len(), "revocation list loaded");
+            tokio::spawn(crate::tls::watch_revocations(
+                path,
+                revoked,
+                reload.clone(),
+                cancel.child_token(),
+            ));
+        }
         let client = OdooClient::new(&config.odoo)?;
         let pusher = Pusher::new(
             inbox.clone(),
@@ -99,6 +115,7 @@ impl Relay {
             cancel: cancel.clone(),
             server: tokio::spawn(server.run()),
             pusher: tokio::spawn(pusher.run()),
+            reload,
         })
     }
 
@@ -110,6 +127,11 @@ impl Relay {
     /// The store (for status tools and tests).
     pub fn inbox(&self) -> &Inbox {
         &self.inbox
+    }
+
+    /// Notify it to reload the revocation file now (SIGHUP).
+    pub fn reload_trigger(&self) -> Arc<Notify> {
+        self.reload.clone()
     }
 
     /// A token that stops the relay when cancelled.

@@ -59,6 +59,9 @@ pub struct Server {
     /// One permit per open connection.
     connections: Arc<Semaphore>,
     cancel: CancellationToken,
+    /// Revoked client certificate serials, checked again on every request (a connection opened
+    /// before a revocation must not keep working).
+    revoked: crate::tls::Revoked,
 }
 
 impl Server {
@@ -79,7 +82,14 @@ impl Server {
             router,
             connections: Arc::new(Semaphore::new(max_connections)),
             cancel,
+            revoked: crate::tls::Revoked::default(),
         })
+    }
+
+    /// Refuses requests (403) on connections whose client certificate serial is in `revoked`.
+    pub fn with_revocations(mut self, revoked: crate::tls::Revoked) -> Server {
+        self.revoked = revoked;
+        self
     }
 
     /// The address actually bound.
@@ -115,6 +125,7 @@ impl Server {
                 router: self.router.clone(),
                 cancel: self.cancel.clone(),
                 peer,
+                revoked: self.revoked.clone(),
                 _permit: permit,
             };
             tracker.spawn(connection.serve(tcp));
@@ -131,6 +142,7 @@ struct Connection {
     router: Router,
     cancel: CancellationToken,
     peer: SocketAddr,
+    revoked: crate::tls::Revoked,
     /// Released when the connection ends.
     _permit: OwnedSemaphorePermit,
 }
@@ -169,10 +181,21 @@ impl Connection {
         };
         let span = tracing::debug_span!("connection", %peer, site = %site);
         let router = self.router;
+        let serial = peer_serial(&tls);
+        let revoked = self.revoked;
         let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
+            let refused = serial
+                .as_deref()
+                .filter(|s| revoked.contains(s))
+                .map(|s| revoked_response(&site, s));
             request.extensions_mut().insert(site.clone());
             let mut router = router.clone();
-            async move { router.call(request).await }
+            async move {
+                match refused {
+                    Some(response) => Ok(response),
+                    None => router.call(request).await,
+                }
+            }
         });
         let mut builder = hyper::server::conn::http1::Builder::new();
         builder
@@ -192,6 +215,24 @@ impl Connection {
             tracing::debug!(error = %e, "connection ended with an error");
         }
     }
+}
+
+/// The serial of the verified peer certificate.
+fn peer_serial(tls: &tokio_rustls::server::TlsStream<TcpStream>) -> Option<Vec<u8>> {
+    let (_, session) = tls.get_ref();
+    crate::tls::cert_serial(session.peer_certificates()?.first()?)
+}
+
+/// 403 for a request on a connection whose certificate was revoked after it was opened.
+fn revoked_response(site: &SiteId, serial: &[u8]) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let serial = crate::ca::serial_hex(serial);
+    tracing::warn!(site = %site, serial = %serial, "refusing a request: the client certificate was revoked");
+    (
+        axum::http::StatusCode::FORBIDDEN,
+        format!("client certificate serial {serial} of site {site} is revoked; install the renewed certificate (scanbridge-relay ca renew)"),
+    )
+        .into_response()
 }
 
 /// The site named by the verified peer certificate.

@@ -61,6 +61,8 @@ pub struct Forwarder {
     batch_limit: usize,
     /// Consecutive failures, for log throttling.
     failures: u32,
+    /// Renewed clients (certificate rotation); switched to between batches.
+    client_updates: Option<tokio::sync::watch::Receiver<reqwest::Client>>,
 }
 
 impl Forwarder {
@@ -89,7 +91,28 @@ impl Forwarder {
             cancel,
             machine,
             failures: 0,
+            client_updates: None,
         })
+    }
+
+    /// Takes renewed relay clients (certificate rotation) from `updates`, switching between
+    /// batches: a request in flight finishes on the client it started with.
+    pub fn with_client_updates(
+        mut self,
+        updates: tokio::sync::watch::Receiver<reqwest::Client>,
+    ) -> Forwarder {
+        self.client_updates = Some(updates);
+        self
+    }
+
+    /// Switches to a renewed client if one was published since the last batch.
+    fn take_renewed_client(&mut self) {
+        if let Some(rx) = &mut self.client_updates {
+            if rx.has_changed().unwrap_or(false) {
+                self.client = rx.borrow_and_update().clone();
+                tracing::info!(site = %self.cfg.site, "forwarding with the renewed client certificate");
+            }
+        }
     }
 
     /// Runs until cancelled.
@@ -120,6 +143,7 @@ impl Forwarder {
                     step = self.machine.backoff_elapsed();
                 }
                 Step::Send => {
+                    self.take_renewed_client();
                     let limit = self.batch_limit;
                     let events = tokio::select! {
                         _ = cancel.cancelled() => break,

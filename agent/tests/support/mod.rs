@@ -3,6 +3,8 @@
 //! and a plain HTTP GET for the loopback status API.
 #![allow(dead_code, clippy::unwrap_used)]
 
+pub mod recording_relay;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
