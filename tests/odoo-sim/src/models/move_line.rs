@@ -157,10 +157,12 @@ pub fn create(
     for id in &ids {
         check(db, *id)?;
     }
-    let picks: Vec<i64> = ids
+    let mut picks: Vec<i64> = ids
         .iter()
         .filter_map(|i| db.m2o(ML, *i, "picking_id"))
         .collect();
+    picks.sort_unstable();
+    picks.dedup();
     picking::sync(db)?;
     for p in picks {
         picking::recompute_shipping_weight(db, p)?;
@@ -301,6 +303,8 @@ pub fn write(
             .iter()
             .filter_map(|i| db.m2o(ML, *i, "picking_id"))
             .collect();
+        picks.sort_unstable();
+        picks.sort_unstable();
         picks.dedup();
         for p in picks {
             picking::recompute_shipping_weight(db, p)?;
@@ -329,6 +333,7 @@ pub fn remove(db: &mut Db, ids: &[i64]) -> Result<(), OdooError> {
         .iter()
         .filter_map(|i| db.m2o(ML, *i, "picking_id"))
         .collect();
+    picks.sort_unstable();
     picks.dedup();
     for id in ids {
         db.remove(ML, *id);

@@ -613,6 +613,7 @@ fn action_done(db: &mut Db, ids: &[i64], cancel_backorder: bool) -> Result<(), O
             .iter()
             .filter_map(|m| db.m2o(M, *m, "picking_id"))
             .collect();
+        picks.sort_unstable();
         picks.dedup();
         for p in picks {
             create_backorder(db, p)?;
@@ -745,6 +746,10 @@ pub fn sync(db: &mut Db) -> Result<(), OdooError> {
         if let Some(m) = mv {
             lines_by_move.entry(m).or_default().push(l);
         }
+        // done/cancelled lines are frozen (synced when they were done)
+        if matches!(db.value(ML, l, "state").as_str(), Some("done" | "cancel")) {
+            continue;
+        }
         let state = mv
             .map(|m| db.value(M, m, "state").clone())
             .unwrap_or(Value::Null);
@@ -783,6 +788,9 @@ pub fn sync(db: &mut Db) -> Result<(), OdooError> {
             continue;
         };
         moves_by_picking.entry(p).or_default().push(m);
+        if matches!(db.value(M, m, "state").as_str(), Some("done" | "cancel")) {
+            continue;
+        }
         let lines = lines_by_move.get(&m).cloned().unwrap_or_default();
         let qty: f64 = lines.iter().map(|l| db.float(ML, *l, "quantity")).sum();
         if db.str(M, m, "state") != "cancel" {
@@ -813,6 +821,9 @@ pub fn sync(db: &mut Db) -> Result<(), OdooError> {
         }
     }
     for p in db.all_ids(P) {
+        if matches!(db.value(P, p, "state").as_str(), Some("done" | "cancel")) {
+            continue;
+        }
         let moves = moves_by_picking.get(&p).cloned().unwrap_or_default();
         let states: Vec<String> = moves.iter().map(|m| db.str(M, *m, "state")).collect();
         let current = db.str(P, p, "state");
@@ -849,6 +860,7 @@ pub fn sync(db: &mut Db) -> Result<(), OdooError> {
     }
     // reserved_quantity of quants = open lines of moves that do not bypass reservation
     let mut reserved: HashMap<(i64, i64, Option<i64>), f64> = HashMap::new();
+    let mut bypass: HashMap<i64, bool> = HashMap::new();
     for l in db.all_ids(ML) {
         if matches!(db.str(ML, l, "state").as_str(), "done" | "cancel" | "") {
             continue;
@@ -856,7 +868,10 @@ pub fn sync(db: &mut Db) -> Result<(), OdooError> {
         let Some(m) = db.m2o(ML, l, "move_id") else {
             continue;
         };
-        if move_::should_bypass(db, m) {
+        if *bypass
+            .entry(m)
+            .or_insert_with(|| move_::should_bypass(db, m))
+        {
             continue;
         }
         let key = (
