@@ -569,6 +569,9 @@ pub fn describe_connection_error(e: &rumqttc::ConnectionError, endpoint: &str) -
         E::Tls(t) => format!(
             "TLS with broker {endpoint} failed: {t} (check tls.ca_cert is the CA of the broker's certificate, that host matches a name in it, and tls.client_cert/client_key if the broker requires a client certificate)"
         ),
+        E::Io(io) if looks_like_tls(&io.to_string()) => format!(
+            "TLS with broker {endpoint} failed: {io} (the broker refused this agent's certificate: check tls.client_cert/client_key are signed by a CA the broker trusts; an alert about the CA can also mean tls.ca_cert is wrong)"
+        ),
         E::Io(io) => format!("cannot reach broker {endpoint}: {io}"),
         E::NetworkTimeout => format!("broker {endpoint} did not answer in time"),
         other => format!("connection to broker {endpoint} lost: {other}"),
@@ -581,7 +584,49 @@ fn failure_kind(e: &rumqttc::ConnectionError) -> &'static str {
     match e {
         E::ConnectionRefused(_) => "refused",
         E::Tls(_) => "tls",
+        E::Io(io) if looks_like_tls(&io.to_string()) => "tls",
         E::Io(_) | E::NetworkTimeout => "network",
         _ => "other",
+    }
+}
+
+/// Whether an I/O error text is a TLS alert or handshake failure (rustls reports the peer's
+/// alerts as I/O errors once the handshake has started).
+fn looks_like_tls(text: &str) -> bool {
+    let t = text.to_ascii_lowercase();
+    ["alert", "certificate", "handshake", "tls"]
+        .iter()
+        .any(|w| t.contains(w))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rumqttc::{ConnectReturnCode, ConnectionError};
+
+    #[test]
+    fn a_refused_login_names_the_keys_to_check() {
+        for code in [
+            ConnectReturnCode::BadUserNamePassword,
+            ConnectReturnCode::NotAuthorized,
+        ] {
+            let d = describe_connection_error(
+                &ConnectionError::ConnectionRefused(code),
+                "broker.local:8883",
+            );
+            assert!(d.contains("broker.local:8883"), "{d}");
+            assert!(d.contains("username") && d.contains("password_file"), "{d}");
+        }
+    }
+
+    #[test]
+    fn a_tls_alert_reported_as_io_is_described_as_tls_and_a_refused_socket_as_unreachable() {
+        let alert = ConnectionError::Io(std::io::Error::other("received fatal alert: UnknownCA"));
+        assert!(describe_connection_error(&alert, "b:1").starts_with("TLS with broker b:1"));
+        assert_eq!(failure_kind(&alert), "tls");
+        let refused =
+            ConnectionError::Io(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
+        assert!(describe_connection_error(&refused, "b:1").starts_with("cannot reach broker b:1"));
+        assert_eq!(failure_kind(&refused), "network");
     }
 }
