@@ -1,6 +1,7 @@
 //! The site agent (`scanbridge-agent`) as a child process: its TOML configuration, start, SIGKILL
 //! and restart (the crash test), clean stop, and its peak RSS from `/proc`.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus};
 use std::time::Duration;
@@ -36,6 +37,19 @@ pub struct AgentOptions {
     pub heartbeat_secs: Option<u64>,
     /// `RUST_LOG` for the child.
     pub rust_log: String,
+    /// `[status] listen` port on 127.0.0.1 (a free one by default, so parallel agents never
+    /// fight over the shipped default 9187); `None` disables the local status API.
+    pub status_port: Option<u16>,
+    /// `[store] max_bytes`, when not the agent's default.
+    pub store_max_bytes: Option<u64>,
+    /// `[relay] retry_max_ms`, when not the agent's default (fault scenarios shorten it so a
+    /// healed link is used again within seconds).
+    pub retry_max_ms: Option<u64>,
+    /// Where the agent keeps `agent.redb`, when not `<dir>/agent-state` (the disk-full scenario
+    /// puts it on a small tmpfs).
+    pub state_dir: Option<PathBuf>,
+    /// Extra environment for the child (`LD_PRELOAD` of libfaketime for the clock-jump scenario).
+    pub env: Vec<(String, String)>,
 }
 
 impl AgentOptions {
@@ -53,7 +67,17 @@ impl AgentOptions {
             stations: Vec::new(),
             heartbeat_secs: None,
             rust_log: "info".into(),
+            status_port: crate::process::free_port().ok(),
+            store_max_bytes: None,
+            retry_max_ms: None,
+            state_dir: None,
+            env: Vec::new(),
         }
+    }
+
+    /// `http://127.0.0.1:PORT` of the agent's local status API, when enabled.
+    pub fn status_url(&self) -> Option<String> {
+        self.status_port.map(|p| format!("http://127.0.0.1:{p}"))
     }
 }
 
@@ -75,6 +99,24 @@ pub fn agent_config(state_dir: &Path, opts: &AgentOptions) -> String {
     if let Some(h) = opts.heartbeat_secs {
         conf.push_str(&format!("heartbeat_secs = {h}\n"));
     }
+    if let Some(ms) = opts.retry_max_ms {
+        conf.push_str(&format!(
+            "retry_initial_ms = {}\nretry_max_ms = {ms}\n",
+            ms.min(200)
+        ));
+    }
+    if let Some(bytes) = opts.store_max_bytes {
+        conf.push_str(&format!("\n[store]\nmax_bytes = {bytes}\n"));
+    }
+    conf.push_str(&format!(
+        "\n[status]\nlisten = {}\n",
+        toml_string(
+            &opts
+                .status_port
+                .map(|p| format!("127.0.0.1:{p}"))
+                .unwrap_or_default()
+        )
+    ));
     conf.push_str(&format!(
         "\n[[mqtt]]\nname = \"site\"\nhost = \"127.0.0.1\"\nport = {port}\nclient_id = {cid}\ntopics = [{topics}]\n",
         port = opts.mqtt_port,
@@ -99,6 +141,7 @@ pub struct Agent {
     state_dir: PathBuf,
     logs: LogPaths,
     rust_log: String,
+    env: Vec<(String, String)>,
     starts: u32,
     peak_hwm_kib: u64,
 }
@@ -106,7 +149,10 @@ pub struct Agent {
 impl Agent {
     /// Writes the configuration into `dir`, validates it with `check-config` and starts the agent.
     pub async fn start(dir: &Path, opts: &AgentOptions) -> Result<Agent> {
-        let state_dir = dir.join("agent-state");
+        let state_dir = opts
+            .state_dir
+            .clone()
+            .unwrap_or_else(|| dir.join("agent-state"));
         std::fs::create_dir_all(&state_dir)
             .map_err(|e| HarnessError::io("create", &state_dir, e))?;
         let config_path = dir.join("agent.toml");
@@ -119,6 +165,7 @@ impl Agent {
             state_dir,
             logs: LogPaths::in_dir(dir, "agent"),
             rust_log: opts.rust_log.clone(),
+            env: opts.env.clone(),
             starts: 0,
             peak_hwm_kib: 0,
         };
@@ -132,7 +179,8 @@ impl Agent {
         cmd.arg("run")
             .arg("--config")
             .arg(&self.config_path)
-            .env("RUST_LOG", &self.rust_log);
+            .env("RUST_LOG", &self.rust_log)
+            .envs(self.env.iter().map(|(k, v)| (k, v)));
         self.process = Some(ChildProcess::spawn("the agent", cmd, self.logs.clone())?);
         self.starts += 1;
         Ok(())
@@ -209,6 +257,78 @@ impl Agent {
     }
 }
 
+/// The agent's local status API (`[status] listen`), as a site technician's tools read it.
+pub struct StatusApi {
+    base: String,
+    http: reqwest::Client,
+}
+
+impl StatusApi {
+    /// A client for `base` (`http://127.0.0.1:PORT`).
+    pub fn new(base: String) -> Result<StatusApi> {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .map_err(|source| HarnessError::Http {
+                url: base.clone(),
+                source,
+            })?;
+        Ok(StatusApi { base, http })
+    }
+
+    async fn get(&self, path: &str) -> Result<(u16, String)> {
+        let url = format!("{}{path}", self.base);
+        let resp = self
+            .http
+            .get(&url)
+            .send()
+            .await
+            .map_err(|source| HarnessError::Http {
+                url: url.clone(),
+                source,
+            })?;
+        let status = resp.status().as_u16();
+        let body = resp
+            .text()
+            .await
+            .map_err(|source| HarnessError::Http { url, source })?;
+        Ok((status, body))
+    }
+
+    /// `GET /metrics`, parsed: unlabelled samples by name (`scanbridge_agent_backlog_events`, ...).
+    pub async fn metrics(&self) -> Result<BTreeMap<String, f64>> {
+        let (_, body) = self.get("/metrics").await?;
+        Ok(parse_metrics(&body))
+    }
+
+    /// `GET /healthz`: the HTTP status (200 healthy, 503 with the reason) and body.
+    pub async fn healthz(&self) -> Result<(u16, String)> {
+        self.get("/healthz").await
+    }
+
+    /// `GET /status` as JSON.
+    pub async fn status(&self) -> Result<serde_json::Value> {
+        let (_, body) = self.get("/status").await?;
+        serde_json::from_str(&body).map_err(|source| HarnessError::Json {
+            what: "the agent's GET /status".into(),
+            source,
+        })
+    }
+}
+
+/// Unlabelled samples of a Prometheus text exposition, by metric name.
+pub fn parse_metrics(text: &str) -> BTreeMap<String, f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let mut parts = l.split_whitespace();
+            let name = parts.next()?;
+            let value = parts.next()?.parse().ok()?;
+            (!name.contains('{')).then(|| (name.to_string(), value))
+        })
+        .collect()
+}
+
 /// `scanbridge-agent check-config <file>`.
 pub async fn check_config(path: &Path) -> Result<()> {
     let program = bins::binary(bins::AGENT)?;
@@ -238,6 +358,16 @@ mod tests {
     use super::*;
 
     #[test]
+    fn unlabelled_prometheus_samples_are_read_by_name() {
+        let m = parse_metrics(
+            "# HELP x y\nscanbridge_agent_backlog_events 12\nscanbridge_agent_source_up{source=\"a\"} 1\nscanbridge_agent_ingest_paused 0\n",
+        );
+        assert_eq!(m.get("scanbridge_agent_backlog_events"), Some(&12.0));
+        assert_eq!(m.get("scanbridge_agent_ingest_paused"), Some(&0.0));
+        assert_eq!(m.len(), 2);
+    }
+
+    #[test]
     fn the_agent_config_has_the_contract_shape() {
         let bundle = SiteBundle {
             site: "WH01".into(),
@@ -261,5 +391,7 @@ mod tests {
             Some("scanbridge/+/scan")
         );
         assert_eq!(v["stations"][0]["location"].as_str(), Some("WH-STOCK-A01"));
+        let listen = v["status"]["listen"].as_str().expect("status listen");
+        assert!(listen.starts_with("127.0.0.1:") && listen != "127.0.0.1:9187");
     }
 }

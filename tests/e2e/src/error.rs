@@ -107,6 +107,10 @@ pub enum HarnessError {
     /// TLS material for the probe relay could not be loaded.
     #[error("TLS setup of the probe relay: {0}")]
     Tls(String),
+
+    /// The harness was asked for something its setup does not provide.
+    #[error("harness setup: {0}")]
+    Setup(String),
 }
 
 /// Shorthand used throughout the harness.

@@ -10,6 +10,7 @@ use crate::agent::{Agent, AgentOptions, Station};
 use crate::checks::{Expected, Pair};
 use crate::ean;
 use crate::error::{HarnessError, Result};
+use crate::fault_proxy::FaultProxy;
 use crate::mosquitto::Mosquitto;
 use crate::odoo_sim::{OdooSim, SeedLocation, SeedProduct, SeedRequest, SimOptions, SimState};
 use crate::process::StateDir;
@@ -29,6 +30,20 @@ pub struct StackOptions {
     /// Whether to create the agent's persistent session on the broker before the agent starts,
     /// so nothing published before its first connection is lost.
     pub preregister_agent_session: bool,
+    /// Put a [`FaultProxy`] between agent and relay and one between relay and the Odoo simulator.
+    pub proxies: bool,
+    /// Applied to the agent's options before it starts (store cap, retry, state dir, env).
+    pub agent: AgentTuning,
+}
+
+/// Agent settings a scenario changes; `None` / empty keeps the harness default.
+#[derive(Debug, Clone, Default)]
+pub struct AgentTuning {
+    pub store_max_bytes: Option<u64>,
+    pub retry_max_ms: Option<u64>,
+    pub state_dir: Option<std::path::PathBuf>,
+    pub env: Vec<(String, String)>,
+    pub heartbeat_secs: Option<u64>,
 }
 
 impl Default for StackOptions {
@@ -40,6 +55,8 @@ impl Default for StackOptions {
             stations: Vec::new(),
             rust_log: "info".into(),
             preregister_agent_session: true,
+            proxies: false,
+            agent: AgentTuning::default(),
         }
     }
 }
@@ -54,6 +71,10 @@ pub struct Stack {
     pub bundle: SiteBundle,
     pub agent_options: AgentOptions,
     pub site: String,
+    /// Between agent and relay, when [`StackOptions::proxies`].
+    pub relay_proxy: Option<FaultProxy>,
+    /// Between relay and the Odoo simulator, when [`StackOptions::proxies`].
+    pub odoo_proxy: Option<FaultProxy>,
     /// Declared last so it is dropped after every process (and kept if a test panics).
     pub dir: StateDir,
 }
@@ -75,6 +96,14 @@ impl Stack {
         let root = dir.path().to_path_buf();
         let mosquitto = Mosquitto::start(&root).await?;
         let sim = OdooSim::start(&root, &opts.sim).await?;
+        let odoo_proxy = match opts.proxies {
+            true => Some(start_proxy(sim.url().trim_start_matches("http://"), &root).await?),
+            false => None,
+        };
+        let odoo_url = match &odoo_proxy {
+            Some(p) => format!("http://127.0.0.1:{}", p.port()),
+            None => sim.url().to_string(),
+        };
         let ca = ca_init(&dir.subdir("ca")?).await?;
         let bundle = ca_issue(
             &ca,
@@ -86,16 +115,29 @@ impl Stack {
             &root,
             &ca,
             &RelayOptions {
-                odoo_url: sim.url().to_string(),
+                odoo_url,
                 odoo_api_key: sim.api_key().to_string(),
                 max_chunk: opts.max_chunk,
                 rust_log: opts.rust_log.clone(),
             },
         )
         .await?;
-        let mut agent_options = AgentOptions::new(bundle.clone(), relay.url(), mosquitto.port());
+        let relay_proxy = match opts.proxies {
+            true => Some(start_proxy(relay.url().trim_start_matches("https://"), &root).await?),
+            false => None,
+        };
+        let relay_url = match &relay_proxy {
+            Some(p) => format!("https://127.0.0.1:{}", p.port()),
+            None => relay.url(),
+        };
+        let mut agent_options = AgentOptions::new(bundle.clone(), relay_url, mosquitto.port());
         agent_options.stations = opts.stations.clone();
         agent_options.rust_log = opts.rust_log.clone();
+        agent_options.store_max_bytes = opts.agent.store_max_bytes;
+        agent_options.retry_max_ms = opts.agent.retry_max_ms;
+        agent_options.state_dir = opts.agent.state_dir.clone();
+        agent_options.env = opts.agent.env.clone();
+        agent_options.heartbeat_secs = opts.agent.heartbeat_secs;
         if opts.preregister_agent_session {
             preregister_session(
                 mosquitto.port(),
@@ -114,7 +156,17 @@ impl Stack {
             bundle,
             agent_options,
             site: opts.site.clone(),
+            relay_proxy,
+            odoo_proxy,
         })
+    }
+
+    /// The agent's local status API (`/metrics`, `/healthz`, `/status`).
+    pub fn agent_api(&self) -> Result<crate::agent::StatusApi> {
+        let url = self.agent_options.status_url().ok_or_else(|| {
+            HarnessError::Setup("the agent's status API is disabled (status_port None)".into())
+        })?;
+        crate::agent::StatusApi::new(url)
     }
 
     /// Fails with the log to read if any process of the chain has died.
@@ -163,6 +215,22 @@ struct StackParts {
     bundle: SiteBundle,
     agent_options: AgentOptions,
     site: String,
+    relay_proxy: Option<FaultProxy>,
+    odoo_proxy: Option<FaultProxy>,
+}
+
+/// A fault proxy in front of `upstream` (`127.0.0.1:PORT`).
+async fn start_proxy(upstream: &str, root: &std::path::Path) -> Result<FaultProxy> {
+    let addr: std::net::SocketAddr = upstream.parse().map_err(|_| {
+        HarnessError::Setup(format!(
+            "fault proxy upstream `{upstream}` is not an address"
+        ))
+    })?;
+    FaultProxy::start(addr).await.map_err(|e| HarnessError::Io {
+        action: "start a fault proxy in",
+        path: root.to_path_buf(),
+        source: std::io::Error::other(e.to_string()),
+    })
 }
 
 impl StackParts {
@@ -176,6 +244,8 @@ impl StackParts {
             bundle: self.bundle,
             agent_options: self.agent_options,
             site: self.site,
+            relay_proxy: self.relay_proxy,
+            odoo_proxy: self.odoo_proxy,
             dir,
         }
     }

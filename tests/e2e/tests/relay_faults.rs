@@ -2,6 +2,8 @@
 //! lost: every count still reaches Odoo exactly once and in order. Both faults leave a chunk "in
 //! doubt" (applied in Odoo, or not, the relay cannot know) and exercise the relay's
 //! `search_count` on the chunk tag before it re-applies anything.
+//!
+//! The relay SIGKILL loop has a long variant: `SCANBRIDGE_LONG=1` (100+ kills over 30,000 scans).
 
 use std::time::{Duration, Instant};
 
@@ -13,6 +15,11 @@ use scanbridge_e2e::publisher::Publisher;
 use scanbridge_e2e::stack::{
     plan_counts, publish_plan, Catalog, PlannedCount, Stack, StackOptions,
 };
+
+/// `SCANBRIDGE_LONG=1` selects the long variant.
+fn long() -> bool {
+    std::env::var("SCANBRIDGE_LONG").is_ok_and(|v| v == "1")
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn relay_killed_with_sigkill_mid_stream_applies_every_count_exactly_once() {
@@ -26,7 +33,8 @@ async fn relay_killed_with_sigkill_mid_stream_applies_every_count_exactly_once()
     let seed: u64 = rand::random();
     eprintln!("relay kill schedule seed: {seed}");
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    let (plan, expected) = plan_counts(&catalog, 3_000, &mut rng);
+    let (min_kills, n) = if long() { (100, 30_000) } else { (8, 3_000) };
+    let (plan, expected) = plan_counts(&catalog, n, &mut rng);
 
     let mut publisher = Publisher::connect(stack.mosquitto.port(), "scanner-relay-kill")
         .await
@@ -37,7 +45,7 @@ async fn relay_killed_with_sigkill_mid_stream_applies_every_count_exactly_once()
             .map(|()| publisher)
     });
     let mut kills = 0;
-    while !publishing.is_finished() || kills < 8 {
+    while !publishing.is_finished() || kills < min_kills {
         tokio::time::sleep(Duration::from_millis(rng.gen_range(100..=500))).await;
         stack
             .relay
@@ -53,7 +61,7 @@ async fn relay_killed_with_sigkill_mid_stream_applies_every_count_exactly_once()
             "SC-01",
             &catalog,
             &expected,
-            Duration::from_secs(120),
+            Duration::from_secs(if long() { 600 } else { 120 }),
         )
         .await
         .expect("stream applied after the last relay restart");
