@@ -86,6 +86,10 @@ pub struct Config {
     pub tls: TlsPaths,
     pub limits: Limits,
     pub odoo: OdooConfig,
+    /// `[admin]`: the admin listener (fleet status API, metrics, web page); `None` = no listener.
+    pub admin: Option<AdminConfig>,
+    /// `[status]`: when a silent site counts as stale or offline.
+    pub status: StatusConfig,
 }
 
 impl Config {
@@ -152,6 +156,9 @@ struct RawConfig {
     #[serde(default)]
     limits: RawLimits,
     odoo: RawOdoo,
+    admin: Option<RawAdmin>,
+    #[serde(default)]
+    status: RawStatus,
 }
 
 #[derive(Deserialize)]
@@ -309,7 +316,15 @@ impl Config {
         })
         .map_err(|e| invalid(&e.key, e.message))?;
 
+        let admin = match raw.admin {
+            None => None,
+            Some(a) => Some(admin_config(a, &resolve, &invalid)?),
+        };
+        let status = status_config(&raw.status, &invalid)?;
+
         Ok(Config {
+            admin,
+            status,
             listen,
             state_dir: resolve(raw.state_dir),
             tls: TlsPaths {
@@ -330,6 +345,142 @@ impl Config {
             },
         })
     }
+}
+
+// ---- [admin] and [status] (fleet status helper) ----
+
+/// The admin bearer token (from `admin.token_file`). Never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AdminToken(String);
+
+impl AdminToken {
+    pub fn new(token: impl Into<String>) -> AdminToken {
+        AdminToken(token.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for AdminToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("AdminToken(<redacted>)")
+    }
+}
+
+/// Shortest admin token accepted (characters), so a guessable word is refused at start.
+pub const MIN_ADMIN_TOKEN_LEN: usize = 16;
+
+/// `[admin]`: the admin listener, separate from the site listener.
+#[derive(Debug, Clone)]
+pub struct AdminConfig {
+    /// Address of the admin HTTPS listener (TLS with the relay's server certificate).
+    pub listen: SocketAddr,
+    /// File the token was read from (the CLI reads it again).
+    pub token_file: PathBuf,
+    pub token: AdminToken,
+}
+
+/// `[status]`: thresholds of a site's state by the time since it was last heard from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StatusConfig {
+    /// Silent longer than this: stale.
+    pub stale_after: Duration,
+    /// Silent longer than this: offline.
+    pub offline_after: Duration,
+}
+
+impl Default for StatusConfig {
+    fn default() -> Self {
+        StatusConfig {
+            stale_after: Duration::from_secs(120),
+            offline_after: Duration::from_secs(600),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAdmin {
+    listen: String,
+    token_file: PathBuf,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawStatus {
+    stale_after_secs: Option<u64>,
+    offline_after_secs: Option<u64>,
+}
+
+fn admin_config(
+    raw: RawAdmin,
+    resolve: &dyn Fn(PathBuf) -> PathBuf,
+    invalid: &dyn Fn(&str, String) -> ConfigError,
+) -> Result<AdminConfig, ConfigError> {
+    let listen: SocketAddr = raw.listen.parse().map_err(|e| {
+        invalid(
+            "admin.listen",
+            format!(
+                "{:?} is not an address:port such as 127.0.0.1:9443 ({e})",
+                raw.listen
+            ),
+        )
+    })?;
+    let token_file = resolve(raw.token_file);
+    let token = std::fs::read_to_string(&token_file).map_err(|e| {
+        invalid(
+            "admin.token_file",
+            format!("cannot read {}: {e}", token_file.display()),
+        )
+    })?;
+    let token = token.trim();
+    if token.chars().count() < MIN_ADMIN_TOKEN_LEN || token.chars().any(char::is_whitespace) {
+        return Err(invalid(
+            "admin.token_file",
+            format!(
+                "{} must hold one token of at least {MIN_ADMIN_TOKEN_LEN} characters without spaces (e.g. `openssl rand -hex 32`)",
+                token_file.display()
+            ),
+        ));
+    }
+    Ok(AdminConfig {
+        listen,
+        token_file,
+        token: AdminToken(token.to_string()),
+    })
+}
+
+fn status_config(
+    raw: &RawStatus,
+    invalid: &dyn Fn(&str, String) -> ConfigError,
+) -> Result<StatusConfig, ConfigError> {
+    let defaults = StatusConfig::default();
+    let stale = raw
+        .stale_after_secs
+        .map_or(defaults.stale_after, Duration::from_secs);
+    let offline = raw
+        .offline_after_secs
+        .map_or(defaults.offline_after, Duration::from_secs);
+    if stale.is_zero() {
+        return Err(invalid(
+            "status.stale_after_secs",
+            "must be at least 1".into(),
+        ));
+    }
+    if offline <= stale {
+        return Err(invalid(
+            "status.offline_after_secs",
+            format!(
+                "must be larger than status.stale_after_secs ({})",
+                stale.as_secs()
+            ),
+        ));
+    }
+    Ok(StatusConfig {
+        stale_after: stale,
+        offline_after: offline,
+    })
 }
 
 /// 1-based line number of byte `offset` in `text`.

@@ -9,8 +9,11 @@
 //! - [`inbox`]: the redb store (tables documented there).
 //! - [`odoo`]: JSON-RPC client, error classes, count mapping; [`pusher`]: inbox → Odoo.
 //! - [`relay`]: wires the components together and shuts them down.
+//! - [`admin`]: the admin listener: fleet status API, metrics, dead letters, trace, web page.
 
+pub mod admin;
 pub mod ca;
+pub mod cli;
 pub mod config;
 pub mod identity;
 pub mod inbox;

@@ -42,6 +42,15 @@ enum Command {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Fleet status of every site, worst first (from a running relay's admin API).
+    Sites(scanbridge_relay::cli::AdminArgs),
+    /// Dead letters on a running relay: list, show, replay, skip.
+    DeadLetters {
+        #[command(subcommand)]
+        command: scanbridge_relay::cli::DeadLetterCommand,
+    },
+    /// Where is my scan? An event's path by SITE SEQ, or by --barcode CODE.
+    Trace(scanbridge_relay::cli::TraceArgs),
 }
 
 #[derive(Subcommand)]
@@ -67,6 +76,17 @@ enum CaCommand {
         #[arg(long)]
         out: PathBuf,
         #[arg(long, default_value_t = DEFAULT_SITE_DAYS)]
+        days: u32,
+    },
+    /// Issue an admin client certificate (SAN urn:scanbridge:admin:NAME) for the admin listener.
+    IssueAdmin {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value_t = 397)]
         days: u32,
     },
     /// Issue a site certificate bundle.
@@ -105,6 +125,11 @@ fn main() -> ExitCode {
             }
         },
         Command::Run { config } => run(&config),
+        Command::Sites(args) => ExitCode::from(scanbridge_relay::cli::sites(args)),
+        Command::DeadLetters { command } => {
+            ExitCode::from(scanbridge_relay::cli::dead_letters(command))
+        }
+        Command::Trace(args) => ExitCode::from(scanbridge_relay::cli::trace(args)),
     }
 }
 
@@ -119,6 +144,12 @@ fn init_logging() {
 
 fn run_ca(command: CaCommand) -> ExitCode {
     let result = match command {
+        CaCommand::IssueAdmin {
+            dir,
+            name,
+            out,
+            days,
+        } => return run_issue_admin(&dir, &name, &out, days),
         CaCommand::Init {
             dir,
             mut server_names,
@@ -180,6 +211,28 @@ fn run_ca(command: CaCommand) -> ExitCode {
                 1
             };
             ExitCode::from(code)
+        }
+    }
+}
+
+/// `ca issue-admin`: an admin client certificate for the admin listener.
+fn run_issue_admin(dir: &Path, name: &str, out: &Path, days: u32) -> ExitCode {
+    match scanbridge_relay::admin::cert::issue_admin(dir, name, out, days) {
+        Ok(b) => {
+            println!(
+                "admin certificate for {name}: {} (key {})",
+                b.cert.display(),
+                b.key.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(if e.is_usage() {
+                EXIT_USAGE
+            } else {
+                EXIT_CANTCREAT
+            })
         }
     }
 }

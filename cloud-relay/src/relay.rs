@@ -43,6 +43,8 @@ pub enum RelayError {
     Push(#[from] PushError),
     #[error("a relay task panicked: {0}")]
     Panic(String),
+    #[error(transparent)]
+    Admin(#[from] crate::admin::AdminStartError),
 }
 
 /// A started relay: bound, store open, tasks running.
@@ -54,6 +56,8 @@ pub struct Relay {
     pusher: JoinHandle<Result<(), PushError>>,
     /// Notified on SIGHUP: re-read what can be reloaded (the revocation file).
     reload: Arc<Notify>,
+    /// The admin listener (`[admin]`), when configured.
+    admin: Option<crate::admin::AdminHandle>,
 }
 
 impl Relay {
@@ -101,6 +105,21 @@ impl Relay {
             ));
         }
         let client = OdooClient::new(&config.odoo)?;
+        let admin = match &config.admin {
+            Some(admin_config) => {
+                let state = crate::admin::AdminState::new(
+                    inbox.clone(),
+                    wake.clone(),
+                    config.status,
+                    admin_config,
+                );
+                Some(
+                    crate::admin::start(admin_config, &config.tls, state, cancel.child_token())
+                        .await?,
+                )
+            }
+            None => None,
+        };
         let pusher = Pusher::new(
             inbox.clone(),
             client,
@@ -116,12 +135,18 @@ impl Relay {
             server: tokio::spawn(server.run()),
             pusher: tokio::spawn(pusher.run()),
             reload,
+            admin,
         })
     }
 
     /// The bound HTTPS address.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The bound admin address, when `[admin]` is configured.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().map(|a| a.local_addr)
     }
 
     /// The store (for status tools and tests).
@@ -140,7 +165,17 @@ impl Relay {
     }
 
     /// Runs until the token is cancelled (or a task fails), then drains within [`DRAIN_DEADLINE`].
-    pub async fn run(self) -> Result<(), RelayError> {
+    pub async fn run(mut self) -> Result<(), RelayError> {
+        let admin = self.admin.take();
+        let result = self.run_site_and_pusher().await;
+        // The admin listener stops with the same token; wait for it so the store is released.
+        if let Some(admin) = admin {
+            drain(admin.task).await;
+        }
+        result
+    }
+
+    async fn run_site_and_pusher(self) -> Result<(), RelayError> {
         let Relay {
             cancel,
             mut server,

@@ -21,6 +21,7 @@
 //! | `dead_letters`   | `(site: &str, seq: u64)`     | `(at: i64, reason: &str)`; the event itself stays in `inbox` for replay |
 //! | `quarantine`     | `(site: &str, seq: u64)`     | `(received_at: i64, raw: &[u8], reason: &str)`             |
 //! | `counters`       | `(site: &str, name: &str)`   | `u64`; names in [`counter`]                               |
+//! | `intake_log`     | `(site: &str, first_seq: u64)` | `(stored_at: i64, last_seq: u64)`: when the relay stored the newly inserted events `first_seq..=last_seq` of one batch (for the trace; one row per batch, see [`fleet`]) |
 //!
 //! The dead-letter lifecycle, held and requeued events, Odoo references of applied events and
 //! the flows' state live in more tables, described in [`lifecycle`].
@@ -47,6 +48,9 @@ const DEAD_LETTERS: TableDefinition<(&str, u64), (i64, &str)> =
 const QUARANTINE: TableDefinition<(&str, u64), (i64, &[u8], &str)> =
     TableDefinition::new("quarantine");
 const COUNTERS: TableDefinition<(&str, &str), u64> = TableDefinition::new("counters");
+const INTAKE_LOG: TableDefinition<(&str, u64), (i64, u64)> = TableDefinition::new("intake_log");
+
+pub mod fleet;
 
 pub mod lifecycle;
 pub use lifecycle::{
@@ -195,6 +199,7 @@ impl Inbox {
             txn.open_table(QUARANTINE)?;
             txn.open_table(COUNTERS)?;
             lifecycle::create_tables(&txn)?;
+            txn.open_table(INTAKE_LOG)?;
         }
         txn.commit()?;
         Ok(Inbox { db: Arc::new(db) })
@@ -220,6 +225,7 @@ impl Inbox {
             let mut inbox = txn.open_table(INBOX)?;
             let mut quarantine = txn.open_table(QUARANTINE)?;
             let mut quarantined = 0u64;
+            let mut stored_range: Option<(u64, u64)> = None;
             for (event, bytes) in batch.events.iter().zip(encoded) {
                 if inbox.get((site, event.seq))?.is_some() {
                     accepted.duplicates += 1;
@@ -227,6 +233,8 @@ impl Inbox {
                 }
                 inbox.insert((site, event.seq), bytes.as_slice())?;
                 accepted.inserted += 1;
+                stored_range =
+                    Some(stored_range.map_or((event.seq, event.seq), |(f, _)| (f, event.seq)));
                 if let EventBody::Quarantined(q) = &event.body {
                     quarantine.insert(
                         (site, event.seq),
@@ -234,6 +242,10 @@ impl Inbox {
                     )?;
                     quarantined += 1;
                 }
+            }
+            if let Some((first, last)) = stored_range {
+                txn.open_table(INTAKE_LOG)?
+                    .insert((site, first), (now, last))?;
             }
             if accepted.inserted > 0 {
                 let mut highest = txn.open_table(SITE_HIGHEST)?;

@@ -1,0 +1,212 @@
+//! Read-only queries of the store for fleet status, the admin API and the trace (owned by the
+//! fleet status code in [`crate::admin`]): the list of known sites, the oldest event not yet
+//! pushed to Odoo, when the relay stored an event (`intake_log`), a site's recent events, one
+//! event, and a bounded search by barcode.
+//!
+//! Everything here is a blocking read transaction: call it from `spawn_blocking`.
+
+use redb::ReadableTable;
+use scanbridge_protocol::{Event, EventBody};
+
+use super::{Inbox, InboxError, AGENT_STATUS, INBOX, INTAKE_LOG, PUSH_CURSOR, SITE_HIGHEST};
+
+/// The first event of a site at or past its push cursor (the oldest one not yet in Odoo).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OldestUnpushed {
+    pub seq: u64,
+    /// When the agent received it (agent clock), microseconds.
+    pub received_at: i64,
+    /// When the relay stored it (relay clock), if recorded.
+    pub stored_at: Option<i64>,
+}
+
+/// The relay's side of one site's sync state, read in one transaction.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PushState {
+    pub cursor: u64,
+    pub highest_seq: Option<u64>,
+    pub oldest_unpushed: Option<OldestUnpushed>,
+}
+
+impl PushState {
+    /// Events stored at the relay and not yet handled by the pusher.
+    pub fn inbox_lag(&self) -> u64 {
+        match (&self.oldest_unpushed, self.highest_seq) {
+            (Some(oldest), Some(high)) if high >= oldest.seq => high - oldest.seq + 1,
+            _ => 0,
+        }
+    }
+}
+
+/// One stored event as read back; `event` is `Err` when its bytes do not decode.
+#[derive(Debug, Clone)]
+pub struct StoredEventAt {
+    pub seq: u64,
+    pub stored_at: Option<i64>,
+    pub event: Result<Event, String>,
+}
+
+/// Where a barcode search stopped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BarcodeMatches {
+    pub hits: Vec<(String, u64)>,
+    /// True when the scan limit was reached before the whole inbox was searched.
+    pub truncated: bool,
+}
+
+fn decode(bytes: &[u8]) -> Result<Event, String> {
+    postcard::from_bytes::<Event>(bytes)
+        .map_err(|e| format!("stored event bytes do not decode: {e}"))
+}
+
+fn stored_at_in(
+    log: &impl ReadableTable<(&'static str, u64), (i64, u64)>,
+    site: &str,
+    seq: u64,
+) -> Result<Option<i64>, InboxError> {
+    let mut range = log.range((site, 0)..=(site, seq))?;
+    if let Some(row) = range.next_back() {
+        let (_, value) = row?;
+        let (at, last) = value.value();
+        if last >= seq {
+            return Ok(Some(at));
+        }
+    }
+    Ok(None)
+}
+
+impl Inbox {
+    /// Every site the relay has heard from (events or a heartbeat), sorted by id.
+    pub fn site_ids(&self) -> Result<Vec<String>, InboxError> {
+        let txn = self.db.begin_read()?;
+        let mut out = std::collections::BTreeSet::new();
+        for row in txn.open_table(SITE_HIGHEST)?.iter()? {
+            out.insert(row?.0.value().to_string());
+        }
+        for row in txn.open_table(AGENT_STATUS)?.iter()? {
+            out.insert(row?.0.value().to_string());
+        }
+        Ok(out.into_iter().collect())
+    }
+
+    /// Cursor, highest seq and the oldest event not yet handled by the pusher.
+    pub fn push_state(&self, site: &str) -> Result<PushState, InboxError> {
+        let txn = self.db.begin_read()?;
+        let cursor = txn
+            .open_table(PUSH_CURSOR)?
+            .get(site)?
+            .map_or(0, |v| v.value());
+        let highest_seq = txn.open_table(SITE_HIGHEST)?.get(site)?.map(|v| v.value());
+        let inbox = txn.open_table(INBOX)?;
+        let log = txn.open_table(INTAKE_LOG)?;
+        let mut oldest_unpushed = None;
+        if let Some(row) = inbox.range((site, cursor)..=(site, u64::MAX))?.next() {
+            let (key, value) = row?;
+            let seq = key.value().1;
+            // An undecodable event still counts as unpushed; its age is then unknown (0).
+            let received_at = decode(value.value()).map_or(0, |e| e.received_at);
+            oldest_unpushed = Some(OldestUnpushed {
+                seq,
+                received_at,
+                stored_at: stored_at_in(&log, site, seq)?,
+            });
+        }
+        Ok(PushState {
+            cursor,
+            highest_seq,
+            oldest_unpushed,
+        })
+    }
+
+    /// When the relay stored event `(site, seq)`, if it is recorded.
+    pub fn stored_at(&self, site: &str, seq: u64) -> Result<Option<i64>, InboxError> {
+        let txn = self.db.begin_read()?;
+        let log = txn.open_table(INTAKE_LOG)?;
+        stored_at_in(&log, site, seq)
+    }
+
+    /// One stored event, or `None` when the relay does not have it.
+    pub fn event(&self, site: &str, seq: u64) -> Result<Option<StoredEventAt>, InboxError> {
+        let txn = self.db.begin_read()?;
+        let inbox = txn.open_table(INBOX)?;
+        let Some(bytes) = inbox.get((site, seq))? else {
+            return Ok(None);
+        };
+        let log = txn.open_table(INTAKE_LOG)?;
+        Ok(Some(StoredEventAt {
+            seq,
+            stored_at: stored_at_in(&log, site, seq)?,
+            event: decode(bytes.value()),
+        }))
+    }
+
+    /// The `limit` newest events of a site, newest first.
+    pub fn recent_events(
+        &self,
+        site: &str,
+        limit: usize,
+    ) -> Result<Vec<StoredEventAt>, InboxError> {
+        let txn = self.db.begin_read()?;
+        let inbox = txn.open_table(INBOX)?;
+        let log = txn.open_table(INTAKE_LOG)?;
+        let mut out = Vec::new();
+        for row in inbox.range((site, 0)..=(site, u64::MAX))?.rev().take(limit) {
+            let (key, value) = row?;
+            let seq = key.value().1;
+            out.push(StoredEventAt {
+                seq,
+                stored_at: stored_at_in(&log, site, seq)?,
+                event: decode(value.value()),
+            });
+        }
+        Ok(out)
+    }
+
+    /// Events whose scan code (or GS1 GTIN/SSCC, or quarantined raw text) equals `code`,
+    /// newest first per site, at most `max_hits`; at most `max_scanned` events are read.
+    pub fn find_by_barcode(
+        &self,
+        code: &str,
+        max_hits: usize,
+        max_scanned: usize,
+    ) -> Result<BarcodeMatches, InboxError> {
+        let txn = self.db.begin_read()?;
+        let inbox = txn.open_table(INBOX)?;
+        let mut hits = Vec::new();
+        let mut truncated = false;
+        for (scanned, row) in inbox.iter()?.rev().enumerate() {
+            if scanned >= max_scanned {
+                truncated = true;
+                break;
+            }
+            let (key, value) = row?;
+            let (site, seq) = key.value();
+            let Ok(event) = decode(value.value()) else {
+                continue;
+            };
+            if event_matches(&event, code) {
+                hits.push((site.to_string(), seq));
+                if hits.len() >= max_hits {
+                    truncated = true;
+                    break;
+                }
+            }
+        }
+        Ok(BarcodeMatches { hits, truncated })
+    }
+}
+
+/// Whether an event carries `code`: the scan's code, its GS1 GTIN or SSCC, or the raw bytes of
+/// a quarantined payload.
+pub fn event_matches(event: &Event, code: &str) -> bool {
+    match &event.body {
+        EventBody::Scan(scan) => {
+            scan.code == code
+                || scan.gs1.as_ref().is_some_and(|g| {
+                    g.gtin.as_deref() == Some(code) || g.sscc.as_deref() == Some(code)
+                })
+        }
+        EventBody::Reading(r) => r.tag == code,
+        EventBody::Quarantined(q) => q.raw == code.as_bytes(),
+    }
+}
