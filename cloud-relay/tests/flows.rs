@@ -130,14 +130,14 @@ fn assert_all_applied(relay: &Harness, site: &str, seqs: std::ops::RangeInclusiv
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_receipt_records_gs1_lots_and_packagings_and_validates_without_backorder_on_that_station()
-{
-    let sim = Sim::start("17").await;
+/// Receipt with GS1 lots, a packaging barcode, a scale reading and validate without backorder,
+/// on Odoo `version` with the relay's extra `[odoo]` keys `api_keys`; returns Odoo's state.
+async fn receipt_with_lots_packaging_and_weight(version: &str, api_keys: &str) -> Value {
+    let sim = Sim::start(version).await;
     let ids = warehouse(&sim).await;
     let relay = start_relay_with(
         &sim.url,
-        "[[odoo.stations]]\nsite = \"WH01\"\ndevice = \"SC-01\"\nbackorder = false\n[[odoo.readings]]\ntag = \"scale1.weight\"\nmodel = \"stock.picking\"\nfield = \"shipping_weight\"\ndevice = \"SC-01\"\n",
+        &format!("{api_keys}[[odoo.stations]]\nsite = \"WH01\"\ndevice = \"SC-01\"\nbackorder = false\n[[odoo.readings]]\ntag = \"scale1.weight\"\nmodel = \"stock.picking\"\nfield = \"shipping_weight\"\ndevice = \"SC-01\"\n"),
     )
     .await;
     let r = Operation::Receive;
@@ -189,6 +189,91 @@ async fn a_receipt_records_gs1_lots_and_packagings_and_validates_without_backord
         Some(Outcome::Applied { odoo: Some(r), .. }) => assert_eq!(r.model, "stock.move.line"),
         other => panic!("{other:?}"),
     }
+    relay.stop().await;
+    sim.stop().await;
+    state
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receipt_records_gs1_lots_and_packagings_and_validates_without_backorder_on_odoo_17() {
+    receipt_with_lots_packaging_and_weight("17", "").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_receipt_works_on_odoo_18_with_the_version_detected() {
+    receipt_with_lots_packaging_and_weight("18", "version = \"auto\"\n").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_odoo_19_the_receipt_goes_over_json2_and_packagings_come_from_product_uom() {
+    let state = receipt_with_lots_packaging_and_weight("19", "api = \"json2\"\n").await;
+    assert!(
+        state["rpc_total"].as_u64().unwrap() <= 1,
+        "only common.version over /jsonrpc: {}",
+        state["rpc_total"]
+    );
+    assert!(state["calls"]["product.uom.search_read"].as_u64().unwrap() >= 1);
+    assert!(state["calls"]["stock.move.line.load"].as_u64().unwrap() >= 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn odoos_refusal_to_validate_is_dead_lettered_with_its_own_message_under_the_picking() {
+    let sim = Sim::start("17").await;
+    warehouse(&sim).await;
+    let relay = start_relay_with(&sim.url, "").await;
+    let r = Operation::Receive;
+    // Widget is lot-tracked: a plain scan without lot cannot be validated.
+    send(
+        &relay,
+        "WH01",
+        vec![
+            ev(1, "SC-01", scan(r, "WH/IN/00012")),
+            ev(2, "SC-01", scan(r, WIDGET)),
+            ev(3, "SC-01", scan(r, "O-BTN.validate")),
+            ev(4, "SC-01", scan(r, GADGET)),
+        ],
+    )
+    .await;
+    settled(&relay, "WH01", 4).await;
+    let dead = relay
+        .inbox
+        .dead_letter("WH01", 3)
+        .unwrap()
+        .expect("dead letter");
+    assert!(
+        dead.reason.contains("You need to supply a Lot/Serial"),
+        "Odoo's own message: {}",
+        dead.reason
+    );
+    assert_eq!(dead.document.as_deref(), Some("WH/IN/00012"));
+    assert!(matches!(dead.event, Ok(Event { seq: 3, .. })));
+    assert_eq!(dead.held, [4]);
+    relay.stop().await;
+    sim.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serialization_failures_and_500s_are_retried_until_applied() {
+    let sim = Sim::start("17").await;
+    warehouse(&sim).await;
+    sim.faults(json!({"serialization_failure_next": 2, "http_500_next": 1}))
+        .await;
+    let relay = start_relay_with(&sim.url, "").await;
+    let r = Operation::Receive;
+    send(
+        &relay,
+        "WH01",
+        vec![
+            ev(1, "SC-01", scan(r, "WH/IN/00013")),
+            ev(2, "SC-01", scan(r, GADGET)),
+            ev(3, "SC-01", scan(r, "O-BTN.validate")),
+        ],
+    )
+    .await;
+    settled(&relay, "WH01", 3).await;
+    assert_all_applied(&relay, "WH01", 1..=3);
+    assert!(relay.inbox.dead_letters("WH01").unwrap().is_empty());
+    assert_eq!(picking(&sim.state().await, "WH/IN/00013")["state"], "done");
     relay.stop().await;
     sim.stop().await;
 }

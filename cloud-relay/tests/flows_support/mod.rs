@@ -175,3 +175,78 @@ pub fn rows<'a>(state: &'a Value, list: &str, key: &str, value: &Value) -> Vec<&
 pub fn id(v: &Value) -> Value {
     json!(v.as_i64().expect("an id"))
 }
+
+/// A pass-through HTTP proxy in front of the simulator that records how many calls are in
+/// flight at once and when each arrived (for the concurrency and rate tests).
+pub struct Proxy {
+    pub url: String,
+    pub stats: Arc<std::sync::Mutex<ProxyStats>>,
+}
+
+#[derive(Debug, Default)]
+pub struct ProxyStats {
+    pub in_flight: usize,
+    pub max_in_flight: usize,
+    pub arrivals: Vec<std::time::Instant>,
+}
+
+impl Proxy {
+    pub async fn start(upstream: &str) -> Proxy {
+        use axum::body::Bytes;
+        use axum::extract::State;
+        use axum::http::HeaderMap;
+        use axum::http::Uri;
+        use axum::response::IntoResponse;
+
+        type S = (String, reqwest::Client, Arc<std::sync::Mutex<ProxyStats>>);
+        async fn forward(
+            State((upstream, http, stats)): State<S>,
+            uri: Uri,
+            headers: HeaderMap,
+            body: Bytes,
+        ) -> axum::response::Response {
+            {
+                let mut s = stats.lock().unwrap();
+                s.in_flight += 1;
+                s.max_in_flight = s.max_in_flight.max(s.in_flight);
+                s.arrivals.push(std::time::Instant::now());
+            }
+            let mut request = http.post(format!("{upstream}{}", uri.path())).body(body);
+            for name in ["content-type", "authorization", "x-odoo-database"] {
+                if let Some(v) = headers.get(name) {
+                    request = request.header(name, v.as_bytes());
+                }
+            }
+            let result = request.send().await;
+            let response = match result {
+                Ok(r) => {
+                    let status = r.status().as_u16();
+                    let bytes = r.bytes().await.unwrap_or_default();
+                    (
+                        axum::http::StatusCode::from_u16(status).unwrap(),
+                        [("content-type", "application/json")],
+                        bytes,
+                    )
+                        .into_response()
+                }
+                Err(_) => axum::http::StatusCode::BAD_GATEWAY.into_response(),
+            };
+            stats.lock().unwrap().in_flight -= 1;
+            response
+        }
+
+        let stats = Arc::new(std::sync::Mutex::new(ProxyStats::default()));
+        let app = axum::Router::new()
+            .fallback(axum::routing::post(forward))
+            .with_state((upstream.to_string(), reqwest::Client::new(), stats.clone()));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Proxy {
+            url: format!("http://{addr}"),
+            stats,
+        }
+    }
+}
