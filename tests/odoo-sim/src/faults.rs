@@ -1,6 +1,6 @@
-//! Test-driven fault injection for `object` calls (`POST /__sim/faults`).
+//! Test-driven fault injection for `object` calls and JSON-2 calls (`POST /__sim/faults`).
 //!
-//! Each counter makes the next N `execute_kw` / `execute` calls fail one way; `latency_ms`
+//! Each counter makes the next N `execute_kw` / `execute` / JSON-2 calls fail one way; `latency_ms`
 //! delays every such call until it is set back to 0. When several counters are set, one call
 //! consumes one fault, in this order: HTTP 500, SerializationFailure, drop before commit, drop
 //! after commit.

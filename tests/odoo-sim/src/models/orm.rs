@@ -640,3 +640,25 @@ pub fn fields_get(db: &Db, model: &str) -> Result<Value, OdooError> {
     }
     Ok(Value::Object(out))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::apply_m2m;
+    use serde_json::json;
+
+    #[test]
+    fn many2many_commands_link_unlink_and_replace() {
+        assert_eq!(
+            apply_m2m(vec![], &json!([[4, 7], [4, 8], [4, 7]])).ok(),
+            Some(vec![7, 8])
+        );
+        assert_eq!(apply_m2m(vec![7, 8], &json!([[3, 7]])).ok(), Some(vec![8]));
+        assert_eq!(
+            apply_m2m(vec![7], &json!([[6, 0, [1, 2]]])).ok(),
+            Some(vec![1, 2])
+        );
+        assert_eq!(apply_m2m(vec![7], &json!([[5]])).ok(), Some(vec![]));
+        assert_eq!(apply_m2m(vec![], &json!([3, 4])).ok(), Some(vec![3, 4]));
+        assert!(apply_m2m(vec![], &json!("x")).is_err());
+    }
+}

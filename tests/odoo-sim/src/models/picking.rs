@@ -975,3 +975,91 @@ pub fn dump_type(db: &Db, id: i64) -> Value {
         "default_location_dest_id": m2o("default_location_dest_id"),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::models::base_db;
+
+    fn db(v: OdooVersion) -> Db {
+        base_db(v, "scanbridge", "Administrator").unwrap_or_else(|e| panic!("base db: {e}"))
+    }
+
+    fn type_id(db: &Db, code: &str) -> i64 {
+        db.all_ids(T)
+            .into_iter()
+            .find(|t| db.str(T, *t, "sequence_code") == code)
+            .unwrap_or_else(|| panic!("no type {code}"))
+    }
+
+    #[test]
+    fn a_fresh_database_has_the_three_warehouse_operation_types() {
+        let db = db(OdooVersion::V17);
+        let codes: Vec<(String, String, bool, bool)> = db
+            .all_ids(T)
+            .into_iter()
+            .map(|t| {
+                (
+                    db.str(T, t, "sequence_code"),
+                    db.str(T, t, "create_backorder"),
+                    db.bool(T, t, "use_create_lots"),
+                    db.bool(T, t, "use_existing_lots"),
+                )
+            })
+            .collect();
+        assert_eq!(
+            codes,
+            vec![
+                ("IN".into(), "ask".into(), true, false),
+                ("OUT".into(), "ask".into(), false, true),
+                ("INT".into(), "ask".into(), false, true),
+            ]
+        );
+        assert_eq!(
+            db.display_name(T, type_id(&db, "IN")),
+            "My Company: Receipts"
+        );
+    }
+
+    #[test]
+    fn picking_names_follow_the_type_sequence_with_five_digits() {
+        let mut db = db(OdooVersion::V18);
+        let t = type_id(&db, "OUT");
+        assert_eq!(next_name(&db, t), "WH/OUT/00001");
+        let vals = obj(json!({"picking_type_id": t, "name": "WH/OUT/00041"}));
+        let _ = create(&mut db, &[vals], 2, &Ctx::new());
+        assert_eq!(next_name(&db, t), "WH/OUT/00042");
+    }
+
+    #[test]
+    fn a_location_is_a_child_of_its_ancestors_only() {
+        let db = db(OdooVersion::V17);
+        let stock = std_location(&db, "stock_location_stock").unwrap_or_default();
+        let customers = std_location(&db, "stock_location_customers").unwrap_or_default();
+        let wh = db
+            .m2o("stock.location", stock, "location_id")
+            .unwrap_or_default();
+        assert!(is_child_of(&db, stock, stock));
+        assert!(is_child_of(&db, stock, wh));
+        assert!(!is_child_of(&db, customers, wh));
+    }
+
+    #[test]
+    fn a_picking_without_moves_is_draft_and_an_empty_one_cannot_be_validated() {
+        let mut db = db(OdooVersion::V17);
+        let t = type_id(&db, "INT");
+        let ids = create(
+            &mut db,
+            &[obj(json!({"picking_type_id": t}))],
+            2,
+            &Ctx::new(),
+        )
+        .unwrap_or_default();
+        assert_eq!(db.str(P, ids[0], "state"), "draft");
+        let err = button_validate(&mut db, &ids, 2, &Ctx::new()).err();
+        assert_eq!(
+            err.map(|e| e.message),
+            Some("Please add some items to move.".to_owned())
+        );
+    }
+}

@@ -216,3 +216,47 @@ fn dispatch(
         Err(e) => Json2Outcome::Reply(status_of(&e), body(&e)),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_bearer_scheme_is_case_insensitive() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            "authorization",
+            "Bearer abc".parse().unwrap_or_else(|_| panic!()),
+        );
+        assert_eq!(bearer(&h), Some("abc".to_owned()));
+        h.insert(
+            "authorization",
+            "Basic abc".parse().unwrap_or_else(|_| panic!()),
+        );
+        assert_eq!(bearer(&h), None);
+    }
+
+    #[test]
+    fn odoo_exceptions_map_to_json2_statuses() {
+        assert_eq!(
+            status_of(&OdooError::user_error("x")),
+            StatusCode::UNPROCESSABLE_ENTITY
+        );
+        assert_eq!(
+            status_of(&OdooError::validation_error("x")),
+            StatusCode::UNPROCESSABLE_ENTITY
+        );
+        assert_eq!(
+            status_of(&OdooError::missing("m", &[1], 2)),
+            StatusCode::NOT_FOUND
+        );
+        assert_eq!(
+            status_of(&OdooError::access_error("x")),
+            StatusCode::FORBIDDEN
+        );
+        assert_eq!(
+            status_of(&OdooError::serialization_failure()),
+            StatusCode::INTERNAL_SERVER_ERROR
+        );
+    }
+}
