@@ -243,3 +243,58 @@ fn filter_coverage_and_topic_matching_follow_mqtt_wildcards() {
     assert!(!topic_matches("#", "$SYS/broker/uptime"));
     assert!(topic_matches("+/+", "a/"));
 }
+
+#[test]
+fn the_deploy_example_parses_with_its_broker_tls_password_and_second_broker_uncommented() {
+    let f = Fixture::new();
+    let dir = f.dir.path().display().to_string();
+    for name in ["broker-ca.pem", "mqtt-client.pem"] {
+        std::fs::copy(
+            f.dir.path().join("site/mqtt-client.pem"),
+            f.dir.path().join(name),
+        )
+        .unwrap();
+    }
+    std::fs::copy(
+        f.dir.path().join("site/mqtt-client.key"),
+        f.dir.path().join("mqtt-client.key"),
+    )
+    .unwrap();
+    for name in ["mqtt.password", "plant-mqtt.password"] {
+        std::fs::write(f.dir.path().join(name), "pw\n").unwrap();
+    }
+    let example = include_str!("../../../deploy/agent.example.toml")
+        .replace("/etc/scanbridge/", &format!("{dir}/"))
+        .replace("/var/lib/scanbridge-agent", &format!("{dir}/state"));
+    let markers = ["# username", "# password_file", "# [mqtt.tls]", "# [[mqtt]]"];
+    let mut uncommenting = false;
+    let mut text = String::new();
+    for line in example.lines() {
+        if markers.iter().any(|m| line.starts_with(m)) {
+            uncommenting = true;
+        }
+        if line.trim().is_empty() || !line.starts_with('#') {
+            uncommenting = false;
+        }
+        let line = match (uncommenting, line.strip_prefix("# ")) {
+            (true, Some(rest)) => rest,
+            _ => line,
+        };
+        text.push_str(line);
+        text.push('\n');
+    }
+    let path = f.dir.path().join("agent.toml");
+    std::fs::write(&path, &text).unwrap();
+    let c = load(&path).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    assert_eq!(c.mqtt.len(), 2);
+    let (site, plant) = (&c.mqtt[0], &c.mqtt[1]);
+    assert_eq!((site.port, plant.port), (1883, 8883));
+    assert!(site.tls.as_ref().is_some_and(|t| t.client_key.is_some()));
+    assert_eq!(site.password, Some(Password("pw".into())));
+    assert_eq!(site.formats.len(), 2);
+    assert_eq!(site.formats[0].format, PayloadFormat::Text);
+    assert_eq!(plant.formats[0].format, PayloadFormat::Kepware);
+    assert_eq!(c.tags.len(), 1);
+    assert_eq!(c.tags[0].unit.as_deref(), Some("kg"));
+    assert!(c.stations.len() >= 2);
+}
