@@ -835,3 +835,23 @@ async fn a_transfer_created_over_rpc_is_named_by_its_sequence_and_reserves_on_co
     assert_eq!(by_id(&st["moves"], &m["id"])["state"], "confirmed");
     assert_eq!(by_id(&st["pickings"], &pid)["state"], "confirmed");
 }
+
+#[tokio::test]
+async fn a_second_picking_with_the_same_reference_is_refused() {
+    let sim = start("17");
+    let ids = warehouse(&sim).await;
+    let in_type = ids["picking_types"]["IN"].clone();
+    let err = call_err(
+        &sim,
+        "stock.picking",
+        "create",
+        json!([{"picking_type_id": in_type, "name": "WH/IN/00012"}]),
+        json!({}),
+    )
+    .await;
+    assert_eq!(err["name"], "odoo.exceptions.ValidationError");
+    assert_eq!(
+        err["message"],
+        "The operation cannot be completed: Reference must be unique per company!"
+    );
+}

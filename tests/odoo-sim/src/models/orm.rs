@@ -479,6 +479,7 @@ pub fn check_constraints(db: &Db, model: &str, id: i64) -> Result<(), OdooError>
         "stock.location" => location::check_barcode_unique(db, id),
         "stock.quant" => quant::check_constraints(db, id),
         "stock.lot" => lot::check_unique(db, id),
+        "stock.picking" => picking::check_name_unique(db, id),
         "product.packaging" | "product.uom" => lot::check_packaging_barcode(db, model, id),
         _ => Ok(()),
     }

@@ -163,6 +163,24 @@ fn set_if_changed(
     Ok(())
 }
 
+/// `name_uniq`: unique (name, company_id), surfaced as Odoo's converted IntegrityError.
+pub fn check_name_unique(db: &Db, id: i64) -> Result<(), OdooError> {
+    let name = db.str(P, id, "name");
+    if name.is_empty() || name == "/" {
+        return Ok(());
+    }
+    if db
+        .all_ids(P)
+        .into_iter()
+        .any(|o| o != id && db.str(P, o, "name") == name)
+    {
+        return Err(OdooError::validation_error(
+            "The operation cannot be completed: Reference must be unique per company!",
+        ));
+    }
+    Ok(())
+}
+
 /// `stock.picking.create(vals_list)`.
 pub fn create(
     db: &mut Db,
