@@ -41,7 +41,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::inbox::{run_blocking, Inbox, InboxError, Outcome, StepCommit};
+use crate::inbox::{run_blocking, Inbox, InboxError, OdooRef, Outcome, StepCommit};
 use crate::odoo::client::OdooClient;
 use crate::odoo::count::{self, CountLine, LoadOutcome, LoadRow};
 use crate::odoo::errors::{Class, OdooError};
@@ -142,6 +142,8 @@ struct Worker {
     site: String,
     /// The requeued event being handled (its outcome settles the requeue row, not the cursor).
     requeued: Option<u64>,
+    /// The quant each count row of the last write landed on (seq → stock.quant id).
+    quant_ids: HashMap<u64, i64>,
 }
 
 impl Pusher {
@@ -283,6 +285,7 @@ async fn turn(
         shared: shared.clone(),
         site: site.clone(),
         requeued: None,
+        quant_ids: HashMap::new(),
     };
     let span = tracing::info_span!("push", site = %site);
     let mut progressed = false;
@@ -421,6 +424,7 @@ impl Worker {
                     None => true,
                 })
                 .collect();
+            self.quant_ids.clear();
             let rows = self.resolve(&complete, &mut outcomes).await?;
             if rows.is_empty() {
                 self.commit(site, last.saturating_add(1), outcomes.into_iter().collect()).await?;
@@ -437,7 +441,7 @@ impl Worker {
                         let outcome = if missing.contains(&row.seq) {
                             Outcome::DeadLettered { reason: not_in_applied_chunk(&tag) }
                         } else {
-                            Outcome::Applied { tag: tag.clone(), odoo: None }
+                            Outcome::Applied { tag: tag.clone(), odoo: self.quant_ref(row.seq) }
                         };
                         outcomes.insert(row.seq, outcome);
                     }
@@ -483,7 +487,10 @@ impl Worker {
                 Ok(missing) if missing.contains(&seq) => Outcome::DeadLettered {
                     reason: not_in_applied_chunk(&tag),
                 },
-                Ok(_) => Outcome::Applied { tag, odoo: None },
+                Ok(_) => Outcome::Applied {
+                    tag,
+                    odoo: self.quant_ref(seq),
+                },
                 Err(WriteError::Refused(reason)) => Outcome::DeadLettered { reason },
                 Err(WriteError::Failed(e)) => return Err(e.into()),
             };
@@ -672,6 +679,8 @@ impl Worker {
                 continue;
             }
             let written = self.load(args).await?;
+            self.quant_ids
+                .extend(batch.iter().zip(&written).map(|(row, id)| (row.seq, *id)));
             zero_counts.extend(
                 batch
                     .iter()
@@ -708,6 +717,14 @@ impl Worker {
             .map_err(|e| self.refused(e))?;
         count::interpret_apply(result).map_err(WriteError::Refused)?;
         Ok(Vec::new())
+    }
+
+    /// The quant a count row was applied to, for the trace.
+    fn quant_ref(&self, seq: u64) -> Option<OdooRef> {
+        self.quant_ids.get(&seq).map(|&id| OdooRef {
+            model: "stock.quant".into(),
+            id,
+        })
     }
 
     /// One `stock.quant.load` in inventory mode; the quant ids it wrote.

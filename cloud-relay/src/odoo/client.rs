@@ -124,6 +124,8 @@ impl OdooClient {
             .calls
             .entry((model.to_string(), method.to_string()))
             .or_default() += 1;
+        // Prometheus `scanbridge_odoo_rpc_total{model,method}` (admin listener).
+        crate::admin::metrics::record_rpc(model, method, None);
     }
 
     fn count_error(&self, e: &OdooError) {
@@ -132,6 +134,24 @@ impl OdooClient {
             Class::Permanent => stats.permanent_errors += 1,
             _ => stats.transient_errors += 1,
         }
+        // Prometheus `scanbridge_odoo_rpc_errors_total{class}` (admin listener).
+        crate::admin::metrics::record_rpc_error(match e.class() {
+            Class::Permanent => "permanent",
+            _ => "transient",
+        });
+    }
+
+    /// Reports one finished call to the relay's `/metrics`
+    /// (`scanbridge_odoo_rpc_total{model,method}`, `scanbridge_odoo_rpc_errors_total{class}`).
+    fn report<T>(model: &str, method: &str, result: &Result<T, OdooError>) {
+        let class = match result {
+            Ok(_) => None,
+            Err(e) => Some(match e.class() {
+                Class::Transient { .. } => "transient",
+                Class::Permanent | Class::Alarm => "permanent",
+            }),
+        };
+        crate::admin::metrics::record_rpc(model, method, class);
     }
 
     /// One JSON-RPC call.
@@ -166,19 +186,21 @@ impl OdooClient {
     /// `common.version()`.
     pub async fn server_version(&self) -> Result<Value, OdooError> {
         self.paced("common", "version").await;
-        self.call("common", "version", json!([]))
-            .await?
-            .ok_or_else(|| OdooError::Unexpected {
-                call: "common.version".into(),
-                detail: "no result".into(),
-            })
+        let result = self.call("common", "version", json!([])).await;
+        Self::report("common", "version", &result);
+        result?.ok_or_else(|| OdooError::Unexpected {
+            call: "common.version".into(),
+            detail: "no result".into(),
+        })
     }
 
     /// `common.authenticate(db, login, key, {})` → uid; `false` becomes [`OdooError::AccessDenied`].
     pub async fn authenticate(&self) -> Result<i64, OdooError> {
         self.paced("common", "authenticate").await;
         let args = json!([self.database, self.login, self.key.expose(), {}]);
-        let result = self.call("common", "authenticate", args).await?;
+        let result = self.call("common", "authenticate", args).await;
+        Self::report("common", "authenticate", &result);
+        let result = result?;
         match result {
             Some(Value::Number(n)) if n.as_i64().is_some_and(|uid| uid > 0) => {
                 let uid = n.as_i64().unwrap_or_default();
@@ -288,6 +310,19 @@ impl OdooClient {
         kwargs: Option<&Value>,
     ) -> Result<Option<Value>, OdooError> {
         self.paced(model, method).await;
+        let result = self.send_once(uid, model, method, args, kwargs).await;
+        Self::report(model, method, &result);
+        result
+    }
+
+    async fn send_once(
+        &self,
+        uid: i64,
+        model: &str,
+        method: &str,
+        args: &Value,
+        kwargs: Option<&Value>,
+    ) -> Result<Option<Value>, OdooError> {
         match self.api {
             Api::JsonRpc => {
                 let mut params = vec![
