@@ -855,3 +855,41 @@ async fn a_second_picking_with_the_same_reference_is_refused() {
         "The operation cannot be completed: Reference must be unique per company!"
     );
 }
+
+#[tokio::test]
+async fn a_line_added_to_a_done_picking_moves_stock_at_once_as_in_odoo() {
+    let sim = start("18");
+    let ids = warehouse(&sim).await;
+    let pid = ids["pickings"]["WH/OUT/00007"].clone();
+    let gadget = ids["products"][GADGET].clone();
+    call(
+        &sim,
+        "stock.picking",
+        "button_validate",
+        json!([[pid]]),
+        json!({}),
+    )
+    .await;
+    let before = state(&sim).await;
+    let src = by_id(&before["pickings"], &pid)["location_id"].clone();
+    let ml = call(
+        &sim,
+        "stock.move.line",
+        "create",
+        json!([{"picking_id": pid, "product_id": gadget, "quantity": 1}]),
+        json!({}),
+    )
+    .await;
+    let st = state(&sim).await;
+    let line = by_id(&st["move_lines"], &ml);
+    assert_eq!(line["state"], "done");
+    let m = by_id(&st["moves"], &line["move_id"]);
+    assert_eq!(
+        (m["state"].clone(), m["product_uom_qty"].clone()),
+        (json!("done"), json!(1.0))
+    );
+    assert_eq!(
+        on_hand(&st, &gadget, &src),
+        on_hand(&before, &gadget, &src) - 1.0
+    );
+}

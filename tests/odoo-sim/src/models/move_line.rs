@@ -10,6 +10,7 @@
 //! - `_action_done`: negative quantities refused, zero-quantity lines deleted, lots looked up or
 //!   created from `lot_name` when the operation type has `use_create_lots`, "You need to supply a
 //!   Lot/Serial Number for product" otherwise, then quants move from source to destination;
+//! - a line created on a done picking gets a done move and moves the quants at once;
 //! - `_unlink_except_done_or_cancel`.
 //!
 //! Derived values (move quantity/picked, picking state, reservations, shipping weight) are
@@ -152,6 +153,23 @@ pub fn create(
         } else {
             let mv = create_move_for(db, id, pick, uid, ctx)?;
             db.set1(ML, id, "move_id", mv.into())?;
+            if db.str(move_::M, mv, "state") == "done" {
+                // a line added to a done picking is done at once: the quants move now
+                picking::sync(db)?;
+                let mut rec = Record::new();
+                rec.insert("state".into(), "done".into());
+                rec.insert("picked".into(), Value::Bool(true));
+                db.set(ML, id, rec)?;
+                let product = db.m2o(ML, id, "product_id").unwrap_or_default();
+                let qty = db.float(ML, id, "quantity");
+                if product::is_storable(db, product) && qty != 0.0 {
+                    let lot = db.m2o(ML, id, "lot_id");
+                    let src = db.m2o(ML, id, "location_id").unwrap_or_default();
+                    let dest = db.m2o(ML, id, "location_dest_id").unwrap_or_default();
+                    quant::update_available_quantity(db, product, src, lot, -qty)?;
+                    quant::update_available_quantity(db, product, dest, lot, qty)?;
+                }
+            }
         }
     }
     for id in &ids {
