@@ -67,9 +67,13 @@ pub async fn run_with_reload(
 
     let path = config.store_path();
     let max_bytes = config.store.max_bytes;
-    let store = tokio::task::spawn_blocking(move || Store::open(&path, max_bytes))
-        .await
-        .map_err(|e| AppError::Task(e.to_string()))??;
+    let site = config.site.clone();
+    // Opening upgrades an older store layout; binding refuses another site's store.
+    let store = tokio::task::spawn_blocking(move || {
+        Store::open(&path, max_bytes).and_then(|s| s.bind_site(&site).map(|()| s))
+    })
+    .await
+    .map_err(|e| AppError::Task(e.to_string()))??;
     let stats = store.stats();
     tracing::info!(
         site = %config.site,

@@ -12,9 +12,10 @@
 //! | `events`        | `u64` seq (redb: 8 bytes little-endian) | postcard-encoded [`scanbridge_protocol::Event`] (the event's own `seq` field equals the key) |
 //! | `meta`          | `&str` name (UTF-8)                  | `u64` (8 bytes little-endian) |
 //! | `mqtt_inflight` | `(&str broker name, u16 packet id)` (redb tuple: 4-byte LE length of the name, name bytes, 2-byte LE packet id) | `[u8; 8]`: FNV-1a 64 of (topic length as u32 LE, topic bytes, payload bytes), little-endian |
+//! | `meta_text`     | `&str` name (UTF-8)                  | `&str` (UTF-8) — since schema 2 |
 //!
 //! `meta` keys:
-//! - `schema_version` — layout version of this file (currently 1).
+//! - `schema_version` — layout version of this file (currently [`SCHEMA_VERSION`] = 2).
 //! - `next_seq` — the seq the next committed event gets. Starts at 1, only grows, is written in
 //!   the same transaction as the events it numbers, so a seq is never reused — also after a crash,
 //!   and also after every event has been deleted.
@@ -23,6 +24,24 @@
 //!
 //! `mqtt_inflight` is the redelivery-dedupe record described in [`writer`].
 //!
+//! `meta_text` keys: `site` — the site whose events this store holds, bound at the first open by
+//! an agent configured for it ([`Store::bind_site`]); `upgraded_from` — the schema the file had
+//! before its last upgrade.
+//!
+//! # Schema versions and upgrades
+//!
+//! | version | written by | layout |
+//! |---|---|---|
+//! | 1 | the first release | `events`, `meta`, `mqtt_inflight` |
+//! | 2 | this release | + `meta_text` (site binding) |
+//!
+//! Opening reads `schema_version` first, in a read transaction: a file from a *newer* agent is
+//! refused before anything is written ([`StoreError::NewerSchema`]), so an accidental downgrade
+//! cannot damage it. An older file is upgraded step by step ([`migrate`]) in the same durable
+//! write transaction that stamps the new version: an upgrade either happens completely or not
+//! at all. Events, seqs, counters and dedupe rows are never rewritten by an upgrade. A new store
+//! is created at the current version. `agent/tests/store_upgrade.rs` opens a committed schema-1
+//! file (`agent/tests/fixtures/`) and forwards its backlog.//!
 //! redb's file does not shrink when events are deleted; freed pages are reused by later writes.
 
 pub mod writer;
@@ -45,6 +64,10 @@ pub const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 /// `mqtt_inflight`: (broker, packet id) → hash of topic + payload.
 pub const MQTT_INFLIGHT: TableDefinition<(&str, u16), [u8; 8]> =
     TableDefinition::new("mqtt_inflight");
+/// `meta_text` (schema 2): text facts about the store (`site`, `upgraded_from`).
+pub const META_TEXT: TableDefinition<&str, &str> = TableDefinition::new("meta_text");
+/// `meta_text` key: the site the store belongs to.
+pub const META_TEXT_SITE: &str = "site";
 
 pub const META_SCHEMA_VERSION: &str = "schema_version";
 pub const META_NEXT_SEQ: &str = "next_seq";
@@ -52,7 +75,8 @@ pub const META_BACKLOG_EVENTS: &str = "backlog_events";
 pub const META_BACKLOG_BYTES: &str = "backlog_bytes";
 pub const META_QUARANTINE_COUNT: &str = "quarantine_count";
 
-const SCHEMA_VERSION: u64 = 1;
+/// The layout version this build writes (see the module doc for the history).
+pub const SCHEMA_VERSION: u64 = 2;
 /// redb page cache. redb's default (1 GiB) would let a large backlog inflate the agent's memory;
 /// the access pattern (append at the end, read and delete at the front) needs little cache.
 /// Measured (release, 2-core box): 2 MiB keeps peak RSS at ~18-20 MB with a 300k-event backlog
@@ -85,8 +109,14 @@ pub enum StoreError {
     Corrupt { seq: u64, detail: String },
     #[error("cannot encode event: {0}")]
     Encode(#[from] postcard::Error),
-    #[error("event store was written by a newer agent (schema {found}, this build knows {SCHEMA_VERSION}); upgrade the agent")]
+    #[error("event store was written by a newer agent (schema {found}, this build knows up to {SCHEMA_VERSION}); the file was left untouched: install the newer agent again")]
     NewerSchema { found: u64 },
+    #[error("event store {path} holds events of site {stored}, but the configuration says site {configured}; a store belongs to one site: forward its backlog with site = \"{stored}\", or move the file aside to start an empty store")]
+    SiteMismatch {
+        path: PathBuf,
+        stored: String,
+        configured: String,
+    },
     #[error("event store is being reopened after an I/O error; retrying")]
     Recovering,
     #[error("store task failed: {0}")]
@@ -391,6 +421,53 @@ impl Store {
             .map_err(|e| StoreError::Join(e.to_string()))?
     }
 
+    /// Binds the store to `site` on first use, and refuses a store that holds another site's
+    /// events ([`StoreError::SiteMismatch`]). Blocking.
+    pub fn bind_site(&self, site: &str) -> Result<(), StoreError> {
+        let db = self.db()?;
+        let mut tx = db.begin_write()?;
+        tx.set_durability(Durability::Immediate);
+        {
+            let mut t = tx.open_table(META_TEXT)?;
+            let stored = t.get(META_TEXT_SITE)?.map(|g| g.value().to_string());
+            match stored {
+                Some(s) if s == site => {}
+                Some(stored) => {
+                    return Err(StoreError::SiteMismatch {
+                        path: self.path.clone(),
+                        stored,
+                        configured: site.to_string(),
+                    })
+                }
+                None => {
+                    t.insert(META_TEXT_SITE, site)?;
+                }
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// A `meta_text` value (diagnostics and tests).
+    pub fn meta_text(&self, key: &str) -> Result<Option<String>, StoreError> {
+        let tx = self.db()?.begin_read()?;
+        let t = match tx.open_table(META_TEXT) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        Ok(t.get(key)?.map(|g| g.value().to_string()))
+    }
+
+    /// The layout version of the open file.
+    pub fn schema_version(&self) -> Result<u64, StoreError> {
+        let db = self.db()?;
+        stored_schema_version(&db)?.ok_or(StoreError::Corrupt {
+            seq: 0,
+            detail: "meta.schema_version is missing".into(),
+        })
+    }
+
     /// Number of `mqtt_inflight` rows (diagnostics and tests).
     pub fn mqtt_inflight_len(&self) -> Result<u64, StoreError> {
         let tx = self.db()?.begin_read()?;
@@ -398,22 +475,68 @@ impl Store {
     }
 }
 
-/// Creates the tables, checks the schema and returns the counters (recounted if inconsistent).
+/// `meta.schema_version` of a database, read without writing: `None` for a new (empty) file;
+/// a `meta` table without the key is schema 1 (it was always stamped, but be lenient).
+fn stored_schema_version(db: &Database) -> Result<Option<u64>, StoreError> {
+    let tx = db.begin_read()?;
+    let meta = match tx.open_table(META) {
+        Ok(t) => t,
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    Ok(Some(
+        meta.get(META_SCHEMA_VERSION)?
+            .map(|g| g.value())
+            .unwrap_or(1),
+    ))
+}
+
+/// Upgrades the layout from `from` to [`SCHEMA_VERSION`] inside `tx` (the caller stamps the
+/// version and commits). Each step only adds; nothing existing is rewritten.
+pub fn migrate(tx: &redb::WriteTransaction, from: u64) -> Result<(), StoreError> {
+    let mut v = from;
+    while v < SCHEMA_VERSION {
+        match v {
+            // 1 → 2: the `meta_text` table (site binding); the site is bound at first open.
+            1 => {
+                let mut t = tx.open_table(META_TEXT)?;
+                t.insert("upgraded_from", from.to_string().as_str())?;
+            }
+            other => {
+                return Err(StoreError::Corrupt {
+                    seq: 0,
+                    detail: format!("meta.schema_version {other} is not a known layout"),
+                })
+            }
+        }
+        v += 1;
+    }
+    Ok(())
+}
+
+/// Creates the tables, checks the schema, upgrades an older layout, and returns the counters
+/// (recounted if inconsistent).
 fn init_tables(db: &Database) -> Result<(MetaValues, Option<UnixMicros>), StoreError> {
+    let version = stored_schema_version(db)?;
+    if let Some(v) = version.filter(|v| *v > SCHEMA_VERSION) {
+        return Err(StoreError::NewerSchema { found: v });
+    }
     let mut tx = db.begin_write()?;
     tx.set_durability(Durability::Immediate);
+    if let Some(v) = version.filter(|v| *v < SCHEMA_VERSION) {
+        migrate(&tx, v)?;
+        tracing::info!(
+            from = v,
+            to = SCHEMA_VERSION,
+            "event store upgraded to the current layout (backlog and seqs unchanged)"
+        );
+    }
     let (values, oldest) = {
         let mut meta = tx.open_table(META)?;
         let events = tx.open_table(EVENTS)?;
         tx.open_table(MQTT_INFLIGHT)?;
-        let version = meta.get(META_SCHEMA_VERSION)?.map(|g| g.value());
-        match version {
-            Some(v) if v > SCHEMA_VERSION => return Err(StoreError::NewerSchema { found: v }),
-            Some(_) => {}
-            None => {
-                meta.insert(META_SCHEMA_VERSION, SCHEMA_VERSION)?;
-            }
-        }
+        tx.open_table(META_TEXT)?;
+        meta.insert(META_SCHEMA_VERSION, SCHEMA_VERSION)?;
         let mut values = MetaValues::read(&meta)?;
         // The counters are maintained transactionally; recount only if they disagree with the
         // table (cheap sanity check on the row count).

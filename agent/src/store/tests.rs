@@ -404,3 +404,101 @@ async fn a_full_disk_pauses_ingest_without_acknowledging_and_ingest_resumes_when
         .expect("join");
     assert!(matches!(joined, Ok(Ok(()))));
 }
+
+#[test]
+fn a_new_store_is_created_at_the_current_schema() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(&dir);
+    assert_eq!(store.schema_version().ok(), Some(SCHEMA_VERSION));
+    assert_eq!(store.meta_text("upgraded_from").ok(), Some(None));
+}
+
+/// A schema-1 file, laid out as the first release did: `events`, `meta`, `mqtt_inflight`.
+fn write_v1(path: &std::path::Path, events: &[Event]) {
+    let db = redb::Database::create(path).expect("create");
+    let tx = db.begin_write().expect("tx");
+    {
+        let mut meta = tx.open_table(META).expect("meta");
+        let mut ev = tx.open_table(EVENTS).expect("events");
+        let mut inflight = tx.open_table(MQTT_INFLIGHT).expect("inflight");
+        let mut bytes = 0u64;
+        for e in events {
+            let v = postcard::to_allocvec(e).expect("encode");
+            bytes += v.len() as u64;
+            ev.insert(e.seq, v.as_slice()).expect("insert");
+        }
+        inflight.insert(("site", 7u16), [7u8; 8]).expect("row");
+        meta.insert(META_SCHEMA_VERSION, 1).expect("version");
+        meta.insert(META_NEXT_SEQ, events.last().map_or(1, |e| e.seq + 1))
+            .expect("next");
+        meta.insert(META_BACKLOG_EVENTS, events.len() as u64)
+            .expect("count");
+        meta.insert(META_BACKLOG_BYTES, bytes).expect("bytes");
+    }
+    tx.commit().expect("commit");
+}
+
+#[test]
+fn a_schema_1_store_is_upgraded_in_place_with_its_events_seqs_and_dedupe_rows() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("agent.redb");
+    let events: Vec<Event> = (5..8)
+        .map(|seq| Event {
+            seq,
+            ..event(&format!("V1-{seq}"))
+        })
+        .collect();
+    write_v1(&path, &events);
+    let store = Store::open(&path, 1 << 30).expect("open v1");
+    assert_eq!(store.schema_version().ok(), Some(2));
+    assert_eq!(
+        store.meta_text("upgraded_from").ok().flatten().as_deref(),
+        Some("1")
+    );
+    assert_eq!(store.read_oldest_blocking(10).expect("read"), events);
+    assert_eq!(store.stats().next_seq, 8);
+    assert_eq!(store.mqtt_inflight_len().expect("rows"), 1);
+    drop(store);
+    // Opening again is a no-op upgrade.
+    let store = Store::open(&path, 1 << 30).expect("reopen");
+    assert_eq!(store.schema_version().ok(), Some(2));
+    assert_eq!(store.read_oldest_blocking(10).expect("read").len(), 3);
+}
+
+#[test]
+fn a_store_from_a_newer_agent_is_refused_and_left_byte_for_byte_unchanged() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("agent.redb");
+    write_v1(&path, &[]);
+    {
+        let db = redb::Database::create(&path).expect("open");
+        let tx = db.begin_write().expect("tx");
+        tx.open_table(META)
+            .expect("meta")
+            .insert(META_SCHEMA_VERSION, SCHEMA_VERSION + 1)
+            .expect("stamp");
+        tx.commit().expect("commit");
+    }
+    let before = std::fs::read(&path).expect("read");
+    let err = Store::open(&path, 1 << 30).expect_err("refused");
+    assert!(
+        matches!(err, StoreError::NewerSchema { found } if found == SCHEMA_VERSION + 1),
+        "{err}"
+    );
+    assert!(err.to_string().contains("left untouched"), "{err}");
+    assert_eq!(std::fs::read(&path).expect("read"), before);
+}
+
+#[test]
+fn a_store_is_bound_to_its_site_and_refuses_another() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(&dir);
+    store.bind_site("WH01").expect("first bind");
+    store.bind_site("WH01").expect("same site again");
+    let err = store.bind_site("WH02").expect_err("other site");
+    assert!(
+        err.to_string()
+            .contains("holds events of site WH01, but the configuration says site WH02"),
+        "{err}"
+    );
+}
