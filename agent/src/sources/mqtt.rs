@@ -38,6 +38,7 @@ use std::time::Duration;
 use rumqttc::{
     AsyncClient, Event as MqttEvent, Incoming, MqttOptions, Outgoing, Publish, QoS, SubscribeFilter,
 };
+use scanbridge_protocol::EventBody;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -331,7 +332,12 @@ impl Connection {
                     self.health.set(self.health_slot, false, detail.clone());
                     let kind = failure_kind(&e);
                     if down_logged.as_deref() != Some(kind) {
-                        tracing::warn!(broker = %self.broker, error = %e, "{detail}; retrying with backoff");
+                        if kind == "network" || kind == "other" {
+                            tracing::warn!(broker = %self.broker, error = %e, "{detail}; retrying with backoff");
+                        } else {
+                            // Refused login, TLS failure: configuration, someone has to act.
+                            tracing::error!(broker = %self.broker, error = %e, "{detail}; retrying with backoff");
+                        }
                         down_logged = Some(kind.to_string());
                     } else {
                         tracing::debug!(broker = %self.broker, error = %e, "MQTT reconnect failed");
@@ -478,6 +484,11 @@ impl Pipeline {
         )
         .into_iter();
         let mut items = VecDeque::new();
+        for ev in events.as_slice() {
+            if let EventBody::Quarantined(q) = &ev.body {
+                tracing::debug!(broker = %self.broker, topic = %p.topic, reason = %q.reason, "payload quarantined");
+            }
+        }
         let Some(first) = events.next() else {
             return items; // normalise_message never returns an empty list
         };
