@@ -11,6 +11,8 @@
 //! - [`checks`]: the exactly-once, in-order verdict on the simulator's state.
 //! - [`ean`], [`scans`]: valid (and deliberately invalid) EAN-13 codes; canonical scan payloads.
 //! - [`probe_relay`]: an mTLS endpoint that acks batches, for the bench's ingest figure.
+//! - [`synthetic`]: agent-shaped batches, a site-certificate HTTPS client, CPU time from /proc
+//!   (the bench's drain baseline and relay-fleet figure).
 //! - [`fault_proxy`]: a TCP proxy that delays, throttles, resets, blackholes or half-closes, set
 //!   at runtime by the test; [`stack`] can put one between agent and relay and one between relay
 //!   and the Odoo simulator.
@@ -41,5 +43,6 @@ pub mod publisher;
 pub mod relay;
 pub mod scans;
 pub mod stack;
+pub mod synthetic;
 
 pub use error::{HarnessError, Result};

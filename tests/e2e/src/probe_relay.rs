@@ -3,6 +3,12 @@
 //! `POST /v1/batches` with the protocol crate and acknowledges it at once, without storing or
 //! pushing anything. It counts the distinct events received, so the bench can time "published →
 //! committed at the agent (and handed on)" without the relay's own work in the figure.
+//!
+//! Two more modes ([`ProbeMode`]): `ReadOnly` reads each body and answers `200` with nothing
+//! (the drain figure's baseline: "a handler that only reads the body"), and `Tap`, which forwards
+//! each batch unchanged to the real relay over the site's own mTLS client, returns the relay's
+//! answer, and records when the relay acknowledged each event whose scan `reference` is
+//! `lat-<n>` (the latency figure's scan → relay ack time).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -35,10 +41,28 @@ pub struct ProbeState {
     pub last_status: Option<AgentStatus>,
 }
 
+/// What the probe does with a batch.
+#[derive(Clone)]
+pub enum ProbeMode {
+    /// Decode it and acknowledge it at once.
+    Ack,
+    /// Read the body and answer `200` with an empty body; no decoding.
+    ReadOnly,
+    /// Forward it to `url` (`https://relay/v1/batches`) with `client` and pass the answer back.
+    Tap {
+        url: String,
+        client: reqwest::Client,
+    },
+}
+
+/// `(n, when the relay acknowledged it)` for every event tagged `lat-<n>`, in `Tap` mode.
+pub type AckTimes = Arc<Mutex<Vec<(u64, std::time::Instant)>>>;
+
 /// A running probe relay; stops when dropped.
 pub struct ProbeRelay {
     addr: SocketAddr,
     state: Arc<Mutex<ProbeState>>,
+    acks: AckTimes,
     events: watch::Receiver<u64>,
     stop: CancellationToken,
 }
@@ -79,8 +103,13 @@ fn tls_config(ca: &CaDir) -> Result<rustls::ServerConfig> {
 }
 
 impl ProbeRelay {
-    /// Listens on 127.0.0.1 (a free port) with the CA's server certificate.
+    /// Listens on 127.0.0.1 (a free port) with the CA's server certificate; acks every batch.
     pub async fn start(ca: &CaDir) -> Result<ProbeRelay> {
+        ProbeRelay::start_with(ca, ProbeMode::Ack).await
+    }
+
+    /// Like [`ProbeRelay::start`], in `mode`.
+    pub async fn start_with(ca: &CaDir, mode: ProbeMode) -> Result<ProbeRelay> {
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls_config(ca)?));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -92,7 +121,8 @@ impl ProbeRelay {
         let (events_tx, events) = watch::channel(0u64);
         let events_tx = Arc::new(events_tx);
         let stop = CancellationToken::new();
-        let (st, token) = (state.clone(), stop.clone());
+        let acks: AckTimes = Arc::new(Mutex::new(Vec::new()));
+        let (st, token, acks_in) = (state.clone(), stop.clone(), acks.clone());
         tokio::spawn(async move {
             loop {
                 let accepted = tokio::select! {
@@ -106,12 +136,24 @@ impl ProbeRelay {
                     events_tx.clone(),
                     token.clone(),
                 );
+                let (mode, acks) = (mode.clone(), acks_in.clone());
                 tokio::spawn(async move {
                     let Ok(tls) = acceptor.accept(tcp).await else {
                         return;
                     };
-                    let service =
-                        hyper::service::service_fn(move |req| handle(req, st.clone(), tx.clone()));
+                    let service = hyper::service::service_fn(move |req| {
+                        let (st, tx, mode, acks) =
+                            (st.clone(), tx.clone(), mode.clone(), acks.clone());
+                        async move {
+                            match mode {
+                                ProbeMode::Ack => handle(req, st, tx).await,
+                                ProbeMode::ReadOnly => read_only(req, st).await,
+                                ProbeMode::Tap { url, client } => {
+                                    tap(req, &url, &client, acks).await
+                                }
+                            }
+                        }
+                    });
                     let conn = hyper::server::conn::http1::Builder::new()
                         .serve_connection(hyper_util::rt::TokioIo::new(tls), service);
                     tokio::select! {
@@ -124,6 +166,7 @@ impl ProbeRelay {
         Ok(ProbeRelay {
             addr,
             state,
+            acks,
             events,
             stop,
         })
@@ -137,6 +180,11 @@ impl ProbeRelay {
     /// A copy of what it has seen.
     pub fn state(&self) -> ProbeState {
         self.state.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    /// In `Tap` mode: when the relay acknowledged each `lat-<n>` event so far.
+    pub fn ack_times(&self) -> Vec<(u64, std::time::Instant)> {
+        self.acks.lock().map(|a| a.clone()).unwrap_or_default()
     }
 
     /// Distinct events received so far.
@@ -216,6 +264,63 @@ async fn handle(
             e.to_string().into_bytes(),
         )),
     }
+}
+
+/// `ReadOnly` mode: read the body, count it as a batch, answer 200 with nothing.
+async fn read_only(
+    req: Request<hyper::body::Incoming>,
+    state: Arc<Mutex<ProbeState>>,
+) -> std::result::Result<Response<Body>, Infallible> {
+    match axum::body::to_bytes(Body::new(req.into_body()), MAX_BODY).await {
+        Ok(_) => {
+            if let Ok(mut st) = state.lock() {
+                st.batches += 1;
+            }
+            Ok(answer(StatusCode::OK, Vec::new()))
+        }
+        Err(_) => Ok(answer(StatusCode::BAD_REQUEST, b"unreadable body".to_vec())),
+    }
+}
+
+/// `Tap` mode: forward to the relay, record the ack time of `lat-<n>` events, pass the answer on.
+async fn tap(
+    req: Request<hyper::body::Incoming>,
+    url: &str,
+    client: &reqwest::Client,
+    acks: AckTimes,
+) -> std::result::Result<Response<Body>, Infallible> {
+    let bytes = match axum::body::to_bytes(Body::new(req.into_body()), MAX_BODY).await {
+        Ok(b) => b,
+        Err(_) => return Ok(answer(StatusCode::BAD_REQUEST, b"unreadable body".to_vec())),
+    };
+    let tagged: Vec<u64> = match decode::<Batch>(&bytes) {
+        Ok(batch) => batch
+            .events
+            .iter()
+            .filter_map(|e| match &e.body {
+                scanbridge_protocol::EventBody::Scan(s) => s
+                    .reference
+                    .as_deref()
+                    .and_then(|r| r.strip_prefix("lat-"))
+                    .and_then(|n| n.parse().ok()),
+                _ => None,
+            })
+            .collect(),
+        Err(_) => Vec::new(),
+    };
+    let resp = match client.post(url).body(bytes).send().await {
+        Ok(r) => r,
+        Err(e) => return Ok(answer(StatusCode::BAD_GATEWAY, e.to_string().into_bytes())),
+    };
+    let status = StatusCode::from_u16(resp.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+    let body = resp.bytes().await.map(|b| b.to_vec()).unwrap_or_default();
+    if status == StatusCode::OK {
+        let at = std::time::Instant::now();
+        if let Ok(mut a) = acks.lock() {
+            a.extend(tagged.into_iter().map(|n| (n, at)));
+        }
+    }
+    Ok(answer(status, body))
 }
 
 fn answer(status: StatusCode, body: Vec<u8>) -> Response<Body> {
