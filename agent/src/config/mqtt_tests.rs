@@ -266,7 +266,12 @@ fn the_deploy_example_parses_with_its_broker_tls_password_and_second_broker_unco
     let example = include_str!("../../../deploy/agent.example.toml")
         .replace("/etc/scanbridge/", &format!("{dir}/"))
         .replace("/var/lib/scanbridge-agent", &format!("{dir}/state"));
-    let markers = ["# username", "# password_file", "# [mqtt.tls]", "# [[mqtt]]"];
+    let markers = [
+        "# username",
+        "# password_file",
+        "# [mqtt.tls]",
+        "# [[mqtt]]",
+    ];
     let mut uncommenting = false;
     let mut text = String::new();
     for line in example.lines() {
