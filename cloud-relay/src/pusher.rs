@@ -108,6 +108,8 @@ struct Caches {
     packs: HashMap<String, Pack>,
     /// picking type id → (use_create_lots, use_existing_lots).
     picking_types: HashMap<i64, (bool, bool)>,
+    /// The internal operation type (id, use_create_lots, use_existing_lots).
+    internal_type: Option<(i64, bool, bool)>,
 }
 
 /// What every site task shares.
@@ -387,7 +389,12 @@ impl Worker {
         // 3. Picking flows and readings.
         let mut run: Vec<(u64, FlowEvent)> = handled
             .into_iter()
-            .take_while(|(_, h)| matches!(h, FlowEvent::Picking { .. } | FlowEvent::Reading { .. }))
+            .take_while(|(_, h)| {
+                matches!(
+                    h,
+                    FlowEvent::Picking { .. } | FlowEvent::Move { .. } | FlowEvent::Reading { .. }
+                )
+            })
             .collect();
         if state.single_until.is_some_and(|until| first.seq <= until) {
             run.truncate(1);

@@ -570,3 +570,119 @@ async fn rpc_round_trips_per_thousand_receipt_events_are_measured() {
     relay.stop().await;
     sim.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_internal_move_between_two_location_barcodes_moves_the_scanned_stock() {
+    let sim = Sim::start("17").await;
+    let ids = sim
+        .seed(json!({
+            "products": [{"barcode": GADGET, "name": "Gadget"}],
+            "locations": [{"barcode": "WH-STOCK-A01", "name": "A01"}, {"barcode": "WH-STOCK-A02", "name": "A02"}],
+            "quants": [{"product": GADGET, "location": "WH-STOCK-A01", "quantity": 5}]
+        }))
+        .await;
+    let relay = start_relay_with(&sim.url, "").await;
+    let m = Operation::Move;
+    send(
+        &relay,
+        "WH01",
+        vec![
+            ev(1, "SC-05", scan(m, "WH-STOCK-A01")),
+            ev(2, "SC-05", scan(m, GADGET)),
+            ev(3, "SC-05", scan(m, GADGET)),
+            ev(4, "SC-05", scan(m, "WH-STOCK-A02")),
+        ],
+    )
+    .await;
+    settled(&relay, "WH01", 4).await;
+    for seq in 1..=4 {
+        let outcome = relay.inbox.outcome("WH01", seq).unwrap();
+        assert!(
+            matches!(outcome, Some(Outcome::Applied { .. })),
+            "event {seq}: {outcome:?} {:?}",
+            relay
+                .inbox
+                .dead_letter("WH01", seq)
+                .unwrap()
+                .map(|d| d.reason)
+        );
+    }
+    let state = sim.state().await;
+    let gadget = ids["products"][GADGET].clone();
+    let at = |barcode: &str| -> f64 {
+        let location = ids["locations"][barcode].clone();
+        state["quants"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|q| q["product_id"] == gadget && q["location_id"] == location)
+            .map(|q| q["quantity"].as_f64().unwrap())
+            .sum()
+    };
+    assert_eq!((at("WH-STOCK-A01"), at("WH-STOCK-A02")), (3.0, 2.0));
+    let internal: Vec<&Value> = state["pickings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["picking_type_code"] == "internal")
+        .collect();
+    assert_eq!(internal.len(), 1);
+    assert_eq!(internal[0]["state"], "done");
+    relay.stop().await;
+    sim.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn picking_a_delivery_uses_the_existing_lot_and_ships_what_was_scanned() {
+    let sim = Sim::start("18").await;
+    let ids = sim
+        .seed(json!({
+            "products": [
+                {"barcode": WIDGET, "name": "Widget", "tracking": "lot"},
+                {"barcode": GADGET, "name": "Gadget"}
+            ],
+            "lots": [{"product": WIDGET, "name": "LOT-7"}],
+            "quants": [
+                {"product": GADGET, "location": "WHSTOCK", "quantity": 5},
+                {"product": WIDGET, "location": "WHSTOCK", "quantity": 4, "lot": "LOT-7"}
+            ],
+            "pickings": [{"name": "WH/OUT/00007", "type": "outgoing", "state": "assigned",
+                "moves": [{"product": GADGET, "qty": 3}, {"product": WIDGET, "qty": 2}]}]
+        }))
+        .await;
+    let relay = start_relay_with(&sim.url, "").await;
+    let p = Operation::Pick;
+    send(
+        &relay,
+        "WH01",
+        vec![
+            ev(1, "SC-03", scan(p, "WH/OUT/00007")),
+            ev(2, "SC-03", scan(p, GADGET)),
+            ev(3, "SC-03", scan(p, GADGET)),
+            ev(4, "SC-03", scan(Operation::Ship, GADGET)),
+            ev(5, "SC-03", gs1(p, WIDGET, "LOT-7", 2.0)),
+            ev(6, "SC-03", scan(p, "O-BTN.validate")),
+        ],
+    )
+    .await;
+    settled(&relay, "WH01", 6).await;
+    assert_all_applied(&relay, "WH01", 1..=6);
+    let state = sim.state().await;
+    let out = picking(&state, "WH/OUT/00007");
+    assert_eq!(out["state"], "done");
+    let lot_id = ids["lots"][format!("{WIDGET}/LOT-7")].clone();
+    let widget = ids["products"][WIDGET].clone();
+    let widget_lines: Vec<&Value> = rows(&state, "move_lines", "picking_id", &out["id"])
+        .into_iter()
+        .filter(|l| l["product_id"] == widget)
+        .collect();
+    assert_eq!(widget_lines.len(), 1, "{widget_lines:?}");
+    assert_eq!(
+        widget_lines[0]["lot_id"], lot_id,
+        "the existing lot, not a new one"
+    );
+    assert_eq!(widget_lines[0]["quantity"], 2.0);
+    assert_eq!(rows(&state, "lots", "name", &json!("LOT-7")).len(), 1);
+    relay.stop().await;
+    sim.stop().await;
+}

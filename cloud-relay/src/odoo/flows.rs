@@ -44,8 +44,51 @@ pub struct PickingInfo {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct DeviceState {
     /// The picking (name) the device has open; set also when the name could not be resolved,
-    /// so the device's later scans are held behind that dead letter, not sent elsewhere.
+    /// so the device's later scans are held behind that dead letter, not sent elsewhere. For
+    /// an internal move it is the move's document name ([`move_doc`]).
     pub picking: Option<String>,
+    /// An internal move in progress (op `move`): source scanned, products scanned so far.
+    #[serde(default)]
+    pub moving: Option<MoveState>,
+}
+
+/// An internal move between two location barcodes, as a device builds it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MoveState {
+    /// The source location (`stock.location` id and barcode).
+    pub source_id: i64,
+    pub source: String,
+    /// The seq of the source scan: names the move ([`move_doc`]) and the picking's external id.
+    pub started: u64,
+    /// Whether the internal picking exists in Odoo (created with the first product scan).
+    pub created: bool,
+}
+
+/// The document (ordering-rule key, and the flow-state name of its picking) of an internal move.
+pub fn move_doc(device: &str, started: u64) -> String {
+    format!("move:{device}:{started}")
+}
+
+/// `stock.picking.load` creating an internal move's picking under the external id of the
+/// source scan (a retry finds it by that id).
+pub fn move_picking_load(site: &str, started: u64, type_id: i64, source_id: i64) -> Value {
+    json!([
+        [
+            "id",
+            "picking_type_id/.id",
+            "location_id/.id",
+            "location_dest_id/.id"
+        ],
+        [[count::xid(site, started), type_id, source_id, source_id]]
+    ])
+}
+
+/// `stock.picking.type.search_read` of the internal operation type.
+pub fn internal_type_args() -> (Value, Value) {
+    (
+        json!([[["code", "=", "internal"]]]),
+        json!({"fields": ["id", "use_create_lots", "use_existing_lots"], "limit": 1}),
+    )
 }
 
 /// The relay's account of one move line it created.
@@ -167,6 +210,7 @@ impl FlowState {
         for device in self.devices.values_mut() {
             if device.picking.as_deref() == Some(name) {
                 device.picking = None;
+                device.moving = None;
             }
         }
     }
@@ -186,6 +230,13 @@ pub enum FlowEvent {
         device: String,
         scan: Scan,
     },
+    /// A scan in an internal move (op `move`): a location barcode (source, then destination)
+    /// or a product.
+    Move {
+        seq: u64,
+        device: String,
+        scan: Scan,
+    },
     /// A PLC reading mapped to a field of the open picking of `target_device`.
     Reading {
         seq: u64,
@@ -198,7 +249,9 @@ pub enum FlowEvent {
 impl FlowEvent {
     pub fn seq(&self) -> Option<u64> {
         match self {
-            FlowEvent::Picking { seq, .. } | FlowEvent::Reading { seq, .. } => Some(*seq),
+            FlowEvent::Picking { seq, .. }
+            | FlowEvent::Move { seq, .. }
+            | FlowEvent::Reading { seq, .. } => Some(*seq),
             FlowEvent::Count(line) => Some(line.seq),
             FlowEvent::Settle(_) => None,
         }
@@ -226,9 +279,11 @@ pub fn classify(stored: &StoredEvent, settings: &FlowSettings) -> FlowEvent {
                     scan: scan.clone(),
                 }
             }
-            Some(Operation::Move) => FlowEvent::Settle(Outcome::DeadLettered {
-                reason: "internal moves between location barcodes are not mapped to Odoo yet: move the goods in Odoo, then skip this event".into(),
-            }),
+            Some(Operation::Move) => FlowEvent::Move {
+                seq: stored.seq,
+                device: event.device.clone(),
+                scan: scan.clone(),
+            },
             None => FlowEvent::Settle(Outcome::DeadLettered {
                 reason: format!(
                     "scan from device {:?} has no operation: send `op` in the payload or configure a station for the device",
@@ -784,6 +839,7 @@ mod tests {
             "SC-01".into(),
             DeviceState {
                 picking: Some("WH/IN/00012".into()),
+                moving: None,
             },
         );
         state.pickings.insert(

@@ -26,6 +26,19 @@ use crate::odoo::flows::{
 };
 use crate::odoo::version::Packaging;
 
+/// What [`Worker::moves`] did: how many events of the run it handled, and a refused load.
+struct MovesDone {
+    handled: usize,
+    last: u64,
+    refused: Option<String>,
+}
+
+impl MovesDone {
+    fn take_refusal(&mut self) -> Option<String> {
+        self.refused.take()
+    }
+}
+
 /// What a resolved code is.
 #[derive(Debug, Clone)]
 enum Resolved {
@@ -149,6 +162,22 @@ impl Worker {
                 run.truncate(n);
                 self.readings(&mut plan, &run, doc_override.as_deref())
                     .await?;
+            }
+            FlowEvent::Move { .. } => {
+                let n = run
+                    .iter()
+                    .take_while(|(_, e)| matches!(e, FlowEvent::Move { .. }))
+                    .count()
+                    .max(1);
+                run.truncate(n);
+                let mut moves = self.moves(&mut plan, &run).await?;
+                if let Some(refused) = moves.take_refusal() {
+                    let last = moves.last;
+                    tracing::warn!(reason = %refused, "Odoo refused the scans; retrying them one by one");
+                    site_state.single_until = Some(last);
+                    return Ok(());
+                }
+                run.truncate(moves.handled);
             }
             FlowEvent::Picking { scan, device, .. } if scan_is_command(scan) => {
                 run.truncate(1);
@@ -805,6 +834,267 @@ impl Worker {
             .execute_kw("stock.lot", "search_read", args, Some(kwargs))
             .await?;
         Ok(flows::parse_lots(result)?)
+    }
+}
+
+impl Worker {
+    /// A run of internal-move scans (op `move`): a location barcode alone (source, or the
+    /// destination that finishes the move), or the product scans up to the next location.
+    async fn moves(
+        &mut self,
+        plan: &mut Plan,
+        run: &[(u64, FlowEvent)],
+    ) -> Result<MovesDone, PushError> {
+        let codes: Vec<String> = run
+            .iter()
+            .filter_map(|(_, e)| match e {
+                FlowEvent::Move { scan, .. } => Some(scan.code.trim().to_string()),
+                _ => None,
+            })
+            .collect();
+        self.lookup("stock.location", &codes).await?;
+        let location_of = |code: &str| self.shared.caches().locations.get(code).copied();
+        let Some((seq, FlowEvent::Move { device, scan, .. })) = run.first().cloned() else {
+            return Ok(MovesDone {
+                handled: 1,
+                last: 0,
+                refused: None,
+            });
+        };
+        if let Some(location_id) = location_of(scan.code.trim()) {
+            self.move_location(plan, seq, &device, location_id, scan.code.trim())
+                .await?;
+            return Ok(MovesDone {
+                handled: 1,
+                last: seq,
+                refused: None,
+            });
+        }
+        // Product scans of the same device up to the next location barcode.
+        let products: Vec<(u64, FlowEvent)> = run
+            .iter()
+            .take_while(|(_, e)| match e {
+                FlowEvent::Move {
+                    device: d, scan, ..
+                } => *d == device && location_of(scan.code.trim()).is_none(),
+                _ => false,
+            })
+            .map(|(s, e)| match e {
+                FlowEvent::Move { seq, device, scan } => (
+                    *s,
+                    FlowEvent::Picking {
+                        seq: *seq,
+                        device: device.clone(),
+                        scan: scan.clone(),
+                    },
+                ),
+                other => (*s, other.clone()),
+            })
+            .collect();
+        let handled = products.len().max(1);
+        let last = products.last().map_or(seq, |(s, _)| *s);
+        let moving = plan
+            .state
+            .devices
+            .get(&device)
+            .and_then(|d| d.moving.clone());
+        let Some(moving) = moving else {
+            for (s, _) in &products {
+                plan.dead(*s, None, format!("product scanned on device {device} in a move without a source location: scan the source location's barcode first"));
+            }
+            return Ok(MovesDone {
+                handled,
+                last,
+                refused: None,
+            });
+        };
+        let doc = flows::move_doc(&device, moving.started);
+        if !moving.created && !plan.blocked.contains_key(&doc) {
+            if let Err(e) = self.create_move_picking(plan, &device, &doc, &moving).await {
+                match odoo_refusal(&e) {
+                    Some(reason) => {
+                        for (s, _) in &products {
+                            plan.dead(*s, Some(&doc), reason.clone());
+                        }
+                        return Ok(MovesDone {
+                            handled,
+                            last,
+                            refused: None,
+                        });
+                    }
+                    None => return Err(e.into()),
+                }
+            }
+        }
+        let refused = self.scans(plan, &products, None).await?;
+        Ok(MovesDone {
+            handled,
+            last,
+            refused,
+        })
+    }
+
+    /// Creates the internal picking of a move (`load` under the source scan's external id).
+    async fn create_move_picking(
+        &mut self,
+        plan: &mut Plan,
+        device: &str,
+        doc: &str,
+        moving: &flows::MoveState,
+    ) -> Result<(), OdooError> {
+        let client = self.shared.client.clone();
+        let known = self.shared.caches().internal_type;
+        let (type_id, use_create_lots, use_existing_lots) = match known {
+            Some(t) => t,
+            None => {
+                let (args, kwargs) = flows::internal_type_args();
+                let types = flows::parse_picking_types(
+                    client
+                        .execute_kw("stock.picking.type", "search_read", args, Some(kwargs))
+                        .await?,
+                )?;
+                let Some((&id, &(create, existing))) = types.iter().next() else {
+                    return Err(OdooError::Fault {
+                        name: "scanbridge.NoInternalType".into(),
+                        message: "Odoo has no internal operation type (stock.picking.type with code internal); enable multi-step routes or create one, then replay".into(),
+                    });
+                };
+                self.shared.caches().internal_type = Some((id, create, existing));
+                (id, create, existing)
+            }
+        };
+        let args = flows::move_picking_load(&plan.site, moving.started, type_id, moving.source_id);
+        let answer = client
+            .execute_kw("stock.picking", "load", args, None)
+            .await?;
+        let id = match count::interpret_load(answer)? {
+            count::LoadOutcome::Written(ids) if !ids.is_empty() => ids[0],
+            count::LoadOutcome::Written(_) => {
+                return Err(OdooError::Unexpected {
+                    call: "stock.picking.load".into(),
+                    detail: "no id returned".into(),
+                })
+            }
+            count::LoadOutcome::Rejected(reason) => {
+                return Err(OdooError::Fault {
+                    name: "load".into(),
+                    message: reason,
+                })
+            }
+        };
+        plan.state.pickings.insert(
+            doc.to_string(),
+            PickingInfo {
+                id,
+                name: doc.to_string(),
+                code: "internal".into(),
+                state: "draft".into(),
+                use_create_lots,
+                use_existing_lots,
+            },
+        );
+        let d = plan.state.devices.entry(device.to_string()).or_default();
+        d.picking = Some(doc.to_string());
+        if let Some(m) = d.moving.as_mut() {
+            m.created = true;
+        }
+        Ok(())
+    }
+
+    /// A location barcode in a move: the source (also replacing a source with nothing scanned
+    /// after it), or the destination that finishes the move: absolute writes of
+    /// `location_dest_id` on the picking and its lines, then the guarded validate.
+    async fn move_location(
+        &mut self,
+        plan: &mut Plan,
+        seq: u64,
+        device: &str,
+        location_id: i64,
+        code: &str,
+    ) -> Result<(), PushError> {
+        let tag = flows::tag(&plan.site, seq, seq);
+        let moving = plan
+            .state
+            .devices
+            .get(device)
+            .and_then(|d| d.moving.clone());
+        let doc = moving.as_ref().map(|m| flows::move_doc(device, m.started));
+        if plan.hold(seq, doc.as_deref()) {
+            return Ok(());
+        }
+        let picking = doc
+            .as_ref()
+            .and_then(|d| plan.state.pickings.get(d).cloned());
+        let (Some(doc), Some(picking)) = (doc, picking) else {
+            // A source (or a new source before any product).
+            let d = plan.state.devices.entry(device.to_string()).or_default();
+            d.moving = Some(flows::MoveState {
+                source_id: location_id,
+                source: code.to_string(),
+                started: seq,
+                created: false,
+            });
+            plan.applied(seq, &tag, Some(("stock.location", location_id)));
+            return Ok(());
+        };
+        let result = self.finish_move(plan, picking.id, location_id).await;
+        match result {
+            Ok(Ok(())) => {
+                plan.applied(seq, &tag, Some(("stock.picking", picking.id)));
+                plan.state.close_picking(&doc);
+            }
+            Ok(Err(reason)) => plan.dead(seq, Some(&doc), reason),
+            Err(e) => match odoo_refusal(&e) {
+                Some(reason) => plan.dead(seq, Some(&doc), reason),
+                None => return Err(e.into()),
+            },
+        }
+        Ok(())
+    }
+
+    async fn finish_move(
+        &mut self,
+        plan: &Plan,
+        picking_id: i64,
+        destination: i64,
+    ) -> Result<Result<(), String>, OdooError> {
+        let client = self.shared.client.clone();
+        let (args, kwargs) = flows::state_args(picking_id);
+        let state = flows::parse_state(
+            client
+                .execute_kw("stock.picking", "read", args, Some(kwargs))
+                .await?,
+        )?;
+        if state.as_deref() == Some("done") {
+            return Ok(Ok(()));
+        }
+        client
+            .execute_kw(
+                "stock.picking",
+                "write",
+                json!([[picking_id], {"location_dest_id": destination}]),
+                None,
+            )
+            .await?;
+        let lines: Vec<i64> = plan
+            .state
+            .lines
+            .iter()
+            .filter(|((p, _, _), _)| *p == picking_id)
+            .filter_map(|(_, l)| l.id)
+            .collect();
+        if !lines.is_empty() {
+            client
+                .execute_kw(
+                    "stock.move.line",
+                    "write",
+                    json!([lines, {"location_dest_id": destination}]),
+                    None,
+                )
+                .await?;
+        }
+        // The relay made this transfer from the scans: nothing is left for a backorder.
+        self.validate(picking_id, false).await
     }
 }
 
