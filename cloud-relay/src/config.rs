@@ -483,6 +483,65 @@ fn status_config(
     })
 }
 
+#[cfg(test)]
+mod admin_status_tests {
+    use super::*;
+
+    fn config(dir: &Path, tail: &str) -> Result<Config, ConfigError> {
+        std::fs::write(dir.join("key"), "k").expect("key");
+        let text = format!(
+            "listen = \"127.0.0.1:8443\"\nstate_dir = \"s\"\n[tls]\nserver_cert = \"a\"\nserver_key = \"b\"\nclient_ca = \"c\"\n[odoo]\nurl = \"http://127.0.0.1:8069\"\ndatabase = \"d\"\nlogin = \"l\"\napi_key_file = \"key\"\n{tail}"
+        );
+        Config::parse(&text, &dir.join("relay.toml"), dir)
+    }
+
+    #[test]
+    fn without_admin_and_status_sections_there_is_no_admin_listener_and_default_thresholds() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let c = config(dir.path(), "").expect("valid");
+        assert!(c.admin.is_none());
+        assert_eq!(c.status, StatusConfig::default());
+    }
+
+    #[test]
+    fn the_admin_token_is_read_from_its_file_and_a_short_one_is_refused_with_key_and_line() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("tok"), "0123456789abcdef0123\n").expect("token");
+        let tail = "[admin]\nlisten = \"127.0.0.1:9443\"\ntoken_file = \"tok\"\n[status]\nstale_after_secs = 60\noffline_after_secs = 300\n";
+        let c = config(dir.path(), tail).expect("valid");
+        let admin = c.admin.expect("admin");
+        assert_eq!(admin.token.expose(), "0123456789abcdef0123");
+        assert_eq!(admin.listen.port(), 9443);
+        assert_eq!(c.status.stale_after, Duration::from_secs(60));
+        assert!(
+            !format!("{admin:?}").contains("0123456789"),
+            "token printed"
+        );
+
+        std::fs::write(dir.path().join("tok"), "short\n").expect("token");
+        let err = config(dir.path(), tail).expect_err("short token");
+        let msg = err.to_string();
+        assert!(
+            msg.contains("admin.token_file") && msg.contains("line 14"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn offline_must_come_after_stale() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let err = config(
+            dir.path(),
+            "[status]\nstale_after_secs = 600\noffline_after_secs = 600\n",
+        )
+        .expect_err("offline <= stale");
+        assert!(
+            err.to_string().contains("status.offline_after_secs"),
+            "{err}"
+        );
+    }
+}
+
 /// 1-based line number of byte `offset` in `text`.
 fn line_of_offset(text: &str, offset: usize) -> usize {
     let end = offset.min(text.len());

@@ -49,7 +49,7 @@ static ODOO_RPC: LazyLock<OdooRpc> = LazyLock::new(|| OdooRpc {
 });
 
 /// Counts one Odoo RPC call (`model`, `method`) and, when it failed, its error class
-/// (`transient` or `permanent`; configuration alarms count as `permanent`).
+/// (`transient` or `permanent`).
 pub fn record_rpc(model: &str, method: &str, error_class: Option<&str>) {
     ODOO_RPC
         .calls
@@ -141,6 +141,12 @@ pub fn render(sites: &[SiteStatus]) -> Result<String, std::fmt::Error> {
         "Odoo RPC calls by model and method",
         ODOO_RPC.calls.clone(),
     );
+    // Both classes exist from the start, so `rate()` and `increase()` see a 0, not nothing.
+    for class in ["transient", "permanent"] {
+        let _ = ODOO_RPC.errors.get_or_create(&ClassLabel {
+            class: class.to_string(),
+        });
+    }
     registry.register(
         "scanbridge_odoo_rpc_errors",
         "Failed Odoo RPC calls by class (transient: retried; permanent: refused)",

@@ -124,8 +124,6 @@ impl OdooClient {
             .calls
             .entry((model.to_string(), method.to_string()))
             .or_default() += 1;
-        // Prometheus `scanbridge_odoo_rpc_total{model,method}` (admin listener).
-        crate::admin::metrics::record_rpc(model, method, None);
     }
 
     fn count_error(&self, e: &OdooError) {
@@ -134,11 +132,6 @@ impl OdooClient {
             Class::Permanent => stats.permanent_errors += 1,
             _ => stats.transient_errors += 1,
         }
-        // Prometheus `scanbridge_odoo_rpc_errors_total{class}` (admin listener).
-        crate::admin::metrics::record_rpc_error(match e.class() {
-            Class::Permanent => "permanent",
-            _ => "transient",
-        });
     }
 
     /// Reports one finished call to the relay's `/metrics`

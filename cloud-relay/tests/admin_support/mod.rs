@@ -72,6 +72,19 @@ impl OdooSim {
     }
 }
 
+impl OdooSim {
+    /// `POST /__sim/faults` (e.g. `{"http_500_next": 1}`).
+    pub async fn faults(&self, body: Value) {
+        let r = reqwest::Client::new()
+            .post(format!("{}/__sim/faults", self.url))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "faults: {}", r.status());
+    }
+}
+
 /// A directory with a CA, a token file and a relay config with `[admin]`.
 pub struct Setup {
     pub dir: Arc<tempfile::TempDir>,
