@@ -181,13 +181,22 @@ impl Pusher {
         let max_concurrency = self.shared.client.settings().max_concurrency.max(1);
         let mut tasks: JoinSet<(String, SiteState, Result<bool, PushError>)> = JoinSet::new();
         let mut running: HashSet<String> = HashSet::new();
+        // Where the next scan of the site list starts, so no site waits behind busy ones.
+        let mut rotation = 0usize;
         loop {
             if self.cancel.is_cancelled() {
                 break;
             }
             let inbox = self.shared.inbox.clone();
             let sites = match run_blocking(move || inbox.sites_with_backlog()).await {
-                Ok(sites) => sites,
+                Ok(mut sites) => {
+                    if !sites.is_empty() {
+                        rotation = rotation.wrapping_add(1);
+                        let by = rotation % sites.len();
+                        sites.rotate_left(by);
+                    }
+                    sites
+                }
                 Err(e) => {
                     tracing::error!(error = %e, "cannot read the inbox; retrying");
                     Vec::new()
