@@ -171,6 +171,7 @@ async fn dead_letters_are_listed_shown_and_replayed_with_success_after_the_produ
     })
     .await;
     assert!(traced.contains("scanbridge.WH01_2"), "{traced}");
+    assert!(traced.contains("stock.quant id "), "{traced}");
     assert!(
         traced.contains("received_at_agent") && traced.contains("stored_at_relay"),
         "{traced}"
