@@ -686,3 +686,47 @@ async fn picking_a_delivery_uses_the_existing_lot_and_ships_what_was_scanned() {
     relay.stop().await;
     sim.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_open_picking_of_a_device_survives_a_relay_restart() {
+    let sim = Sim::start("17").await;
+    warehouse(&sim).await;
+    let relay = start_relay_with(&sim.url, "").await;
+    let r = Operation::Receive;
+    send(
+        &relay,
+        "WH01",
+        vec![
+            ev(1, "SC-01", scan(r, "WH/IN/00013")),
+            ev(2, "SC-01", scan(r, GADGET)),
+        ],
+    )
+    .await;
+    settled(&relay, "WH01", 2).await;
+    let relay = relay.restart().await;
+    send(
+        &relay,
+        "WH01",
+        vec![
+            ev(3, "SC-01", scan(r, GADGET)),
+            ev(4, "SC-01", scan(r, "O-BTN.validate")),
+        ],
+    )
+    .await;
+    settled(&relay, "WH01", 4).await;
+    assert_all_applied(&relay, "WH01", 1..=4);
+    let state = sim.state().await;
+    let p = picking(&state, "WH/IN/00013");
+    assert_eq!(p["state"], "done");
+    let picked: f64 = rows(&state, "move_lines", "picking_id", &p["id"])
+        .iter()
+        .filter(|l| l["picked"] == true)
+        .map(|l| l["quantity"].as_f64().unwrap())
+        .sum();
+    assert_eq!(
+        picked, 2.0,
+        "the line's quantity continued from the durable account"
+    );
+    relay.stop().await;
+    sim.stop().await;
+}
