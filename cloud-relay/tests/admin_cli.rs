@@ -205,3 +205,14 @@ async fn dead_letters_are_listed_shown_and_replayed_with_success_after_the_produ
     assert_eq!(code, 69, "{err}");
     drop(relay);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_an_admin_section_the_cli_says_what_to_add_and_exits_64() {
+    let setup = Setup::new("http://127.0.0.1:9", "127.0.0.1:0", "");
+    let text = std::fs::read_to_string(&setup.config).unwrap();
+    let cut = text.find("[admin]").unwrap();
+    std::fs::write(&setup.config, &text[..cut]).unwrap();
+    let (code, _, err) = cli(args(&setup.config, &["dead-letters", "list"])).await;
+    assert_eq!(code, 64, "{err}");
+    assert!(err.contains("no [admin] section"), "{err}");
+}

@@ -289,12 +289,9 @@ fn quarantine_views(
     site: &str,
     limit: usize,
 ) -> Result<Vec<QuarantineView>, InboxError> {
-    let all = inbox.quarantine(site)?;
-    let skip = all.len().saturating_sub(limit);
-    Ok(all
+    Ok(inbox
+        .recent_quarantine(site, limit)?
         .into_iter()
-        .skip(skip)
-        .rev()
         .map(|q| QuarantineView {
             seq: q.seq,
             received_at: status::rfc3339(q.received_at),

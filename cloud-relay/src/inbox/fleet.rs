@@ -8,7 +8,10 @@
 use redb::ReadableTable;
 use scanbridge_protocol::{Event, EventBody};
 
-use super::{Inbox, InboxError, AGENT_STATUS, INBOX, INTAKE_LOG, PUSH_CURSOR, SITE_HIGHEST};
+use super::{
+    Inbox, InboxError, QuarantineEntry, AGENT_STATUS, INBOX, INTAKE_LOG, PUSH_CURSOR, QUARANTINE,
+    SITE_HIGHEST,
+};
 
 /// The first event of a site at or past its push cursor (the oldest one not yet in Odoo).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -162,6 +165,28 @@ impl Inbox {
         Ok(out)
     }
 
+    /// The `limit` newest quarantined payloads of a site, newest first.
+    pub fn recent_quarantine(
+        &self,
+        site: &str,
+        limit: usize,
+    ) -> Result<Vec<QuarantineEntry>, InboxError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(QUARANTINE)?;
+        let mut out = Vec::new();
+        for row in table.range((site, 0)..=(site, u64::MAX))?.rev().take(limit) {
+            let (key, value) = row?;
+            let (received_at, raw, reason) = value.value();
+            out.push(QuarantineEntry {
+                seq: key.value().1,
+                received_at,
+                raw: raw.to_vec(),
+                reason: reason.to_string(),
+            });
+        }
+        Ok(out)
+    }
+
     /// Events whose scan code (or GS1 GTIN/SSCC, or quarantined raw text) equals `code`,
     /// newest first per site, at most `max_hits`; at most `max_scanned` events are read.
     pub fn find_by_barcode(
@@ -208,5 +233,121 @@ pub fn event_matches(event: &Event, code: &str) -> bool {
         }
         EventBody::Reading(r) => r.tag == code,
         EventBody::Quarantined(q) => q.raw == code.as_bytes(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use scanbridge_protocol::{Batch, Quarantined, Scan, Source, Symbology};
+
+    fn event(seq: u64, body: EventBody) -> Event {
+        Event {
+            seq,
+            captured_at: 1,
+            received_at: 100 + seq as i64,
+            source: Source::Serial {
+                port: "/dev/ttyACM0".into(),
+            },
+            device: "SC-01".into(),
+            body,
+        }
+    }
+
+    fn scan(code: &str) -> EventBody {
+        EventBody::Scan(Scan {
+            code: code.into(),
+            symbology: Symbology::Code128,
+            gs1: None,
+            op: None,
+            qty: None,
+            location: None,
+            reference: None,
+        })
+    }
+
+    fn store(inbox: &Inbox, site: &str, first: u64, bodies: Vec<EventBody>, now: i64) {
+        let events: Vec<Event> = bodies
+            .into_iter()
+            .enumerate()
+            .map(|(i, b)| event(first + i as u64, b))
+            .collect();
+        let encoded: Vec<Vec<u8>> = events
+            .iter()
+            .map(|e| postcard::to_allocvec(e).expect("encode"))
+            .collect();
+        let batch = Batch {
+            site: site.into(),
+            agent: "gw".into(),
+            first_seq: first,
+            events,
+            status: None,
+        };
+        inbox
+            .accept_batch(site, &batch, &encoded, now)
+            .expect("accept");
+    }
+
+    #[test]
+    fn the_relay_remembers_when_it_stored_each_batch_and_what_waits_for_odoo() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let inbox = Inbox::open(&dir.path().join("relay.redb")).expect("open");
+        store(&inbox, "A", 1, vec![scan("x"), scan("y")], 1_000);
+        store(&inbox, "A", 2, vec![scan("y"), scan("z")], 2_000);
+        assert_eq!(inbox.stored_at("A", 1).expect("read"), Some(1_000));
+        assert_eq!(inbox.stored_at("A", 2).expect("read"), Some(1_000));
+        assert_eq!(inbox.stored_at("A", 3).expect("read"), Some(2_000));
+        assert_eq!(inbox.stored_at("A", 4).expect("read"), None);
+        let push = inbox.push_state("A").expect("push");
+        assert_eq!(push.inbox_lag(), 3);
+        assert_eq!(
+            push.oldest_unpushed,
+            Some(OldestUnpushed {
+                seq: 1,
+                received_at: 101,
+                stored_at: Some(1_000)
+            })
+        );
+        assert_eq!(inbox.site_ids().expect("sites"), ["A"]);
+    }
+
+    #[test]
+    fn recent_reads_are_newest_first_and_bounded_and_barcodes_are_found() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let inbox = Inbox::open(&dir.path().join("relay.redb")).expect("open");
+        let q = |raw: &[u8]| {
+            EventBody::Quarantined(Quarantined {
+                raw: raw.to_vec(),
+                reason: "bad".into(),
+            })
+        };
+        store(
+            &inbox,
+            "A",
+            1,
+            vec![scan("x"), q(b"1"), scan("x"), q(b"2")],
+            5,
+        );
+        store(&inbox, "B", 1, vec![scan("x")], 5);
+        let seqs: Vec<u64> = inbox
+            .recent_events("A", 3)
+            .expect("recent")
+            .iter()
+            .map(|e| e.seq)
+            .collect();
+        assert_eq!(seqs, [4, 3, 2]);
+        let quarantine = inbox.recent_quarantine("A", 1).expect("quarantine");
+        assert_eq!((quarantine.len(), quarantine[0].seq), (1, 4));
+        let found = inbox.find_by_barcode("x", 10, 100).expect("find");
+        assert_eq!(
+            found.hits,
+            [
+                ("B".to_string(), 1),
+                ("A".to_string(), 3),
+                ("A".to_string(), 1)
+            ]
+        );
+        assert!(!found.truncated);
+        assert!(inbox.find_by_barcode("x", 10, 2).expect("find").truncated);
     }
 }
