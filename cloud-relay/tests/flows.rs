@@ -730,3 +730,50 @@ async fn the_open_picking_of_a_device_survives_a_relay_restart() {
     relay.stop().await;
     sim.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_explicit_validate_names_its_picking_in_reference() {
+    let sim = Sim::start("17").await;
+    warehouse(&sim).await;
+    let relay = start_relay_with(&sim.url, "").await;
+    let r = Operation::Receive;
+    let mut validate = Scan {
+        code: "O-BTN.validate".into(),
+        symbology: Symbology::Code128,
+        gs1: None,
+        op: Some(r),
+        qty: None,
+        location: None,
+        reference: Some("WH/IN/00013".into()),
+    };
+    let mut with_reference = validate.clone();
+    with_reference.code = GADGET.into();
+    with_reference.qty = Some(4.0);
+    validate.qty = None;
+    // A picking no device ever opened: nothing scanned, so Odoo validates its whole demand.
+    sim.seed(
+        json!({"pickings": [{"name": "WH/IN/00077", "type": "incoming", "state": "assigned",
+        "moves": [{"product": GADGET, "qty": 2}]}]}),
+    )
+    .await;
+    let mut untouched = validate.clone();
+    untouched.reference = Some("WH/IN/00077".into());
+    send(
+        &relay,
+        "WH01",
+        vec![
+            // A scanner that sends the picking with every scan, and a terminal validating it.
+            ev(1, "SC-01", EventBody::Scan(with_reference)),
+            ev(2, "TERMINAL-1", EventBody::Scan(validate)),
+            ev(3, "TERMINAL-1", EventBody::Scan(untouched)),
+        ],
+    )
+    .await;
+    settled(&relay, "WH01", 3).await;
+    assert_all_applied(&relay, "WH01", 1..=3);
+    let state = sim.state().await;
+    assert_eq!(picking(&state, "WH/IN/00013")["state"], "done");
+    assert_eq!(picking(&state, "WH/IN/00077")["state"], "done");
+    relay.stop().await;
+    sim.stop().await;
+}

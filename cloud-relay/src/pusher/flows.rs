@@ -298,11 +298,27 @@ impl Worker {
         doc_override: Option<&str>,
     ) -> Result<(), PushError> {
         let tag = flows::tag(&plan.site, seq, seq);
+        // An explicit validate names its picking in `reference`; otherwise the device's open one.
+        let explicit = scan.reference.clone().filter(|r| !r.is_empty());
         let doc = doc_override
             .map(str::to_string)
+            .or_else(|| explicit.clone())
             .or_else(|| plan.device_doc(device));
         if plan.hold(seq, doc.as_deref()) {
             return Ok(());
+        }
+        if let Some(name) = doc
+            .as_ref()
+            .filter(|n| !plan.state.pickings.contains_key(*n))
+        {
+            if explicit.as_ref() == Some(name) {
+                let resolved = self
+                    .resolve_codes(plan, &[(seq, device.to_string(), scan.clone())])
+                    .await?;
+                if let Some(Resolved::Picking(info)) = resolved.get(name) {
+                    plan.state.pickings.insert(name.clone(), info.clone());
+                }
+            }
         }
         let Some(name) = doc else {
             plan.dead(
