@@ -1,8 +1,9 @@
 //! Wiring: builds every component from the validated [`Config`], runs them, and owns shutdown.
 //!
 //! Order at start: TLS material and the store are loaded first (a bad certificate or a locked
-//! store stops the agent before any socket opens), then the writer thread, the sources and the
-//! forwarder start. Shutdown (the `cancel` token, from SIGTERM/SIGINT): sources stop reading and
+//! store stops the agent before any socket opens), then the writer thread, the sources (run by
+//! [`crate::supervisor`], which also reloads the configuration on SIGHUP) and the forwarder
+//! start. Shutdown (the `cancel` token, from SIGTERM/SIGINT): sources stop reading and
 //! drop their ingest senders, the writer commits everything already handed to it and exits, the
 //! sources acknowledge what was committed, the forwarder stops. Nothing acknowledged is lost
 //! because nothing is acknowledged before its commit.
@@ -15,9 +16,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::forwarder::{Forwarder, ForwarderConfig, ForwarderError};
-use crate::normalise::Stations;
-use crate::sources::mqtt::{MqttError, MqttSource};
-use crate::sources::serial::{SerialError, SerialSource};
+use crate::sources::mqtt::MqttError;
+use crate::sources::serial::SerialError;
 use crate::sources::Health;
 use crate::status::StatusSource;
 use crate::store::{Store, StoreError, Writer};
@@ -42,18 +42,18 @@ pub enum AppError {
 
 /// Timeout of one POST to the relay (a full batch over a slow link).
 const RELAY_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
-/// Commit notices buffered per source.
-const NOTICE_QUEUE: usize = 256;
 
 /// Runs the agent until `cancel` fires (or a component fails), then shuts down in order.
 pub async fn run(config: Config, cancel: CancellationToken) -> Result<(), AppError> {
-    run_with_reload(config, cancel, Arc::new(tokio::sync::Notify::new())).await
+    run_with_reload(config, None, cancel, Arc::new(tokio::sync::Notify::new())).await
 }
 
-/// [`run`], plus: each notification of `reload` (SIGHUP) re-checks the client certificate and
-/// key at once (they are also polled; see [`tls::CertReloader`]).
+/// [`run`], plus: each notification of `reload` (SIGHUP) re-reads `config_path` and applies it
+/// (see [`crate::supervisor`]) and re-checks the client certificate and key at once (they are
+/// also polled; see [`tls::CertReloader`]).
 pub async fn run_with_reload(
     config: Config,
+    config_path: Option<std::path::PathBuf>,
     cancel: CancellationToken,
     reload: Arc<tokio::sync::Notify>,
 ) -> Result<(), AppError> {
@@ -86,42 +86,9 @@ pub async fn run_with_reload(
 
     let committed = Arc::new(tokio::sync::Notify::new());
     let depth = (config.store.commit_max_events * 2).max(1024);
-    let (mut writer, ingest) = Writer::new(store.clone(), &config.store, depth, committed.clone());
+    let (writer, ingest) = Writer::new(store.clone(), &config.store, depth, committed.clone());
     let health = Health::default();
-    let stations = Arc::new(Stations::new(&config.stations));
-    let tags = Arc::new(crate::normalise::Tags::new(&config.tags));
-
-    let mut sources = Vec::new();
-    for m in &config.mqtt {
-        let (id, notices) = writer.add_source(NOTICE_QUEUE);
-        sources.push(
-            MqttSource::new(
-                m.clone(),
-                stations.clone(),
-                id,
-                ingest.clone(),
-                notices,
-                health.clone(),
-                cancel.clone(),
-            )
-            .with_tags(tags.clone()),
-        );
-    }
-    let mut serial_sources = Vec::new();
-    for p in &config.serial {
-        let (id, notices) = writer.add_source(NOTICE_QUEUE);
-        serial_sources.push(SerialSource::new(
-            p.clone(),
-            stations.clone(),
-            id,
-            ingest.clone(),
-            notices,
-            health.clone(),
-            cancel.clone(),
-        ));
-    }
-    // Only sources hold ingest senders: the writer ends once they all stop.
-    drop(ingest);
+    let registry = writer.registry();
 
     let status = StatusSource::new(store.clone(), health.clone(), cert_not_after);
     // The local status API (`[status] listen`); a busy port is logged, never fatal.
@@ -149,6 +116,15 @@ pub async fn run_with_reload(
         client.clone(),
         status.clone(),
     );
+    let supervisor = crate::supervisor::Supervisor::new(
+        config.clone(),
+        config_path,
+        registry,
+        ingest,
+        health.clone(),
+        cert_reloader,
+        cancel.clone(),
+    );
     let forwarder = Forwarder::new(
         ForwarderConfig {
             relay_url: config.relay.url.clone(),
@@ -171,18 +147,9 @@ pub async fn run_with_reload(
     let writer_done = tokio::task::spawn_blocking(move || writer_thread.join());
 
     let mut tasks: JoinSet<Result<(), AppError>> = JoinSet::new();
-    for s in sources {
-        tasks.spawn(async move { s.run().await.map_err(AppError::from) });
-    }
-    for s in serial_sources {
-        tasks.spawn(async move { s.run().await.map_err(AppError::from) });
-    }
+    // The supervisor holds the last ingest sender: the writer ends once it has stopped the sources.
+    tasks.spawn(supervisor.run(reload));
     tasks.spawn(async move { forwarder.run().await.map_err(AppError::from) });
-    let reloader_cancel = cancel.clone();
-    tasks.spawn(async move {
-        cert_reloader.run(reload, reloader_cancel).await;
-        Ok(())
-    });
 
     let mut first_error: Option<AppError> = None;
     while let Some(joined) = tasks.join_next().await {

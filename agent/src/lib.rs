@@ -16,6 +16,7 @@
 //! - [`tls`]: the one place the relay client's rustls configuration is built.
 //! - [`status`]: builds the [`scanbridge_protocol::AgentStatus`] heartbeat and the local report.
 //! - [`local_api`]: `/healthz`, `/metrics` and `/status` on a loopback port.
+//! - [`supervisor`]: runs the sources, restarts them on a configuration reload (SIGHUP).
 //! - [`app`]: wires the components together and owns shutdown.
 
 pub mod app;
@@ -26,6 +27,7 @@ pub mod normalise;
 pub mod sources;
 pub mod status;
 pub mod store;
+pub mod supervisor;
 pub mod tls;
 
 /// Current wall clock as microseconds since the Unix epoch.

@@ -104,7 +104,7 @@ fn main() -> ExitCode {
                 let reload = std::sync::Arc::new(tokio::sync::Notify::new());
                 let signals = tokio::spawn(wait_for_signal(cancel.clone()));
                 let hups = tokio::spawn(forward_sighup(reload.clone()));
-                let r = app::run_with_reload(cfg, cancel, reload).await;
+                let r = app::run_with_reload(cfg, Some(file), cancel, reload).await;
                 signals.abort();
                 hups.abort();
                 r

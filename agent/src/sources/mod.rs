@@ -39,6 +39,15 @@ impl Health {
         }
     }
 
+    /// Forgets every source (configuration reload: call only after the old sources stopped,
+    /// then register the new ones).
+    pub fn clear(&self) {
+        self.inner
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
+    }
+
     /// A copy of every source's health.
     pub fn snapshot(&self) -> Vec<SourceHealth> {
         self.inner

@@ -137,12 +137,46 @@ pub struct CommitReport {
     pub last_seq: Option<u64>,
 }
 
+/// Where commit notices go, by [`SourceId`]. Shared with the running writer thread, so sources
+/// can be added and retired while it runs (configuration reload restarts sources).
+#[derive(Debug, Clone, Default)]
+pub struct SourceRegistry {
+    sinks: std::sync::Arc<std::sync::Mutex<Vec<Option<mpsc::Sender<Committed>>>>>,
+}
+
+impl SourceRegistry {
+    /// Registers a source; its [`Committed`] notices arrive on the returned receiver.
+    pub fn add_source(&self, capacity: usize) -> (SourceId, mpsc::Receiver<Committed>) {
+        let (tx, rx) = mpsc::channel(capacity.max(1));
+        let mut sinks = self.lock();
+        sinks.push(Some(tx));
+        (sinks.len() - 1, rx)
+    }
+
+    /// Forgets a stopped source (its late notices are dropped; the broker redelivers).
+    pub fn retire(&self, id: SourceId) {
+        if let Some(slot) = self.lock().get_mut(id) {
+            *slot = None;
+        }
+    }
+
+    fn snapshot(&self) -> Vec<Option<mpsc::Sender<Committed>>> {
+        self.lock().clone()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Option<mpsc::Sender<Committed>>>> {
+        self.sinks
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
 /// The group-commit writer. Build with [`Writer::new`], register sources, then [`Writer::spawn`].
 pub struct Writer {
     store: Store,
     rx: mpsc::Receiver<IngestItem>,
     /// One notice channel per registered source, indexed by [`SourceId`].
-    sinks: Vec<mpsc::Sender<Committed>>,
+    sinks: SourceRegistry,
     linger: Duration,
     max_events: usize,
     /// Woken after every commit that stored events (the forwarder waits on it).
@@ -162,7 +196,7 @@ impl Writer {
             Writer {
                 store,
                 rx,
-                sinks: Vec::new(),
+                sinks: SourceRegistry::default(),
                 linger: cfg.commit_linger,
                 max_events: cfg.commit_max_events.max(1),
                 committed,
@@ -173,9 +207,12 @@ impl Writer {
 
     /// Registers a source; its [`Committed`] notices arrive on the returned receiver.
     pub fn add_source(&mut self, capacity: usize) -> (SourceId, mpsc::Receiver<Committed>) {
-        let (tx, rx) = mpsc::channel(capacity.max(1));
-        self.sinks.push(tx);
-        (self.sinks.len() - 1, rx)
+        self.sinks.add_source(capacity)
+    }
+
+    /// The registry, to add and retire sources after [`Writer::spawn`].
+    pub fn registry(&self) -> SourceRegistry {
+        self.sinks.clone()
     }
 
     /// Starts the writer thread. It ends once every ingest sender is dropped and everything
@@ -311,7 +348,8 @@ impl Writer {
     }
 
     fn after_commit(&self, batch: &mut Vec<IngestItem>, report: CommitReport) {
-        let mut per_source: Vec<Vec<u64>> = vec![Vec::new(); self.sinks.len()];
+        let sinks = self.sinks.snapshot();
+        let mut per_source: Vec<Vec<u64>> = vec![Vec::new(); sinks.len()];
         for item in batch.drain(..) {
             if let Some(tokens) = per_source.get_mut(item.source) {
                 tokens.push(item.token);
@@ -327,10 +365,10 @@ impl Writer {
                 "committed"
             );
         }
-        for (sink, tokens) in self.sinks.iter().zip(per_source) {
-            if tokens.is_empty() {
+        for (sink, tokens) in sinks.iter().zip(per_source) {
+            let Some(sink) = sink.as_ref().filter(|_| !tokens.is_empty()) else {
                 continue;
-            }
+            };
             if sink.blocking_send(Committed { tokens }).is_err() {
                 // The source is gone (shutdown): its messages stay unacknowledged and the broker
                 // redelivers them; the dedupe table recognises them.

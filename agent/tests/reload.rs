@@ -1,0 +1,223 @@
+//! Configuration reload on SIGHUP (real binary, real mosquitto, mutual TLS): topic filters and
+//! stations change without a restart while messages keep flowing, every message arrives exactly
+//! once, a removed filter stops delivering; a bad file, or a change of `site`, is refused with
+//! the reason and the running configuration stays in force.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+mod support;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use scanbridge_protocol::{EventBody, Operation};
+use support::recording_relay::RecordingRelay;
+use support::{Agent, AgentSetup};
+
+fn payloads(prefix: &str, range: std::ops::Range<u32>) -> Vec<Vec<u8>> {
+    range
+        .map(|i| format!(r#"{{"code":"{prefix}-{i}","qty":{i}}}"#).into_bytes())
+        .collect()
+}
+
+/// Codes at the relay (acknowledged), with how many times each was acknowledged.
+fn codes(relay: &RecordingRelay) -> BTreeMap<String, u32> {
+    let s = relay.seen.lock().unwrap();
+    let mut out = BTreeMap::new();
+    for (e, n) in s.acked.values() {
+        if let EventBody::Scan(sc) = &e.body {
+            *out.entry(sc.code.clone()).or_insert(0) += *n;
+        }
+    }
+    out
+}
+
+async fn wait_subscribed(addr: &str, sources: usize) {
+    let a = addr.to_string();
+    common::eventually_async(Duration::from_secs(60), "sources subscribed", || {
+        let a = a.clone();
+        async move {
+            let r = support::report(&a).await;
+            let s = r["status"]["sources"].as_array()?.clone();
+            (s.len() == sources && s.iter().all(|x| x["detail"] == "connected, subscribed"))
+                .then_some(())
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_switches_topics_and_stations_while_messages_flow_and_none_is_lost() {
+    const N: u32 = 10_000;
+    let broker = common::Broker::start();
+    let pki = common::Pki::new();
+    let relay = RecordingRelay::start(&pki.ca_pem, &pki.server_cert_pem, &pki.server_key_pem).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut setup = AgentSetup::new(&pki, &relay.url(), broker.port);
+    setup.topics = vec!["scanbridge/+/scan".into(), "legacy/+/scan".into()];
+    let cfg = setup.write(dir.path());
+    let addr = setup.status_addr();
+    let agent = Agent::spawn(&cfg, &dir.path().join("agent.log"));
+    wait_subscribed(&addr, 1).await;
+
+    // A steady stream on a filter that stays, spanning the reload.
+    let port = broker.port;
+    let stream = tokio::spawn(async move {
+        common::publish_all(
+            port,
+            "stream",
+            "scanbridge/SC-01/scan",
+            payloads("KEEP", 0..N),
+        )
+        .await;
+    });
+    let seen = relay.seen.clone();
+    common::eventually(Duration::from_secs(60), "the stream under way", || {
+        (seen.lock().unwrap().acked.len() >= 100).then_some(())
+    })
+    .await;
+
+    let before = seen.lock().unwrap().acked.len();
+    eprintln!("{before} of {N} stream events acknowledged when SIGHUP was sent");
+    setup.topics = vec!["scanbridge/+/scan".into(), "plant/+/scan".into()];
+    setup.extra =
+        "\n[[stations]]\ndevice = \"SC-02\"\nop = \"count\"\nlocation = \"LOC-NEW\"\n".into();
+    setup.write(dir.path());
+    agent.sighup();
+    agent
+        .wait_log("configuration reloaded", 1, Duration::from_secs(60))
+        .await;
+    let log = agent.log_text();
+    assert!(log.contains("sources_restarted=true"), "{log}");
+    assert!(
+        log.contains("unsubscribed topic filters removed from the configuration"),
+        "{log}"
+    );
+    wait_subscribed(&addr, 1).await;
+
+    // The removed filter no longer delivers, the added one does, with the new station.
+    common::publish_all(
+        broker.port,
+        "old",
+        "legacy/SC-09/scan",
+        payloads("LEGACY", 0..5),
+    )
+    .await;
+    common::publish_all(
+        broker.port,
+        "new",
+        "plant/SC-02/scan",
+        payloads("PLANT", 0..5),
+    )
+    .await;
+    stream.await.unwrap();
+    let relay_ref = &relay;
+    common::eventually(
+        Duration::from_secs(120),
+        "stream and plant events at the relay",
+        || {
+            let c = codes(relay_ref);
+            let keep = c.keys().filter(|k| k.starts_with("KEEP-")).count();
+            let plant = c.keys().filter(|k| k.starts_with("PLANT-")).count();
+            (keep == N as usize && plant == 5).then_some(())
+        },
+    )
+    .await;
+    let c = codes(&relay);
+    assert!(c.values().all(|n| *n == 1), "a message acknowledged twice");
+    assert!(
+        !c.keys().any(|k| k.starts_with("LEGACY-")),
+        "the removed filter still delivered"
+    );
+    let s = relay.seen.lock().unwrap();
+    let seqs: Vec<u64> = s.acked.keys().copied().collect();
+    assert_eq!(
+        seqs,
+        (1..=seqs.len() as u64).collect::<Vec<_>>(),
+        "seqs contiguous"
+    );
+    assert_eq!(seqs.len(), N as usize + 5, "no event stored twice");
+    for (e, _) in s.acked.values() {
+        if let EventBody::Scan(sc) = &e.body {
+            if sc.code.starts_with("PLANT-") {
+                assert_eq!(sc.op, Some(Operation::Count), "new station applied");
+                assert_eq!(sc.location.as_deref(), Some("LOC-NEW"));
+            }
+        }
+    }
+    drop(s);
+    agent.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_file_or_a_site_change_is_refused_and_the_running_configuration_stays() {
+    let broker = common::Broker::start();
+    let pki = common::Pki::new();
+    let relay = RecordingRelay::start(&pki.ca_pem, &pki.server_cert_pem, &pki.server_key_pem).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut setup = AgentSetup::new(&pki, &relay.url(), broker.port);
+    let cfg = setup.write(dir.path());
+    let addr = setup.status_addr();
+    let agent = Agent::spawn(&cfg, &dir.path().join("agent.log"));
+    wait_subscribed(&addr, 1).await;
+
+    let good = setup.text();
+    std::fs::write(
+        &cfg,
+        good.replace("batch_max_events = 500", "batch_max_events = 0"),
+    )
+    .unwrap();
+    agent.sighup();
+    agent
+        .wait_log("refusing the new configuration", 1, Duration::from_secs(60))
+        .await;
+    assert!(agent.log_text().contains("relay.batch_max_events"));
+
+    std::fs::write(&cfg, good.replace("site = \"WH01\"", "site = \"WH02\"")).unwrap();
+    agent.sighup();
+    agent
+        .wait_log(
+            "`site` changed (WH01 → WH02): that needs a restart of the agent",
+            1,
+            Duration::from_secs(60),
+        )
+        .await;
+
+    // Still running on the old configuration.
+    common::publish_all(
+        broker.port,
+        "p",
+        "scanbridge/SC-01/scan",
+        payloads("A", 0..10),
+    )
+    .await;
+    common::eventually(Duration::from_secs(60), "10 events", || {
+        (codes(&relay).len() == 10).then_some(())
+    })
+    .await;
+    assert!(!agent.log_text().contains("configuration reloaded"));
+
+    // A change that waits for a restart is applied around: sources reload, agent_id waits.
+    setup.topics = vec!["other/+/scan".into()];
+    std::fs::write(
+        &cfg,
+        setup
+            .text()
+            .replace("agent_id = \"test-gw\"", "agent_id = \"renamed\""),
+    )
+    .unwrap();
+    agent.sighup();
+    agent
+        .wait_log("configuration reloaded", 1, Duration::from_secs(60))
+        .await;
+    assert!(agent
+        .log_text()
+        .contains("changed in the configuration; takes effect at the next restart"));
+    wait_subscribed(&addr, 1).await;
+    common::publish_all(broker.port, "p", "other/SC-01/scan", payloads("B", 0..3)).await;
+    common::eventually(Duration::from_secs(60), "13 events", || {
+        (codes(&relay).len() == 13).then_some(())
+    })
+    .await;
+    agent.stop();
+}
