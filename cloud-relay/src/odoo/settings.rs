@@ -280,6 +280,36 @@ mod tests {
         );
     }
 
+    fn parse(odoo_extra: &str) -> Result<crate::config::Config, crate::config::ConfigError> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("key"), "k").expect("key");
+        let text = format!(
+            "listen = \"127.0.0.1:8443\"\nstate_dir = \"s\"\n[tls]\nserver_cert = \"a\"\nserver_key = \"b\"\nclient_ca = \"c\"\n[odoo]\nurl = \"http://127.0.0.1:8069\"\ndatabase = \"d\"\nlogin = \"l\"\napi_key_file = \"key\"\n{odoo_extra}"
+        );
+        crate::config::Config::parse(&text, &dir.path().join("relay.toml"), dir.path())
+    }
+
+    #[test]
+    fn the_relay_config_carries_stations_readings_and_limits_from_the_odoo_section() {
+        let config = parse(
+            "api = \"json2\"\nversion = \"19\"\nmax_concurrency = 8\nmax_rps = 20\n[[odoo.stations]]\nsite = \"WH01\"\ndevice = \"SC-07\"\nbackorder = false\n[[odoo.readings]]\ntag = \"scale1.weight\"\nmodel = \"stock.picking\"\nfield = \"shipping_weight\"\n",
+        )
+        .expect("valid");
+        let flows = &config.odoo.flows;
+        assert_eq!(
+            (flows.api, flows.version),
+            (Api::Json2, VersionChoice::Fixed(19))
+        );
+        assert_eq!((flows.max_concurrency, flows.max_rps), (8, 20.0));
+        assert!(!flows.backorder("WH01", "SC-07"));
+        assert_eq!(flows.readings.len(), 1);
+        let err = parse("api = \"xmlrpc\"\n").expect_err("bad api");
+        assert!(err.to_string().contains("odoo.api"), "{err}");
+        assert!(err.to_string().contains("line 12"), "{err}");
+        let err = parse("[[odoo.stations]]\nsite = \"WH01\"\ndevise = \"x\"\n").expect_err("typo");
+        assert!(err.to_string().contains("devise"), "{err}");
+    }
+
     #[test]
     fn json2_with_an_older_version_and_bad_values_are_refused_naming_the_key() {
         let raw = RawFlowKeys {
