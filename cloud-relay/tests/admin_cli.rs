@@ -33,7 +33,7 @@ impl Drop for RelayProcess {
 }
 
 fn start_relay(config: &Path) -> RelayProcess {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_scanbridge-relay"))
+    let child = Command::new(env!("CARGO_BIN_EXE_scanbridge-relay"))
         .args(["run", "--config", config.to_str().unwrap()])
         .env("RUST_LOG", "info")
         .env("NO_COLOR", "1")
@@ -41,7 +41,12 @@ fn start_relay(config: &Path) -> RelayProcess {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let stderr = child.stderr.take().unwrap();
+    // The guard exists before anything can fail, so a failed start still kills the process.
+    let mut relay = RelayProcess {
+        child,
+        site_port: 0,
+    };
+    let stderr = relay.child.stderr.take().unwrap();
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines() {
@@ -69,10 +74,8 @@ fn start_relay(config: &Path) -> RelayProcess {
         }
         seen.push(line);
     }
-    RelayProcess {
-        child,
-        site_port: site_port.unwrap(),
-    }
+    relay.site_port = site_port.unwrap();
+    relay
 }
 
 /// Runs the CLI; returns exit code, stdout, stderr.

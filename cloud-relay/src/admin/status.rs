@@ -6,7 +6,8 @@
 //! `online` up to `[status] stale_after_secs`, `stale` up to `offline_after_secs`, then `offline`.
 //! The headline number, `oldest_unsynced_age_secs`, is the larger of the agent's oldest pending
 //! age (as reported, plus the time since the report) and the age of the oldest event the relay
-//! holds and has not pushed to Odoo yet (from when the agent received it).
+//! holds and has not pushed to Odoo yet (from when the agent received it, corrected by the agent's
+//! clock offset seen at its last heartbeat).
 
 use serde::Serialize;
 
@@ -136,9 +137,15 @@ pub fn derive(inputs: Inputs, now: i64, thresholds: &StatusConfig) -> SiteStatus
             .map(|ms| ms as f64 / 1000.0 + age_since(*at)),
         _ => None,
     };
+    // The agent stamps `received_at` with its own clock: shift it by the clock offset seen at
+    // the last heartbeat, so a gateway with a wrong clock does not distort the headline.
+    let offset = match (last.as_ref(), status) {
+        (Some((at, _, _)), Some(s)) => s.clock - at,
+        _ => 0,
+    };
     let relay_oldest = push.oldest_unpushed.as_ref().map_or(0.0, |o| {
         if o.received_at > 0 {
-            age_since(o.received_at)
+            age_since(o.received_at - offset)
         } else {
             0.0
         }
@@ -321,7 +328,8 @@ mod tests {
             }),
         };
         let s = derive(inputs, now, &t);
-        assert!((s.oldest_unsynced_age_secs - 300.0).abs() < 1e-6);
+        // 300 s by the agent's clock, which runs 5 s behind the relay's.
+        assert!((s.oldest_unsynced_age_secs - 295.0).abs() < 1e-6, "{s:?}");
         assert!((s.push_lag_secs - 200.0).abs() < 1e-6);
         assert_eq!(s.inbox_lag_events, 7);
         assert!((s.cert_expires_in_days.unwrap_or(0.0) - 20.0).abs() < 0.001);

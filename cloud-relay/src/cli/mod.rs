@@ -470,6 +470,8 @@ pub fn sites(args: AdminArgs) -> u8 {
         let v = runtime()?.block_on(client.get("/v1/sites"))?;
         Ok(if args.json {
             pretty(&v)
+        } else if v.as_array().is_some_and(Vec::is_empty) {
+            "no site has connected to this relay yet\n".into()
         } else {
             sites_table(&v)
         })
