@@ -506,8 +506,17 @@ async fn odoo_down_for_a_while_loses_nothing_and_needs_no_manual_step() {
         ],
     )
     .await;
-    // Let the relay fail a few times against the stopped Odoo.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Odoo's port answers nothing (connections accepted and closed at once) until the relay
+    // has tried three times.
+    let down = tokio::net::TcpListener::bind(&addr).await.unwrap();
+    for _ in 0..3 {
+        let (socket, _) = tokio::time::timeout(Duration::from_secs(60), down.accept())
+            .await
+            .expect("the relay keeps retrying")
+            .unwrap();
+        drop(socket);
+    }
+    drop(down);
     assert!(
         relay.inbox.stats("WH01").unwrap().cursor <= 2,
         "nothing applied while down"
