@@ -146,6 +146,7 @@ async fn an_idle_agent_reports_health_metrics_and_status_locally_and_heartbeats_
 
     let out = support::status_cli(&cfg).await;
     let text = String::from_utf8_lossy(&out.stdout);
+    eprintln!("scanbridge-agent status:\n{text}");
     assert_eq!(
         out.status.code(),
         Some(0),

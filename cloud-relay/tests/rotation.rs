@@ -271,3 +271,68 @@ fn check_config_refuses_a_revocation_file_that_does_not_parse_naming_key_and_lin
     assert!(err.contains("line 7"), "config line of the key: {err}");
     assert!(err.contains("line 2: \"not hex\""), "file line: {err}");
 }
+
+/// Polls the file at `log` until it contains `needle`.
+fn wait_for_log(log: &Path, needle: &str) -> String {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        if text.contains(needle) {
+            return text;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{needle:?} never logged:\n{text}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn signal(pid: u32, sig: &str) {
+    let ok = std::process::Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill -{sig} {pid}");
+}
+
+#[test]
+fn the_relay_process_reloads_its_revocation_file_on_sighup_and_keeps_running() {
+    let dir = tempfile::tempdir().unwrap();
+    scanbridge_relay::ca::init(&dir.path().join("ca"), &["localhost".into()], &[]).unwrap();
+    let path = write_config(dir.path(), "http://127.0.0.1:9", "", 200);
+    let text = std::fs::read_to_string(&path).unwrap().replace(
+        "client_ca = \"ca/ca.pem\"\n",
+        "client_ca = \"ca/ca.pem\"\nrevoked_serials_file = \"revoked.txt\"\n",
+    );
+    std::fs::write(&path, text).unwrap();
+    std::fs::write(dir.path().join("revoked.txt"), "").unwrap();
+    let log = dir.path().join("relay.log");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_scanbridge-relay"))
+        .args(["run", "--config"])
+        .arg(&path)
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    wait_for_log(&log, "listening on");
+    std::fs::write(dir.path().join("revoked.txt"), "# gone\n0a0b0c\n").unwrap();
+    signal(child.id(), "HUP");
+    wait_for_log(&log, "SIGHUP: reloading the revocation file");
+    wait_for_log(&log, "revocation list reloaded");
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "SIGHUP must not stop the relay"
+    );
+    signal(child.id(), "TERM");
+    let status = child.wait().unwrap();
+    assert!(
+        status.success(),
+        "{status:?}\n{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+}
