@@ -35,6 +35,7 @@ pub mod checks;
 pub mod ean;
 pub mod error;
 pub mod fault_proxy;
+pub mod flows;
 pub mod mosquitto;
 pub mod odoo_sim;
 pub mod probe_relay;
