@@ -221,3 +221,112 @@ async fn a_bad_file_or_a_site_change_is_refused_and_the_running_configuration_st
     .await;
     agent.stop();
 }
+
+/// A pseudo-terminal standing in for a serial scanner, its slave reachable at `link`.
+struct Pty {
+    master: nix::pty::PtyMaster,
+}
+
+impl Pty {
+    fn plug(link: &std::path::Path) -> Pty {
+        use nix::fcntl::OFlag;
+        use nix::pty::{grantpt, posix_openpt, ptsname_r, unlockpt};
+        let master = posix_openpt(OFlag::O_RDWR | OFlag::O_NOCTTY).unwrap();
+        grantpt(&master).unwrap();
+        unlockpt(&master).unwrap();
+        std::os::unix::fs::symlink(ptsname_r(&master).unwrap(), link).unwrap();
+        Pty { master }
+    }
+
+    fn send(&mut self, line: &str) {
+        use std::io::Write;
+        self.master.write_all(line.as_bytes()).unwrap();
+    }
+}
+
+fn serial_table(name: &str, link: &std::path::Path, device: &str) -> String {
+    format!(
+        "\n[[serial]]\nname = \"{name}\"\npath = \"{}\"\nframing = \"lf\"\ndevice = \"{device}\"\naim = false\n",
+        link.display()
+    )
+}
+
+async fn wait_sources_up(addr: &str, n: usize) {
+    let a = addr.to_string();
+    common::eventually_async(Duration::from_secs(60), "every source up", || {
+        let a = a.clone();
+        async move {
+            let r = support::report(&a).await;
+            let s = r["status"]["sources"].as_array()?.clone();
+            (s.len() == n && s.iter().all(|x| x["up"] == true)).then_some(())
+        }
+    })
+    .await;
+}
+
+/// Device of each acknowledged scan, by code.
+fn devices(relay: &RecordingRelay) -> BTreeMap<String, String> {
+    let s = relay.seen.lock().unwrap();
+    s.acked
+        .values()
+        .filter_map(|(e, _)| match &e.body {
+            EventBody::Scan(sc) => Some((sc.code.clone(), e.device.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_adds_a_serial_port_and_changes_another_ports_device() {
+    let broker = common::Broker::start();
+    let pki = common::Pki::new();
+    let relay = RecordingRelay::start(&pki.ca_pem, &pki.server_cert_pem, &pki.server_key_pem).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (link_a, link_b) = (dir.path().join("ttyA"), dir.path().join("ttyB"));
+    let mut a = Pty::plug(&link_a);
+    let mut b = Pty::plug(&link_b);
+    let mut setup = AgentSetup::new(&pki, &relay.url(), broker.port);
+    setup.extra = serial_table("dock", &link_a, "SC-07");
+    let cfg = setup.write(dir.path());
+    let addr = setup.status_addr();
+    let agent = Agent::spawn(&cfg, &dir.path().join("agent.log"));
+    wait_sources_up(&addr, 2).await;
+    a.send("DOCK-1\n");
+    let relay_ref = &relay;
+    common::eventually(Duration::from_secs(60), "DOCK-1", || {
+        devices(relay_ref).contains_key("DOCK-1").then_some(())
+    })
+    .await;
+
+    setup.extra = format!(
+        "{}{}",
+        serial_table("dock", &link_a, "SC-08"),
+        serial_table("gate", &link_b, "SC-09")
+    );
+    setup.write(dir.path());
+    agent.sighup();
+    agent
+        .wait_log("configuration reloaded", 1, Duration::from_secs(60))
+        .await;
+    wait_sources_up(&addr, 3).await;
+    a.send("DOCK-2\n");
+    b.send("GATE-1\n");
+    common::eventually(Duration::from_secs(60), "DOCK-2 and GATE-1", || {
+        let d = devices(relay_ref);
+        (d.contains_key("DOCK-2") && d.contains_key("GATE-1")).then_some(())
+    })
+    .await;
+    let d = devices(&relay);
+    assert_eq!(d["DOCK-1"], "SC-07");
+    assert_eq!(d["DOCK-2"], "SC-08", "the port's new device applies");
+    assert_eq!(d["GATE-1"], "SC-09");
+    assert!(relay
+        .seen
+        .lock()
+        .unwrap()
+        .acked
+        .values()
+        .all(|(_, n)| *n == 1));
+    assert_eq!(d.len(), 3);
+    agent.stop();
+}
