@@ -477,12 +477,14 @@ impl Worker {
                 .or_else(|| plan.device_doc(device));
             match resolved.get(&code).cloned().unwrap_or(Resolved::Unknown) {
                 Resolved::Picking(info) => {
-                    if plan.hold(seq, Some(&info.name)) {
-                        continue;
-                    }
+                    // The device works on this picking from now on, also when the opening is
+                    // held: its next scans then wait behind the same dead letter.
                     let device_state = plan.state.devices.entry(device.clone()).or_default();
                     if doc_override.is_none() || device_state.picking.is_none() {
                         device_state.picking = Some(info.name.clone());
+                    }
+                    if plan.hold(seq, Some(&info.name)) {
+                        continue;
                     }
                     if info.state == "done" || info.state == "cancel" {
                         plan.dead(
@@ -877,6 +879,32 @@ impl Worker {
                 refused: None,
             });
         };
+        let one = MovesDone {
+            handled: 1,
+            last: seq,
+            refused: None,
+        };
+        match flows::scan_kind(&scan) {
+            ScanKind::Close => {
+                // Abandon the move: a picking already created stays a draft in Odoo.
+                let tag = flows::tag(&plan.site, seq, seq);
+                if let Some(d) = plan.state.devices.get_mut(&device) {
+                    d.moving = None;
+                    d.picking = None;
+                }
+                plan.applied(seq, &tag, None);
+                return Ok(one);
+            }
+            ScanKind::Validate => {
+                plan.dead(
+                    seq,
+                    None,
+                    format!("{} in a move on device {device}: a move is finished by scanning its destination location's barcode; scan it, then skip this event", scan.code),
+                );
+                return Ok(one);
+            }
+            ScanKind::Code { .. } => {}
+        }
         if let Some(location_id) = location_of(scan.code.trim()) {
             self.move_location(plan, seq, &device, location_id, scan.code.trim())
                 .await?;
@@ -892,7 +920,11 @@ impl Worker {
             .take_while(|(_, e)| match e {
                 FlowEvent::Move {
                     device: d, scan, ..
-                } => *d == device && location_of(scan.code.trim()).is_none(),
+                } => {
+                    *d == device
+                        && location_of(scan.code.trim()).is_none()
+                        && !scan_is_command(scan)
+                }
                 _ => false,
             })
             .map(|(s, e)| match e {
