@@ -19,6 +19,21 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== build all binaries"
 cargo build --workspace --bins --locked
 
+# ---- packaging and cross builds (owner: packaging, issue 6) ------------------------------------
+# The static aarch64 agent (size budget), the agent's unit tests as aarch64 code under qemu-user,
+# and the Debian packages: built, installed on this machine, checked and purged. Each script
+# installs what it needs. SCANBRIDGE_SKIP_PACKAGING=1 skips this on a developer machine
+# (tests/packaging/check.sh installs packages and needs root).
+if [ "${SCANBRIDGE_SKIP_PACKAGING:-0}" != 1 ]; then
+    echo "== cross: static aarch64 agent"
+    ./cross/build.sh aarch64
+    echo "== cross: agent unit tests on aarch64 under qemu-user"
+    ./cross/qemu-test.sh
+    echo "== packaging: Debian packages, container file"
+    ./tests/packaging/check.sh
+fi
+# ---- end packaging -------------------------------------------------------------------------------
+
 echo "== tests"
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
