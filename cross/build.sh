@@ -13,7 +13,7 @@
 #
 # Prints the stripped size of each binary (the release profile strips symbols) and whether it is
 # static; exits 1 when one is over the budget of 10 MiB or not static.
-# Output: target/<triple>/release/scanbridge-agent.
+# Output: target/<triple>/release/scanbridge-agent (under $CARGO_TARGET_DIR when set).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=cross/lib.sh
@@ -31,7 +31,7 @@ for arch in "${arches[@]}"; do
     echo "== cross: building scanbridge-agent for $TRIPLE" >&2
     cargo build --release --locked -p scanbridge-agent --target "$TRIPLE"
 
-    bin="target/$TRIPLE/release/scanbridge-agent"
+    bin="${CARGO_TARGET_DIR:-target}/$TRIPLE/release/scanbridge-agent"
     size=$(stat -c %s "$bin")
     kind=$(file -b "$bin")
     linkage=dynamic
