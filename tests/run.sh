@@ -44,4 +44,12 @@ set -e
 # One closing line for the whole workspace (cargo prints one summary per test binary).
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
      END { printf "workspace: %d passed, %d failed\n", p, f }' "$log"
+
+# ---- fuzzing (issue 7) ---------------------------------------------------------------------------
+# A short libFuzzer run of every target in fuzz/ (nightly toolchain; cargo-fuzz installed when
+# missing). The committed corpora are also replayed by `cargo test` above on stable.
+if [ "${SCANBRIDGE_SKIP_FUZZ:-0}" != 1 ]; then
+    echo "== fuzz: every target for ${SCANBRIDGE_FUZZ_SECS:-15}s"
+    ./fuzz/run.sh "${SCANBRIDGE_FUZZ_SECS:-15}" || status=1
+fi
 exit "$status"
