@@ -1,7 +1,7 @@
 //! `deploy/monitoring/`: the Prometheus alert rules pass `promtool check rules` and their own
 //! `promtool test rules`, the required alerts exist, and every metric the rules and the Grafana
-//! dashboard name exists — relay metrics in a real `/metrics` scrape of a relay that pushed to
-//! the Odoo simulator, agent metrics in the agent's metrics code.
+//! dashboard name exists in a real `/metrics` scrape: relay metrics from a relay that pushed to
+//! the Odoo simulator, agent metrics from a real agent (in-process) sending to it.
 //!
 //! Needs promtool (tests/ensure-deps.sh extracts it into target/tools/).
 
@@ -198,14 +198,24 @@ async fn every_metric_in_the_rules_and_the_dashboard_exists_in_a_real_scrape() {
     .await;
     let scraped = scraped_names(&text);
 
-    let agent_metrics =
-        std::fs::read_to_string(repo().join("agent/src/local_api/metrics.rs")).unwrap();
+    // A real agent (in-process) for the agent metrics: its local /metrics.
+    let status_port = free_port();
+    let _agent = start_agent(&setup, "WH09", relay.site_addr.port(), status_port).await;
+    let agent_text = eventually(WAIT, "the agent's /metrics", || async {
+        let r = reqwest::get(format!("http://127.0.0.1:{status_port}/metrics"))
+            .await
+            .ok()?;
+        r.status().is_success().then_some(())?;
+        r.text().await.ok()
+    })
+    .await;
+    let agent_scraped = scraped_names(&agent_text);
+
     for name in &named {
         if name.starts_with("scanbridge_agent_") {
             assert!(
-                agent_metrics.contains(&format!("\"{name}\""))
-                    || agent_metrics.contains(&format!("\"{}\"", name.trim_end_matches("_total"))),
-                "{name} is not a metric of the agent's /metrics"
+                agent_scraped.contains(name),
+                "{name} is not in the agent's /metrics:\n{agent_text}"
             );
         } else {
             assert!(

@@ -322,3 +322,46 @@ where
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// A free TCP port on 127.0.0.1 (for a listener that must be named in a config file).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A real agent (the `scanbridge-agent` library) running in this process for `site`, sending
+/// to the relay at `site_port`, with an MQTT source whose broker is down and its local status
+/// API on `status_port`. Stops when the returned token is cancelled (or dropped with the test).
+pub async fn start_agent(
+    setup: &Setup,
+    site: &str,
+    site_port: u16,
+    status_port: u16,
+) -> CancellationToken {
+    let bundle = setup.bundle(site);
+    let dir = setup.dir.path().join(format!("agent-{site}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let q = |p: PathBuf| format!("{:?}", p.to_str().unwrap());
+    let text = format!(
+        "site = \"{site}\"\nagent_id = \"gw-test-{site}\"\nstate_dir = {state}\n[relay]\nurl = \"https://127.0.0.1:{site_port}\"\nca_cert = {ca}\nclient_cert = {cert}\nclient_key = {key}\nheartbeat_secs = 1\nretry_initial_ms = 100\nretry_max_ms = 1000\n[[mqtt]]\nname = \"site\"\nhost = \"127.0.0.1\"\nport = {broker}\nclient_id = \"scanbridge-agent-{site}\"\ntopics = [\"scanbridge/+/scan\"]\n[status]\nlisten = \"127.0.0.1:{status_port}\"\n",
+        state = q(dir.join("state")),
+        ca = q(bundle.join("ca.pem")),
+        cert = q(bundle.join("site.pem")),
+        key = q(bundle.join("site.key")),
+        broker = free_port(),
+    );
+    let path = dir.join("agent.toml");
+    std::fs::write(&path, text).unwrap();
+    let config = scanbridge_agent::config::load(&path).unwrap();
+    let cancel = CancellationToken::new();
+    let token = cancel.clone();
+    tokio::spawn(async move {
+        if let Err(e) = scanbridge_agent::app::run(config, token).await {
+            panic!("agent stopped: {e}");
+        }
+    });
+    cancel
+}
