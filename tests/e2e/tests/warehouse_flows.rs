@@ -446,3 +446,139 @@ async fn an_unknown_barcode_is_dead_lettered_holds_back_only_its_picking_and_app
     assert_eq!(dead[0]["state"], "resolved", "{dead:#?}");
     stack.ensure_all_running().unwrap();
 }
+
+/// Odoo's count of object calls `model.method` so far.
+fn calls(state: &Value, method: &str) -> u64 {
+    state["calls"][method].as_u64().unwrap_or(0)
+}
+
+/// Slows every Odoo call down, waits until `method` has been called once more than now (the
+/// call is then in flight), then arms one drop-after-commit for the call after it and removes
+/// the latency.
+async fn drop_the_call_after(stack: &mut FlowStack, method: &str) {
+    stack.faults(&json!({"latency_ms": 1500})).await.unwrap();
+    let before = calls(&stack.state().await.unwrap(), method);
+    let m = method.to_string();
+    stack
+        .wait_until(
+            WAIT,
+            &format!("the relay to call {method}"),
+            Probe::State,
+            move |s| calls(s, &m) > before,
+        )
+        .await
+        .unwrap();
+    stack
+        .faults(&json!({"drop_after_commit_next": 1, "latency_ms": 0}))
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receipt_whose_line_write_and_validate_lose_their_answers_after_commit_has_one_effect_each(
+) {
+    let seed = json!({
+        "products": [
+            {"barcode": GADGET, "name": "Gadget"},
+            {"barcode": BOLT, "name": "Bolt"}
+        ],
+        "pickings": [
+            {"name": "WH/IN/00040", "type": "incoming", "state": "assigned",
+             "moves": [{"product": GADGET, "qty": 5}, {"product": BOLT, "qty": 2}]},
+            {"name": "WH/IN/00041", "type": "incoming", "state": "assigned",
+             "moves": [{"product": GADGET, "qty": 3}]}
+        ]
+    });
+    let opts = FlowOptions {
+        stations: stations(&[("SC-06", "receive")]),
+        backorder: vec![("SC-06".into(), true)],
+        ..FlowOptions::default()
+    };
+    let mut stack = start("flows-once", opts, seed.clone()).await;
+    let ids = product_ids(&stack, &seed).await;
+    let (gadget, bolt) = (product(&ids, GADGET), product(&ids, BOLT));
+
+    let mut p = publisher(&stack, "scanner-once").await;
+    scan(&mut p, "SC-06", "WH/IN/00040").await;
+    scan(&mut p, "SC-06", GADGET).await;
+    wait_all_applied(&mut stack, 2).await;
+
+    // The picking and the product are resolved and cached: the next scan's first Odoo call is
+    // the move line load. Odoo commits it and the answer is lost.
+    let loads_before = calls(&stack.state().await.unwrap(), "stock.move.line.load");
+    stack
+        .faults(&json!({"drop_after_commit_next": 1}))
+        .await
+        .unwrap();
+    scan(&mut p, "SC-06", GADGET).await;
+    wait_all_applied(&mut stack, 3).await;
+    let state = stack.state().await.unwrap();
+    assert_eq!(
+        calls(&state, "stock.move.line.load") - loads_before,
+        2,
+        "the lost load was sent again"
+    );
+    let id = picking(&state, "WH/IN/00040").unwrap()["id"].clone();
+    assert_eq!(
+        picked_qty(&state, &id, gadget, None),
+        2.0,
+        "two scans, one effect each: {:?}",
+        lines_of(&state, &id)
+    );
+
+    // Validate a short receipt: button_validate commits the picked flags and answers with the
+    // backorder wizard, and that answer is lost.
+    scan(&mut p, "SC-06", "O-BTN.validate").await;
+    p.wait_all_acked(WAIT).await.unwrap();
+    drop_the_call_after(&mut stack, "stock.picking.read").await;
+    let events = wait_all_applied(&mut stack, 4).await;
+    assert_all_applied(&events, 4);
+    let state = stack.state().await.unwrap();
+    assert_eq!(
+        calls(&state, "stock.picking.button_validate"),
+        2,
+        "the lost button_validate was retried"
+    );
+    let r = picking(&state, "WH/IN/00040").unwrap().clone();
+    assert_eq!(r["state"], "done", "{r}");
+    assert_eq!(picked_qty(&state, &r["id"], gadget, None), 2.0);
+    assert_eq!(picked_qty(&state, &r["id"], bolt, None), 0.0);
+    let bo = backorders_of(&state, &r["id"]);
+    assert_eq!(bo.len(), 1, "one backorder, not two: {bo:#?}");
+    assert_eq!(demand_on(&state, &bo[0]["id"], gadget), 3.0);
+    assert_eq!(demand_on(&state, &bo[0]["id"], bolt), 2.0);
+
+    // Another short receipt: this time the wizard's `process` (which validates and creates the
+    // backorder) commits and its answer is lost.
+    scan(&mut p, "SC-06", "WH/IN/00041").await;
+    scan(&mut p, "SC-06", GADGET).await;
+    wait_all_applied(&mut stack, 6).await;
+    let validates_before = calls(
+        &stack.state().await.unwrap(),
+        "stock.picking.button_validate",
+    );
+    scan(&mut p, "SC-06", "O-BTN.validate").await;
+    p.wait_all_acked(WAIT).await.unwrap();
+    drop_the_call_after(&mut stack, "stock.backorder.confirmation.create").await;
+    let events = wait_all_applied(&mut stack, 7).await;
+    assert_all_applied(&events, 7);
+    let state = stack.state().await.unwrap();
+    assert_eq!(
+        calls(&state, "stock.picking.button_validate") - validates_before,
+        1,
+        "the retry found the picking done and did not validate again"
+    );
+    assert_eq!(
+        state["faults"]["drop_after_commit_next"], 0,
+        "the armed drop was spent (on the wizard's process): {}",
+        state["faults"]
+    );
+    assert_eq!(calls(&state, "stock.backorder.confirmation.process"), 2);
+    let r = picking(&state, "WH/IN/00041").unwrap().clone();
+    assert_eq!(r["state"], "done", "{r}");
+    assert_eq!(picked_qty(&state, &r["id"], gadget, None), 1.0);
+    let bo = backorders_of(&state, &r["id"]);
+    assert_eq!(bo.len(), 1, "one backorder, not two: {bo:#?}");
+    assert_eq!(demand_on(&state, &bo[0]["id"], gadget), 2.0);
+    stack.ensure_all_running().unwrap();
+}
