@@ -228,7 +228,11 @@ async fn quarantined_payloads_and_unmapped_operations_are_kept_and_counted_witho
         1,
         vec![
             quarantined(b"\xff\xfe not json", "payload is not UTF-8"),
-            scan(Operation::Receive, "4006381333931", "WH-STOCK-A01", 1.0),
+            scanbridge_protocol::EventBody::Reading(scanbridge_protocol::Reading {
+                tag: "door3.open".into(),
+                value: 1.0,
+                unit: None,
+            }),
         ],
     ))
     .expect("encode");
@@ -245,9 +249,12 @@ async fn quarantined_payloads_and_unmapped_operations_are_kept_and_counted_witho
     assert_eq!((stats.quarantined, stats.dead_lettered), (1, 1));
     let dead = relay.inbox.dead_letters("WH01").expect("dead letters");
     assert_eq!(dead[0].seq, 2);
-    assert_eq!(
-        dead[0].reason,
-        "operation receive is not mapped to Odoo yet"
+    assert!(
+        dead[0]
+            .reason
+            .starts_with("no mapping configured for PLC tag door3.open"),
+        "{}",
+        dead[0].reason
     );
     relay.stop().await;
 }
