@@ -135,3 +135,60 @@ impl Collector for AgentCollector {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeSet;
+
+    /// The agent metric names of the team contract (CONTRACTS2.md), as sample names.
+    const CONTRACT: [&str; 11] = [
+        "scanbridge_agent_backlog_events",
+        "scanbridge_agent_backlog_bytes",
+        "scanbridge_agent_oldest_pending_age_seconds",
+        "scanbridge_agent_events_committed_total",
+        "scanbridge_agent_quarantined_total",
+        "scanbridge_agent_ingest_paused",
+        "scanbridge_agent_source_up",
+        "scanbridge_agent_disk_used_bytes",
+        "scanbridge_agent_disk_cap_bytes",
+        "scanbridge_agent_cert_expiry_timestamp_seconds",
+        "scanbridge_agent_last_relay_ack_timestamp_seconds",
+    ];
+
+    #[test]
+    fn the_exposition_has_exactly_the_contract_metric_names_with_source_labels() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let store = crate::store::Store::open(&dir.path().join("agent.redb"), 1 << 20)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let health = crate::sources::Health::default();
+        let slot = health.register("dock", scanbridge_protocol::SourceKind::Serial);
+        health.set(slot, true, "open");
+        let status = StatusSource::new(store, health, Some(1_800_000_000_000_000));
+        status.relay_acked(1_790_000_000_000_000);
+        let mut registry = prometheus_client::registry::Registry::default();
+        registry.register_collector(Box::new(AgentCollector::new(status)));
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let names: BTreeSet<&str> = text
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.is_empty())
+            .filter_map(|l| l.split(['{', ' ']).next())
+            .collect();
+        assert_eq!(names, CONTRACT.into_iter().collect(), "{text}");
+        assert!(
+            text.contains("scanbridge_agent_source_up{source=\"dock\",kind=\"serial\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("scanbridge_agent_cert_expiry_timestamp_seconds 1800000000.0"),
+            "{text}"
+        );
+        assert!(
+            text.contains("scanbridge_agent_disk_cap_bytes 1048576"),
+            "{text}"
+        );
+        assert!(text.trim_end().ends_with("# EOF"), "{text}");
+    }
+}
