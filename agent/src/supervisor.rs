@@ -448,6 +448,81 @@ mod tests {
         }
     }
 
+    /// A parsed configuration; `edit` changes the text first.
+    fn config(dir: &tempfile::TempDir, edit: impl Fn(String) -> String) -> Config {
+        let ck = rcgen::generate_simple_self_signed(vec!["localhost".into()])
+            .unwrap_or_else(|e| panic!("{e}"));
+        for name in ["ca.pem", "site.pem", "other.pem"] {
+            std::fs::write(dir.path().join(name), ck.cert.pem()).unwrap_or_else(|e| panic!("{e}"));
+        }
+        std::fs::write(dir.path().join("site.key"), ck.key_pair.serialize_pem())
+            .unwrap_or_else(|e| panic!("{e}"));
+        let text = edit(
+            "site = \"WH01\"\nagent_id = \"gw\"\nstate_dir = \"state\"\n[relay]\nurl = \"https://r:8443\"\nca_cert = \"ca.pem\"\nclient_cert = \"site.pem\"\nclient_key = \"site.key\"\n[[mqtt]]\nname = \"site\"\nhost = \"127.0.0.1\"\nclient_id = \"cid\"\ntopics = [\"a/+/scan\"]\n"
+                .to_string(),
+        );
+        config::parse(&text, &dir.path().join("agent.toml"), dir.path())
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn an_unchanged_configuration_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let c = config(&dir, |t| t);
+        assert_eq!(plan(&c, &c.clone()), Ok(ReloadPlan::default()));
+    }
+
+    #[test]
+    fn a_site_or_state_dir_change_is_refused_as_needing_a_restart() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let c = config(&dir, |t| t);
+        let site = config(&dir, |t| t.replace("WH01", "WH02"));
+        let e = plan(&c, &site)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            e.contains("`site` changed (WH01 → WH02): that needs a restart"),
+            "{e}"
+        );
+        let state = config(&dir, |t| t.replace("\"state\"", "\"state2\""));
+        assert!(matches!(
+            plan(&c, &state),
+            Err(ReloadRefused::NeedsRestart {
+                key: "state_dir",
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn sources_restart_on_topics_or_stations_and_other_keys_wait_for_a_restart() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let c = config(&dir, |t| t);
+        let topics = config(&dir, |t| t.replace("a/+/scan", "b/+/scan"));
+        assert!(plan(&c, &topics)
+            .map(|p| p.restart_sources)
+            .unwrap_or(false));
+        let station = config(&dir, |t| {
+            format!("{t}[[stations]]\ndevice = \"SC-01\"\nop = \"count\"\n")
+        });
+        assert!(plan(&c, &station)
+            .map(|p| p.restart_sources)
+            .unwrap_or(false));
+        let later = config(&dir, |t| {
+            t.replace("agent_id = \"gw\"", "agent_id = \"gw2\"")
+                .replace("https://r:8443", "https://r2:8443")
+        });
+        let p = plan(&c, &later).unwrap_or_default();
+        assert!(!p.restart_sources);
+        assert_eq!(p.later, vec!["agent_id", "relay.url"]);
+        let moved = config(&dir, |t| {
+            t.replace("client_cert = \"site.pem\"", "client_cert = \"other.pem\"")
+        });
+        let p = plan(&c, &moved).unwrap_or_default();
+        assert_eq!(p.bundle.map(|b| b.cert), Some(dir.path().join("other.pem")));
+    }
+
     #[test]
     fn removed_topic_filters_are_unsubscribed_and_kept_ones_are_not() {
         let old = vec![mqtt("site", "cid", &["a/+/scan", "b/#"])];
