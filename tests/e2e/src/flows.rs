@@ -57,6 +57,8 @@ pub struct SerialPort {
 pub struct FlowOptions {
     pub site: String,
     pub odoo_version: String,
+    /// Extra `[odoo]` keys, one `key = value` a line (`api = "json2"`, `version = "19"`).
+    pub odoo_keys: String,
     /// Agent `[[stations]]`: (device, op).
     pub stations: Vec<(String, String)>,
     /// Relay `[[odoo.stations]]`: (device, backorder).
@@ -71,6 +73,7 @@ impl Default for FlowOptions {
         FlowOptions {
             site: "WH01".into(),
             odoo_version: "17".into(),
+            odoo_keys: String::new(),
             stations: Vec::new(),
             backorder: Vec::new(),
             tags: Vec::new(),
@@ -95,7 +98,10 @@ pub fn tags_topic(line: &str) -> String {
 
 /// The relay configuration's flow and admin sections, appended after its `[odoo]` keys.
 pub fn relay_extra(opts: &FlowOptions, admin_port: u16, token_file: &Path) -> String {
-    let mut conf = String::new();
+    let mut conf = opts.odoo_keys.clone();
+    if !conf.is_empty() && !conf.ends_with('\n') {
+        conf.push('\n');
+    }
     for (device, backorder) in &opts.backorder {
         conf.push_str(&format!(
             "\n[[odoo.stations]]\nsite = {}\ndevice = {}\nbackorder = {backorder}\n",

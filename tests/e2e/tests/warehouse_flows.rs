@@ -124,6 +124,16 @@ fn picked_qty(state: &Value, picking_id: &Value, product: i64, lot: Option<&str>
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn receipts_scanned_over_mqtt_in_json_and_text_with_gs1_lots_are_done_with_a_backorder_only_where_the_station_wants_one(
 ) {
+    receipts_with_backorder_per_station("17", "").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_receipts_work_on_odoo_19_over_json_2() {
+    receipts_with_backorder_per_station("19", "api = \"json2\"\nversion = \"19\"\n").await;
+}
+
+/// Scenario 1 on Odoo `version` with the relay's extra `[odoo]` keys `odoo_keys`.
+async fn receipts_with_backorder_per_station(version: &str, odoo_keys: &str) {
     let seed = json!({
         "products": [
             {"barcode": WIDGET, "name": "Widget", "tracking": "lot"},
@@ -140,9 +150,11 @@ async fn receipts_scanned_over_mqtt_in_json_and_text_with_gs1_lots_are_done_with
     let opts = FlowOptions {
         stations: stations(&[("SC-01", "receive"), ("SC-02", "receive")]),
         backorder: vec![("SC-01".into(), true), ("SC-02".into(), false)],
+        odoo_version: version.into(),
+        odoo_keys: odoo_keys.into(),
         ..FlowOptions::default()
     };
-    let mut stack = start("flows-receipt", opts, seed.clone()).await;
+    let mut stack = start(&format!("flows-receipt-{version}"), opts, seed.clone()).await;
     let ids = product_ids(&stack, &seed).await;
     let (widget, gadget, bolt) = (
         product(&ids, WIDGET),
@@ -180,6 +192,13 @@ async fn receipts_scanned_over_mqtt_in_json_and_text_with_gs1_lots_are_done_with
     assert_all_applied(&events, 9);
     let state = stack.state().await.unwrap();
 
+    if odoo_keys.contains("json2") {
+        assert!(
+            state["json2_total"].as_u64().unwrap_or(0) > 0,
+            "the relay spoke JSON-2: {}",
+            state["json2_total"]
+        );
+    }
     let r12 = picking(&state, "WH/IN/00012").unwrap().clone();
     assert_eq!(r12["state"], "done", "{r12}");
     let id12 = r12["id"].clone();
@@ -332,14 +351,16 @@ async fn scans_from_a_serial_scanner_on_a_pseudo_terminal_receive_a_picking_in_o
     // The agent puts the tty in raw mode when it opens it: write only once it has.
     stack.wait_serial_up("dock", WAIT).await.unwrap();
     scanner.send(b"WH/IN/00020\r").unwrap();
-    for _ in 0..3 {
-        // EAN-13 with the AIM identifier ]E0, as the scanner is configured to send.
-        scanner.send(format!("]E0{GADGET}\r").as_bytes()).unwrap();
-    }
+    // EAN-13 with the AIM identifier ]E0, as the scanner is configured to send.
+    scanner.send(format!("]E0{GADGET}\r").as_bytes()).unwrap();
+    // A GS1-128 case label: GTIN-14 and a count of 2 (AI 30).
+    scanner
+        .send(format!("]C1010{GADGET}302\r").as_bytes())
+        .unwrap();
     scanner.send(b"O-BTN.validate\r").unwrap();
 
-    let events = stack.wait_outcomes(5, WAIT).await.unwrap();
-    assert_all_applied(&events, 5);
+    let events = stack.wait_outcomes(4, WAIT).await.unwrap();
+    assert_all_applied(&events, 4);
     for e in &events {
         assert_eq!(e["source"], "serial dock", "{e}");
         assert_eq!(e["device"], "SC-07", "{e}");
