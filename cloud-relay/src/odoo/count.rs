@@ -293,10 +293,15 @@ pub enum LoadOutcome {
     Rejected(String),
 }
 
-/// Reads a `load` answer: `{"ids": [...] | false, "messages": [...]}`.
+/// Reads a `stock.quant.load` answer: `{"ids": [...] | false, "messages": [...]}`.
 pub fn interpret_load(result: Option<Value>) -> Result<LoadOutcome, OdooError> {
+    interpret_load_of("stock.quant.load", result)
+}
+
+/// Reads the answer of the `load` named `call` (e.g. `stock.move.line.load`).
+pub fn interpret_load_of(call: &str, result: Option<Value>) -> Result<LoadOutcome, OdooError> {
     let unexpected = |detail: String| OdooError::Unexpected {
-        call: "stock.quant.load".into(),
+        call: call.to_string(),
         detail,
     };
     let Some(Value::Object(map)) = result else {

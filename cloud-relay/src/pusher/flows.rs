@@ -591,7 +591,7 @@ impl Worker {
                 .execute_kw("stock.move.line", "load", args, None)
                 .await;
             let refused = match result {
-                Ok(answer) => match count::interpret_load(answer)? {
+                Ok(answer) => match count::interpret_load_of("stock.move.line.load", answer)? {
                     count::LoadOutcome::Written(written) => {
                         for (row, id) in group.iter().zip(written) {
                             ids.insert(row.xid_seq, id);
@@ -1036,7 +1036,7 @@ impl Worker {
         let answer = client
             .execute_kw("stock.picking", "load", args, None)
             .await?;
-        let id = match count::interpret_load(answer)? {
+        let id = match count::interpret_load_of("stock.picking.load", answer)? {
             count::LoadOutcome::Written(ids) if !ids.is_empty() => ids[0],
             count::LoadOutcome::Written(_) => {
                 return Err(OdooError::Unexpected {
