@@ -13,7 +13,7 @@
 use std::time::Duration;
 
 use scanbridge_e2e::flows::{
-    backorders_of, demand_on, lines_of, picking, qty_on, tags_topic, text_topic, FlowOptions,
+    backorders_of, demand_on, lines_of, picking, qty_on, rows, tags_topic, text_topic, FlowOptions,
     FlowStack, Probe, PtyScanner, SerialPort, TagMapping,
 };
 use scanbridge_e2e::process::StateDir;
@@ -601,5 +601,84 @@ async fn a_receipt_whose_line_write_and_validate_lose_their_answers_after_commit
     let bo = backorders_of(&state, &r["id"]);
     assert_eq!(bo.len(), 1, "one backorder, not two: {bo:#?}");
     assert_eq!(demand_on(&state, &bo[0]["id"], gadget), 2.0);
+    stack.ensure_all_running().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serials_are_created_on_a_receipt_and_an_existing_lot_is_matched_on_a_delivery() {
+    const SERIALIZED: &str = BOLT;
+    let seed = json!({
+        "products": [
+            {"barcode": WIDGET, "name": "Widget", "tracking": "lot"},
+            {"barcode": SERIALIZED, "name": "Drill", "tracking": "serial"}
+        ],
+        "quants": [{"product": WIDGET, "location": "WHSTOCK", "quantity": 5, "lot": "LOT-X"}],
+        "pickings": [
+            {"name": "WH/IN/00050", "type": "incoming", "state": "assigned",
+             "moves": [{"product": SERIALIZED, "qty": 2}]},
+            {"name": "WH/OUT/00051", "type": "outgoing", "state": "assigned",
+             "moves": [{"product": WIDGET, "qty": 3}]}
+        ]
+    });
+    let opts = FlowOptions {
+        stations: stations(&[("SC-08", "receive"), ("SC-09", "ship")]),
+        ..FlowOptions::default()
+    };
+    let mut stack = start("flows-lots", opts, seed.clone()).await;
+    let ids = product_ids(&stack, &seed).await;
+    let (widget, drill) = (product(&ids, WIDGET), product(&ids, SERIALIZED));
+    let before = stack.state().await.unwrap();
+    let lot_x = rows(&before, "lots", "name", &json!("LOT-X"))[0]["id"].clone();
+
+    let mut p = publisher(&stack, "scanner-lots").await;
+    scan(&mut p, "SC-08", "WH/IN/00050").await;
+    for sn in ["SN-001", "SN-002"] {
+        // GS1 DataMatrix with AIM ]d2: GTIN-14 and serial (AI 21).
+        scan(&mut p, "SC-08", &format!("]d2010{SERIALIZED}21{sn}")).await;
+    }
+    scan(&mut p, "SC-08", "O-BTN.validate").await;
+    scan(&mut p, "SC-09", "WH/OUT/00051").await;
+    scan(&mut p, "SC-09", &format!("]C1010{WIDGET}10LOT-X{GS}303")).await;
+    scan(&mut p, "SC-09", "O-BTN.validate").await;
+    p.wait_all_acked(WAIT).await.unwrap();
+
+    let events = stack.wait_outcomes(7, WAIT).await.unwrap();
+    assert_all_applied(&events, 7);
+    let state = stack.state().await.unwrap();
+    let r = picking(&state, "WH/IN/00050").unwrap().clone();
+    assert_eq!(r["state"], "done", "{r}");
+    let mut serials: Vec<(String, f64)> = lines_of(&state, &r["id"])
+        .into_iter()
+        .filter(|(p, _, _, picked)| *p == drill && *picked)
+        .map(|(_, lot, q, _)| (lot, q))
+        .collect();
+    serials.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(
+        serials,
+        [("SN-001".to_string(), 1.0), ("SN-002".to_string(), 1.0)],
+        "one line per serial"
+    );
+    for sn in ["SN-001", "SN-002"] {
+        let lot = rows(&state, "lots", "name", &json!(sn));
+        assert_eq!(lot.len(), 1, "serial {sn} created once: {lot:?}");
+        assert_eq!(lot[0]["product_id"], drill);
+    }
+    let d = picking(&state, "WH/OUT/00051").unwrap().clone();
+    assert_eq!(d["state"], "done", "{d}");
+    let picked: Vec<&Value> = rows(&state, "move_lines", "picking_id", &d["id"])
+        .into_iter()
+        .filter(|l| l["product_id"] == widget && l["picked"] == true)
+        .collect();
+    assert_eq!(picked.len(), 1, "{picked:?}");
+    assert_eq!(picked[0]["quantity"], 3.0);
+    assert_eq!(
+        picked[0]["lot_id"], lot_x,
+        "the existing lot, not a new one"
+    );
+    assert_eq!(
+        rows(&state, "lots", "name", &json!("LOT-X")).len(),
+        1,
+        "no second LOT-X"
+    );
     stack.ensure_all_running().unwrap();
 }
