@@ -13,6 +13,7 @@
 //! | `requeue`           | `(site: &str, seq: u64)`    | `document: &str`: an event handed back to the pusher (a replayed dead letter, or an event released from `held`); the pusher drains these, in seq order, before its cursor |
 //! | `outcome_refs`      | `(site: &str, seq: u64)`    | `(model: &str, id: i64)`: the Odoo record an applied event wrote |
 //! | `flow_state`        | `(site: &str, key: &str)`   | `&[u8]`: the flows' per-site durable state (JSON, owned by `crate::odoo::flows`) |
+//! | `blocking`          | `(site: &str, document: &str)` | `u64`: the lowest open or replay-requested dead letter of that document (an index of `dead_letter_state`, kept in the same transactions) |
 //!
 //! # The ordering rule
 //! Events of one site are applied in seq order. A dead letter whose event belongs to an Odoo
@@ -44,6 +45,7 @@ pub(super) const OUTCOME_REFS: TableDefinition<(&str, u64), (&str, i64)> =
     TableDefinition::new("outcome_refs");
 pub(super) const FLOW_STATE: TableDefinition<(&str, &str), &[u8]> =
     TableDefinition::new("flow_state");
+pub(super) const BLOCKING: TableDefinition<(&str, &str), u64> = TableDefinition::new("blocking");
 
 /// Creates this module's tables (called from [`Inbox::open`]).
 pub(super) fn create_tables(txn: &redb::WriteTransaction) -> Result<(), InboxError> {
@@ -52,6 +54,34 @@ pub(super) fn create_tables(txn: &redb::WriteTransaction) -> Result<(), InboxErr
     txn.open_table(REQUEUE)?;
     txn.open_table(OUTCOME_REFS)?;
     txn.open_table(FLOW_STATE)?;
+    txn.open_table(BLOCKING)?;
+    Ok(())
+}
+
+/// Recomputes the `blocking` row of one document from `dead_letter_state` (called when a dead
+/// letter of that document changes state; dead letters are rare, so the scan is cheap).
+fn refresh_blocking(
+    states: &redb::Table<(&str, u64), (u8, i64, &str, &str)>,
+    blocking: &mut redb::Table<(&str, &str), u64>,
+    site: &str,
+    document: &str,
+) -> Result<(), InboxError> {
+    if document.is_empty() {
+        return Ok(());
+    }
+    let mut lowest: Option<u64> = None;
+    for row in states.range((site, 0)..=(site, u64::MAX))? {
+        let (key, value) = row?;
+        let (code, _, doc, _) = value.value();
+        if doc == document && DeadLetterState::from_code(code).blocks() {
+            let seq = key.value().1;
+            lowest = Some(lowest.map_or(seq, |l| l.min(seq)));
+        }
+    }
+    match lowest {
+        Some(seq) => blocking.insert((site, document), seq)?,
+        None => blocking.remove((site, document))?,
+    };
     Ok(())
 }
 
@@ -337,6 +367,7 @@ impl Inbox {
                 _ => {}
             }
             states.insert((site, seq), (to.code(), now, document.as_str(), note))?;
+            refresh_blocking(&states, &mut txn.open_table(BLOCKING)?, site, &document)?;
             let mut requeue = txn.open_table(REQUEUE)?;
             if to == DeadLetterState::ReplayRequested {
                 requeue.insert((site, seq), document.as_str())?;
@@ -385,17 +416,13 @@ impl Inbox {
             view.requeued
                 .push((StoredEvent { seq, event }, document.value().to_string()));
         }
-        for row in txn
-            .open_table(DEAD_LETTER_STATE)?
-            .range((site, 0)..=(site, u64::MAX))?
-        {
+        for row in txn.open_table(BLOCKING)?.range((site, "")..)? {
             let (key, value) = row?;
-            let (code, _, document, _) = value.value();
-            if !document.is_empty() && DeadLetterState::from_code(code).blocks() {
-                let seq = key.value().1;
-                let entry = view.blocked.entry(document.to_string()).or_insert(seq);
-                *entry = (*entry).min(seq);
+            let (row_site, document) = key.value();
+            if row_site != site {
+                break;
             }
+            view.blocked.insert(document.to_string(), value.value());
         }
         for row in txn.open_table(FLOW_STATE)?.range((site, "")..)? {
             let (key, value) = row?;
@@ -441,6 +468,7 @@ impl Inbox {
                 .map(|(seq, d)| (*seq, d.as_str()))
                 .collect();
             let (mut applied, mut dead_lettered) = (0u64, 0u64);
+            let mut touched: Vec<String> = Vec::new();
             for (seq, outcome) in &step.outcomes {
                 let key = (site, *seq);
                 let (kind, detail) = match outcome {
@@ -456,6 +484,7 @@ impl Inbox {
                         if let Some((doc, note)) = state {
                             let code = DeadLetterState::Resolved.code();
                             states.insert(key, (code, now, doc.as_str(), note.as_str()))?;
+                            touched.push(doc);
                         }
                         held.remove(key)?;
                         (KIND_APPLIED, tag.as_str())
@@ -466,6 +495,7 @@ impl Inbox {
                         }
                         let doc = documents.get(seq).copied().unwrap_or_default();
                         states.insert(key, (DeadLetterState::Open.code(), now, doc, ""))?;
+                        touched.push(doc.to_string());
                         held.remove(key)?;
                         (KIND_DEAD_LETTERED, reason.as_str())
                     }
@@ -479,6 +509,12 @@ impl Inbox {
             }
             add(&mut counters, site, counter::APPLIED, applied)?;
             add(&mut counters, site, counter::DEAD_LETTERED, dead_lettered)?;
+            touched.sort();
+            touched.dedup();
+            let mut blocking = txn.open_table(BLOCKING)?;
+            for doc in &touched {
+                refresh_blocking(&states, &mut blocking, site, doc)?;
+            }
             let mut requeue = txn.open_table(REQUEUE)?;
             for seq in &step.requeue_settled {
                 requeue.remove((site, *seq))?;
