@@ -177,6 +177,8 @@ pub struct FlowStack {
     pub mosquitto: Mosquitto,
     pub site: String,
     relay_config: PathBuf,
+    relay_port: u16,
+    rust_log: String,
     admin_url: String,
     agent_status_url: String,
     admin_http: reqwest::Client,
@@ -197,6 +199,8 @@ impl FlowStack {
                 mosquitto: p.mosquitto,
                 site: p.site,
                 relay_config: p.relay_config,
+                relay_port: p.relay_port,
+                rust_log: p.rust_log,
                 admin_url: p.admin_url,
                 agent_status_url: p.agent_status_url,
                 admin_http: p.admin_http,
@@ -269,11 +273,32 @@ impl FlowStack {
             mosquitto,
             site: opts.site.clone(),
             relay_config,
+            relay_port,
+            rust_log: opts.rust_log.clone(),
             admin_url,
             agent_status_url,
             admin_http,
             http,
         })
+    }
+
+    /// SIGKILLs the relay and starts it again with the same configuration (same ports, same
+    /// relay.redb), waiting for its listeners.
+    pub async fn kill_and_restart_relay(&mut self) -> Result<()> {
+        self.relay.kill_hard()?;
+        self.relay = spawn_relay(
+            &self.relay_config,
+            self.dir.path(),
+            self.relay_port,
+            &self.rust_log,
+        )
+        .await?;
+        let admin: std::net::SocketAddr = self
+            .admin_url
+            .trim_start_matches("https://")
+            .parse()
+            .map_err(|_| HarnessError::Setup(format!("admin url {}", self.admin_url)))?;
+        wait_for_tcp(admin, &mut self.relay, START_TIMEOUT).await
     }
 
     /// Fails with the log to read if any process has died.
@@ -474,6 +499,8 @@ struct Parts {
     mosquitto: Mosquitto,
     site: String,
     relay_config: PathBuf,
+    relay_port: u16,
+    rust_log: String,
     admin_url: String,
     agent_status_url: String,
     admin_http: reqwest::Client,
@@ -544,12 +571,29 @@ async fn start_relay_on(
             stderr: String::from_utf8_lossy(&check.stderr).trim().to_string(),
         });
     }
+    let mut process = spawn_relay(&config_path, root, port, &opts.rust_log).await?;
+    wait_for_tcp(
+        std::net::SocketAddr::from(([127, 0, 0, 1], admin_port)),
+        &mut process,
+        START_TIMEOUT,
+    )
+    .await?;
+    Ok((process, port, config_path, admin_port))
+}
+
+/// `scanbridge-relay run --config <config>`, waiting for its `listening on` line.
+async fn spawn_relay(
+    config: &Path,
+    root: &Path,
+    port: u16,
+    rust_log: &str,
+) -> Result<ChildProcess> {
     let logs = LogPaths::in_dir(root, "relay");
-    let mut cmd = Command::new(program);
+    let mut cmd = Command::new(bins::binary(bins::RELAY)?);
     cmd.arg("run")
         .arg("--config")
-        .arg(&config_path)
-        .env("RUST_LOG", &opts.rust_log);
+        .arg(config)
+        .env("RUST_LOG", rust_log);
     let mut process = ChildProcess::spawn("the relay", cmd, logs.clone())?;
     let expected = format!("listening on 127.0.0.1:{port}");
     wait_for_line(
@@ -560,13 +604,7 @@ async fn start_relay_on(
         |line| line.contains(&expected).then_some(()),
     )
     .await?;
-    wait_for_tcp(
-        std::net::SocketAddr::from(([127, 0, 0, 1], admin_port)),
-        &mut process,
-        START_TIMEOUT,
-    )
-    .await?;
-    Ok((process, port, config_path, admin_port))
+    Ok(process)
 }
 
 fn client(ca_pem: Option<&[u8]>) -> Result<reqwest::Client> {
