@@ -382,6 +382,8 @@ async fn an_unknown_barcode_is_dead_lettered_holds_back_only_its_picking_and_app
             {"name": "WH/IN/00030", "type": "incoming", "state": "assigned",
              "moves": [{"product": GADGET, "qty": 2}]},
             {"name": "WH/IN/00031", "type": "incoming", "state": "assigned",
+             "moves": [{"product": GADGET, "qty": 1}]},
+            {"name": "WH/IN/00032", "type": "incoming", "state": "assigned",
              "moves": [{"product": GADGET, "qty": 1}]}
         ]
     });
@@ -402,9 +404,13 @@ async fn an_unknown_barcode_is_dead_lettered_holds_back_only_its_picking_and_app
     scan(&mut p, "SC-04", GADGET).await;
     scan(&mut p, "SC-04", "O-BTN.validate").await;
     scan(&mut p, "SC-05", "O-BTN.validate").await;
+    // The operator leaves the stuck receipt and works on the next one with the same scanner.
+    scan(&mut p, "SC-04", "WH/IN/00032").await;
+    scan(&mut p, "SC-04", GADGET).await;
+    scan(&mut p, "SC-04", "O-BTN.validate").await;
     p.wait_all_acked(WAIT).await.unwrap();
 
-    let events = stack.wait_outcomes(8, WAIT).await.unwrap();
+    let events = stack.wait_outcomes(11, WAIT).await.unwrap();
     let dead = stack.dead_letters().await.unwrap();
     assert_eq!(dead.len(), 1, "{dead:#?}");
     let dead_seq = dead[0]["seq"].as_u64().unwrap();
@@ -417,10 +423,19 @@ async fn an_unknown_barcode_is_dead_lettered_holds_back_only_its_picking_and_app
     assert_eq!(dead[0]["state"], "open");
     let (outcome, _) = outcome_of(&events, dead_seq);
     assert_eq!(outcome, "dead_lettered");
+    let next_open = events
+        .iter()
+        .find(|e| e["summary"].as_str().unwrap().ends_with("WH/IN/00032"))
+        .unwrap()["seq"]
+        .as_u64()
+        .unwrap();
     for e in &events {
         let seq = e["seq"].as_u64().unwrap();
         let (outcome, detail) = outcome_of(&events, seq);
         match (e["device"].as_str().unwrap(), seq) {
+            ("SC-04", s) if s >= next_open => {
+                assert_eq!(outcome, "applied", "the device's next picking goes on: {e}")
+            }
             ("SC-04", s) if s > dead_seq => {
                 assert_eq!(outcome, "held", "{e}");
                 assert!(detail.contains("WH/IN/00030"), "{detail}");
@@ -434,6 +449,9 @@ async fn an_unknown_barcode_is_dead_lettered_holds_back_only_its_picking_and_app
     let other = picking(&state, "WH/IN/00031").unwrap().clone();
     assert_eq!(other["state"], "done", "{other}");
     assert_eq!(picked_qty(&state, &other["id"], gadget, None), 1.0);
+    let next = picking(&state, "WH/IN/00032").unwrap().clone();
+    assert_eq!(next["state"], "done", "{next}");
+    assert_eq!(picked_qty(&state, &next["id"], gadget, None), 1.0);
     let held = picking(&state, "WH/IN/00030").unwrap().clone();
     assert_eq!(held["state"], "assigned", "{held}");
     assert_eq!(
@@ -454,14 +472,20 @@ async fn an_unknown_barcode_is_dead_lettered_holds_back_only_its_picking_and_app
         .wait_picking_state("WH/IN/00030", "done", WAIT)
         .await
         .unwrap();
-    let events = wait_all_applied(&mut stack, 8).await;
-    assert_all_applied(&events, 8);
+    let events = wait_all_applied(&mut stack, 11).await;
+    assert_all_applied(&events, 11);
     let r = picking(&state, "WH/IN/00030").unwrap().clone();
     assert_eq!(picked_qty(&state, &r["id"], sprocket, None), 1.0);
     assert_eq!(picked_qty(&state, &r["id"], gadget, None), 2.0);
     assert!(
         backorders_of(&state, &r["id"]).is_empty(),
         "validated after both gadget scans (in order), so nothing was short"
+    );
+    let next = picking(&state, "WH/IN/00032").unwrap();
+    assert_eq!(
+        picked_qty(&state, &next["id"], gadget, None),
+        1.0,
+        "the replayed scans went to their own picking, not the device's current one"
     );
     let dead = stack.dead_letters().await.unwrap();
     assert_eq!(dead[0]["state"], "resolved", "{dead:#?}");
