@@ -793,3 +793,55 @@ impl PtyScanner {
             .map_err(|e| HarnessError::io("write to the pty behind", &self.link, e))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opts() -> FlowOptions {
+        FlowOptions {
+            odoo_keys: "api = \"json2\"".into(),
+            stations: vec![("SC-01".into(), "receive".into())],
+            backorder: vec![("SC-01".into(), false)],
+            tags: vec![TagMapping {
+                id: "Channel1.Scale1.Weight".into(),
+                tag: "scale1.weight".into(),
+                device: "SCALE-1".into(),
+                target_device: "SC-01".into(),
+                field: "shipping_weight".into(),
+            }],
+            serial: vec![SerialPort {
+                name: "dock".into(),
+                path: PathBuf::from("/dev/serial/by-id/x"),
+                device: "SC-07".into(),
+            }],
+            ..FlowOptions::default()
+        }
+    }
+
+    #[test]
+    fn the_relay_sections_land_in_odoo_and_admin() {
+        let text = format!(
+            "[odoo]\nurl = \"http://x:1\"\n{}",
+            relay_extra(&opts(), 9443, Path::new("/t/admin-token"))
+        );
+        let v: toml::Value = toml::from_str(&text).expect("toml");
+        assert_eq!(v["odoo"]["api"].as_str(), Some("json2"));
+        assert_eq!(v["odoo"]["stations"][0]["site"].as_str(), Some("WH01"));
+        assert_eq!(v["odoo"]["stations"][0]["backorder"].as_bool(), Some(false));
+        assert_eq!(v["odoo"]["readings"][0]["device"].as_str(), Some("SC-01"));
+        assert_eq!(v["admin"]["listen"].as_str(), Some("127.0.0.1:9443"));
+    }
+
+    #[test]
+    fn the_agent_sections_attach_formats_to_the_broker() {
+        let text = format!("[[mqtt]]\nname = \"site\"\n{}", agent_extra(&opts()));
+        let v: toml::Value = toml::from_str(&text).expect("toml");
+        let formats = v["mqtt"][0]["formats"].as_array().expect("formats");
+        assert_eq!(formats[0]["format"].as_str(), Some("text"));
+        assert_eq!(formats[1]["filter"].as_str(), Some("plc/+/tags"));
+        assert!(v["stations"][0].get("location").is_none());
+        assert_eq!(v["tags"][0]["tag"].as_str(), Some("scale1.weight"));
+        assert_eq!(v["serial"][0]["framing"].as_str(), Some("cr"));
+    }
+}

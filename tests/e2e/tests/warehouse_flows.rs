@@ -3,10 +3,17 @@
 //! admin API) and the Odoo simulator process — asserting Odoo's final state through
 //! `/__sim/state` (picking state, move line quantities, lots, backorders, shipping weight) and
 //! that every published event has an outcome in the relay (`/v1/sites/<site>/events`):
-//! receipts with plain and GS1 codes in the JSON and text formats and the backorder choice per
-//! station, a delivery with a PLC scale weight from Kepware tag JSON, a serial scanner, an
-//! unknown barcode dead-lettered and holding back only its own picking until replayed with
-//! `scanbridge-relay dead-letters replay`, and lost answers after commit applied once.
+//! - receipts with plain and GS1 codes in the JSON and text formats and the backorder choice per
+//!   station (Odoo 17 over JSON-RPC, Odoo 19 over JSON-2);
+//! - a delivery with a PLC scale weight from Kepware tag JSON on its shipping weight;
+//! - a serial scanner (pty) receiving a picking;
+//! - GS1 serials created on a receipt, an existing lot matched on a delivery;
+//! - an unknown barcode dead-lettered, holding back only its own picking until the product is
+//!   created and `scanbridge-relay dead-letters replay` applies the held scans in order;
+//! - lost answers after commit (move line load, `button_validate`, the backorder wizard's
+//!   `process`) with one effect each, and a relay SIGKILLed in the middle of a receipt.
+//!
+//! Each test runs its own world (`scanbridge_e2e::flows::FlowStack`) with a handful of events.
 
 #![allow(clippy::unwrap_used)]
 
