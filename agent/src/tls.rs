@@ -209,6 +209,14 @@ impl CertReloader {
     ) -> (CertReloader, watch::Receiver<reqwest::Client>) {
         let (tx, rx) = watch::channel(client);
         let seen = read_bundle(&paths).ok();
+        if let Some(facts) = seen.as_ref().and_then(|c| cert_facts(&c[1])) {
+            tracing::info!(
+                cert = %paths.cert.display(),
+                serial = %facts.serial,
+                not_after = %crate::status::rfc3339(facts.not_after),
+                "client certificate in use"
+            );
+        }
         (
             CertReloader {
                 paths,
