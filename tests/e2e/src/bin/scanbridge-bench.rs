@@ -43,8 +43,8 @@ use scanbridge_e2e::mosquitto::Mosquitto;
 use scanbridge_e2e::odoo_sim::{OdooSim, SimOptions};
 use scanbridge_e2e::probe_relay::ProbeMode;
 use scanbridge_e2e::probe_relay::ProbeRelay;
-use scanbridge_e2e::process::vm_hwm_kib;
 use scanbridge_e2e::process::StateDir;
+use scanbridge_e2e::process::{vm_hwm_kib, vm_rss_kib};
 use scanbridge_e2e::publisher::{preregister_session, NoopSubscriber, Publisher};
 use scanbridge_e2e::relay::{ca_init, ca_issue, CaDir, Relay, RelayOptions, SiteBundle};
 use scanbridge_e2e::scans::ScanPayload;
@@ -137,6 +137,7 @@ struct DrainRound {
     drain_eps: f64,
     baseline_eps: f64,
     hold_hwm_kib: u64,
+    hold_rss_kib: u64,
     after_drain_hwm_kib: u64,
     drain_wire_bytes_per_event: f64,
     baseline_wire_bytes_per_event: f64,
@@ -161,6 +162,8 @@ struct FleetRound {
 
 #[derive(Debug, Default)]
 struct Results {
+    /// `/proc/loadavg` when the bench started (the machine is shared).
+    load_at_start: String,
     main: Vec<Round>,
     drain: Vec<DrainRound>,
     latency: Vec<LatencyRound>,
@@ -176,7 +179,10 @@ async fn main() -> anyhow::Result<()> {
     if cli.rounds == 0 || cli.events == 0 || cli.backlog < 1000 || cli.agents == 0 {
         bail!("--rounds, --events and --agents must be at least 1, --backlog at least 1000");
     }
-    let mut results = Results::default();
+    let mut results = Results {
+        load_at_start: load_average(),
+        ..Results::default()
+    };
     // Figure 5's site certificates are issued once (the relay's `ca issue`, one process each).
     let fleet_ca = if cli.wants(5) {
         let dir = StateDir::temp("bench-fleet-ca").context("state directory")?;
@@ -443,6 +449,13 @@ fn stats(mut v: Vec<f64>) -> (f64, f64, f64) {
     (v[0], median, v[v.len() - 1])
 }
 
+/// The 1, 5 and 15 minute load averages.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "unknown".into())
+}
+
 fn machine() -> String {
     let nproc = std::thread::available_parallelism()
         .map(|n| n.get())
@@ -578,6 +591,7 @@ async fn drain_round(root: &Path, n: usize) -> anyhow::Result<DrainRound> {
     let fill_secs = t.elapsed().as_secs_f64();
     publisher.disconnect().await;
     let hold_hwm_kib = vm_hwm_kib(pid).unwrap_or(0);
+    let hold_rss_kib = vm_rss_kib(pid).unwrap_or(0);
     let before = link.stats().bytes_to_upstream;
 
     // Drain: heal the link, time until the agent's backlog is empty (every event acked).
@@ -621,6 +635,7 @@ async fn drain_round(root: &Path, n: usize) -> anyhow::Result<DrainRound> {
         drain_eps: n as f64 / drain_secs,
         baseline_eps: sent / baseline_secs,
         hold_hwm_kib,
+        hold_rss_kib,
         after_drain_hwm_kib,
         drain_wire_bytes_per_event: drain_bytes as f64 / n as f64,
         baseline_wire_bytes_per_event: baseline_bytes as f64 / sent,
@@ -862,6 +877,11 @@ fn print_table(cli: &Cli, res: &Results) {
         machine()
     );
     println!("command: {}", cli.command_line());
+    println!(
+        "load average (1/5/15 min) at start: {}; at end: {}",
+        res.load_at_start,
+        load_average()
+    );
     println!();
     println!("| figure | baseline (same run) | ratio | rounds | min | median | max |");
     println!("|---|---|---|---|---|---|---|");
@@ -958,6 +978,13 @@ fn print_table(cli: &Cli, res: &Results) {
             "goal < 24 MiB",
             "—",
             d.iter().map(|r| r.hold_hwm_kib as f64 / 1024.0).collect(),
+            1,
+        );
+        row(
+            "(3) agent current RSS (VmRSS) once the backlog is held (after the fill), MiB",
+            "—",
+            "—",
+            d.iter().map(|r| r.hold_rss_kib as f64 / 1024.0).collect(),
             1,
         );
         row(
