@@ -354,9 +354,15 @@ impl Supervisor {
                 }
                 Some(joined) = next => {
                     let result = joined.map_err(|e| AppError::Task(e.to_string())).and_then(|r| r);
-                    if let Err(e) = result {
-                        failure = Some(e);
-                        break;
+                    match result {
+                        Err(e) => {
+                            failure = Some(e);
+                            break;
+                        }
+                        Ok(()) if !self.cancel.is_cancelled() => tracing::warn!(
+                            "a source ended by itself; it restarts at the next reload (SIGHUP) or restart"
+                        ),
+                        Ok(()) => {}
                     }
                 }
             }
