@@ -289,9 +289,10 @@ fn wait_for_log(log: &Path, needle: &str) -> String {
 }
 
 fn signal(pid: u32, sig: &str) {
-    let ok = std::process::Command::new("kill")
-        .arg(format!("-{sig}"))
-        .arg(pid.to_string())
+    // The shell's builtin `kill`: no procps needed on a minimal machine.
+    let ok = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("kill -{sig} {pid}"))
         .status()
         .unwrap()
         .success();
