@@ -297,7 +297,7 @@ impl CertReloader {
         ReloadOutcome::Refused(msg)
     }
 
-    /// Logs the expiry warning when due (at most once per [`EXPIRY_WARN_EVERY`]).
+    /// Logs the expiry warning when due (at most once a day).
     pub fn warn_expiry(&mut self) {
         let Some(not_after) = self.status.cert_not_after() else {
             return;

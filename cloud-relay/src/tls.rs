@@ -2,7 +2,7 @@
 //!
 //! Server side: rustls 0.23 with the ring provider, TLS 1.3 only, a client certificate is
 //! REQUIRED and verified against `client_ca` ([`WebPkiClientVerifier`]), and it must name exactly
-//! one site ([`SiteClientVerifier`], so a certificate without a site URI fails the handshake with
+//! one site (`SiteClientVerifier`, so a certificate without a site URI fails the handshake with
 //! an `access_denied` alert instead of being accepted and dropped). ALPN offers HTTP/1.1 only.
 //!
 //! Revocation: [`Revoked`] holds the serials of `[tls] revoked_serials_file` (one hex serial a
