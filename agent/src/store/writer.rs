@@ -257,9 +257,23 @@ impl Writer {
                     if !self.store.stats.set_paused(true) {
                         tracing::error!(error = %e, held = batch.len(), "cannot commit events (disk full?); ingest paused, nothing acknowledged, retrying");
                     }
+                    // Reopen at once, not after the backoff: redb refuses every read until then,
+                    // and the forwarder must keep draining (and deleting) while the disk is full —
+                    // that is how space comes back.
+                    if needs_reopen(&e) {
+                        match self.store.recover() {
+                            Ok(()) => tracing::warn!(
+                                "event store reopened after an I/O error; the held batch is retried when space is freed"
+                            ),
+                            Err(re) => {
+                                tracing::error!(error = %re, "cannot reopen the event store yet; retrying")
+                            }
+                        }
+                    }
                     let cancelled = rt.block_on(async {
                         tokio::select! {
                             _ = cancel.cancelled() => true,
+                            _ = self.store.space_freed.notified() => false,
                             _ = tokio::time::sleep(retry) => false,
                         }
                     });
@@ -268,16 +282,6 @@ impl Writer {
                         return Ok(());
                     }
                     retry = (retry * 2).min(Duration::from_secs(5));
-                    if needs_reopen(&e) {
-                        match self.store.recover() {
-                            Ok(()) => tracing::warn!(
-                                "event store reopened after an I/O error; retrying the held batch"
-                            ),
-                            Err(re) => {
-                                tracing::error!(error = %re, "cannot reopen the event store yet; retrying")
-                            }
-                        }
-                    }
                 }
             }
         }
