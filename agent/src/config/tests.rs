@@ -382,3 +382,21 @@ fn the_same_serial_device_path_twice_is_refused() {
     assert_eq!(key, "serial[1].path");
     assert!(msg.contains("configured twice"), "{msg}");
 }
+
+#[test]
+fn the_commented_serial_example_in_deploy_parses_once_uncommented() {
+    let example = include_str!("../../../deploy/agent.example.toml");
+    let table: String = example
+        .lines()
+        .skip_while(|l| !l.starts_with("# [[serial]]"))
+        .take_while(|l| l.starts_with('#'))
+        .map(|l| format!("{}\n", l.strip_prefix("# ").unwrap_or("")))
+        .collect();
+    assert!(table.contains("device ="), "found the example table");
+    let f = Fixture::new();
+    let c = f
+        .parse(&format!("{GOOD}\n{table}"))
+        .expect("the example [[serial]] table is valid");
+    assert_eq!(c.serial.len(), 1);
+    assert_eq!(c.serial[0].baud, 9600);
+}

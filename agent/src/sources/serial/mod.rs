@@ -171,7 +171,7 @@ struct Reader {
     in_flight: u64,
     /// Lines (and quarantine records) committed since start: the accepted count.
     lines_committed: u64,
-    /// Noise bytes already logged.
+    /// Skipped bytes (noise, overlong rests) already logged.
     noise_reported: u64,
     /// Consecutive failed opens (the first is logged at WARN, the rest at DEBUG).
     open_failures: u64,
@@ -180,6 +180,8 @@ struct Reader {
 impl Reader {
     async fn run(&mut self) -> Result<(), SerialError> {
         let mut port: Option<SerialStream> = None;
+        // An open in progress on the blocking pool (a dying USB device can stall open(2)).
+        let mut opening: Option<tokio::task::JoinHandle<Result<SerialStream, PortError>>> = None;
         let mut reopen_at = Instant::now();
         let mut last_byte = Instant::now();
         let mut buf = vec![0u8; READ_CHUNK];
@@ -227,8 +229,13 @@ impl Reader {
                         reopen_at = self.port_lost(port::lost(&e));
                     }
                 },
-                _ = tokio::time::sleep_until(reopen_at), if port.is_none() => {
-                    match port::open(&self.cfg) {
+                _ = tokio::time::sleep_until(reopen_at), if port.is_none() && opening.is_none() => {
+                    let cfg = self.cfg.clone();
+                    opening = Some(tokio::task::spawn_blocking(move || port::open(&cfg)));
+                }
+                opened = join_opening(&mut opening), if opening.is_some() => {
+                    opening = None;
+                    match opened {
                         Ok(p) => {
                             port = Some(p);
                             self.opened();
@@ -258,10 +265,11 @@ impl Reader {
                 mqtt: None,
             });
         }
-        let noise = self.framer.stats().noise_bytes;
-        if noise > self.noise_reported {
-            tracing::debug!(port = %self.cfg.name, noise_bytes = noise, "serial noise skipped (NUL bytes between lines, empty lines)");
-            self.noise_reported = noise;
+        let stats = self.framer.stats();
+        let skipped = stats.noise_bytes + stats.skipped_bytes;
+        if skipped > self.noise_reported {
+            tracing::debug!(port = %self.cfg.name, noise_bytes = stats.noise_bytes, overlong_skipped_bytes = stats.skipped_bytes, "serial bytes skipped (NUL bytes between lines, empty lines, the rest of overlong lines)");
+            self.noise_reported = skipped;
         }
     }
 
@@ -368,6 +376,19 @@ impl Reader {
 async fn read_some(port: &mut Option<SerialStream>, buf: &mut [u8]) -> std::io::Result<usize> {
     match port {
         Some(p) => p.read(buf).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Waits for the open in progress, if any (the branch guard makes sure there is).
+async fn join_opening(
+    opening: &mut Option<tokio::task::JoinHandle<Result<SerialStream, PortError>>>,
+) -> Result<SerialStream, PortError> {
+    match opening {
+        Some(handle) => match handle.await {
+            Ok(result) => result,
+            Err(e) => Err(PortError::Open(format!("open task failed: {e}"))),
+        },
         None => std::future::pending().await,
     }
 }

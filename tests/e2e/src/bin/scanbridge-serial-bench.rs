@@ -19,7 +19,7 @@
 //! real 115200 baud 8N1 (10 bits per byte) is printed for comparison; it is arithmetic, not a
 //! measurement. Run a release build:
 //! `cargo build --release -p scanbridge-agent -p scanbridge-relay -p scanbridge-e2e --bins`
-//! then `target/release/scanbridge-serial-bench [--rounds 3] [--ports 8] [--lines 20000]`.
+//! then `target/release/scanbridge-serial-bench [--rounds 3] [--ports 8] [--lines 100000]`.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -53,8 +53,8 @@ struct Cli {
     /// Serial ports (pseudo-terminals), one writer each.
     #[arg(long, default_value_t = 8)]
     ports: usize,
-    /// Lines written to each port per round.
-    #[arg(long, default_value_t = 20_000)]
+    /// Lines written to each port per round (the default keeps a round at several seconds).
+    #[arg(long, default_value_t = 100_000)]
     lines: usize,
     /// Keep each round's state directory (config and logs) instead of deleting it.
     #[arg(long)]
