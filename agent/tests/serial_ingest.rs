@@ -320,8 +320,8 @@ async fn in_idle_framing_a_quiet_gap_ends_the_line() {
     let agent = start(dir.path(), vec![port("dock", &link, Framing::Idle)]);
     agent.port_up(0).await;
 
-    scanner.send(b"]E0400638");
-    scanner.send(b"1333931");
+    // One write each: two writes with a pause between them on a loaded machine could be a gap.
+    scanner.send(b"]E04006381333931");
     agent.committed(1).await;
     scanner.send(b"SECOND-SCAN");
     agent.committed(2).await;

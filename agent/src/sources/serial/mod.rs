@@ -211,9 +211,6 @@ impl Reader {
                     (Ok(_), None) => {}
                     (Err(_), _) => return Err(self.writer_gone()),
                 },
-                _ = sleep_until_some(idle_due), if idle_due.is_some() => {
-                    self.framer.gap(&mut self.frames);
-                }
                 read = read_some(&mut port, &mut buf), if port.is_some() && self.queue.is_empty() => match read {
                     Ok(0) => {
                         port = None;
@@ -229,6 +226,11 @@ impl Reader {
                         reopen_at = self.port_lost(port::lost(&e));
                     }
                 },
+                // After the read branch: bytes already waiting are never taken for a gap, and no gap
+                // is declared while the reads are held back by a full writer queue.
+                _ = sleep_until_some(idle_due), if idle_due.is_some() && self.queue.is_empty() => {
+                    self.framer.gap(&mut self.frames);
+                }
                 _ = tokio::time::sleep_until(reopen_at), if port.is_none() && opening.is_none() => {
                     let cfg = self.cfg.clone();
                     opening = Some(tokio::task::spawn_blocking(move || port::open(&cfg)));
