@@ -1,6 +1,7 @@
 //! The warehouse-flow mapping, as pure functions (no I/O): which events belong to which flow,
 //! the per-site durable flow state (the picking each device has open, the resolved pickings,
-//! the quantity the relay has accounted per move line), the `load` rows for move lines, the
+//! the quantity the relay has accounted per move line, the latest PLC reading per picking
+//! field), the `load` rows for move lines, the
 //! Odoo call arguments of the flows and how their answers are read. The pusher
 //! (`crate::pusher::flows`) makes the calls; `docs/flows.md` gives the mapping per flow and the
 //! exactly-once argument for every write.
@@ -105,12 +106,28 @@ pub struct LineState {
 /// (picking id, product id, lot or serial name or "").
 pub type LineKey = (i64, i64, String);
 
+/// The latest PLC reading the relay wrote onto a field of an open picking. Kept until the
+/// picking is validated: Odoo recomputes stored computed fields such as `shipping_weight` when
+/// the picking's lines change, so the relay writes the reading again after its own line writes
+/// and after validation (docs/flows.md, "PLC readings").
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReadingState {
+    /// The value written (absolute).
+    pub value: f64,
+    /// The seq of the reading event it came from.
+    pub seq: u64,
+}
+
+/// (picking id, field name).
+pub type ReadingKey = (i64, String);
+
 /// A site's flow state, read from and written to the `flow_state` rows.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct FlowState {
     pub devices: BTreeMap<String, DeviceState>,
     pub pickings: BTreeMap<String, PickingInfo>,
     pub lines: BTreeMap<LineKey, LineState>,
+    pub readings: BTreeMap<ReadingKey, ReadingState>,
 }
 
 fn device_key(device: &str) -> String {
@@ -121,6 +138,9 @@ fn picking_key(name: &str) -> String {
 }
 fn line_key((picking, product, lot): &LineKey) -> String {
     format!("line/{picking}/{product}/{lot}")
+}
+fn reading_key((picking, field): &ReadingKey) -> String {
+    format!("reading/{picking}/{field}")
 }
 
 impl FlowState {
@@ -145,6 +165,17 @@ impl FlowState {
                 match (picking, product, lot, serde_json::from_slice(value)) {
                     (Some(pk), Some(pr), Some(lot), Ok(line)) => {
                         state.lines.insert((pk, pr, lot), line);
+                        true
+                    }
+                    _ => false,
+                }
+            } else if let Some(rest) = key.strip_prefix("reading/") {
+                let mut parts = rest.splitn(2, '/');
+                let picking = parts.next().and_then(|p| p.parse().ok());
+                let field = parts.next().map(str::to_string);
+                match (picking, field, serde_json::from_slice(value)) {
+                    (Some(pk), Some(field), Ok(reading)) => {
+                        state.readings.insert((pk, field), reading);
                         true
                     }
                     _ => false,
@@ -198,14 +229,34 @@ impl FlowState {
             &mut delete,
         );
         sync(&self.lines, &before.lines, line_key, &mut put, &mut delete);
+        sync(
+            &self.readings,
+            &before.readings,
+            reading_key,
+            &mut put,
+            &mut delete,
+        );
         (put, delete)
     }
 
-    /// Forgets a validated picking: its lines and its resolution; devices that had it open
-    /// have nothing open any more.
+    /// The `stock.picking.write` values restoring the readings kept for `picking_id` (absolute
+    /// values; `None` when it has none).
+    pub fn readings_of(&self, picking_id: i64) -> Option<Value> {
+        let values: serde_json::Map<String, Value> = self
+            .readings
+            .iter()
+            .filter(|((picking, _), _)| *picking == picking_id)
+            .map(|((_, field), r)| (field.clone(), json!(r.value)))
+            .collect();
+        (!values.is_empty()).then_some(Value::Object(values))
+    }
+
+    /// Forgets a validated picking: its lines, its readings and its resolution; devices that
+    /// had it open have nothing open any more.
     pub fn close_picking(&mut self, name: &str) {
         if let Some(info) = self.pickings.remove(name) {
             self.lines.retain(|(picking, _, _), _| *picking != info.id);
+            self.readings.retain(|(picking, _), _| *picking != info.id);
         }
         for device in self.devices.values_mut() {
             if device.picking.as_deref() == Some(name) {
@@ -861,15 +912,42 @@ mod tests {
                 id: Some(40),
             },
         );
+        state.readings.insert(
+            (7, "shipping_weight".into()),
+            ReadingState {
+                value: 3.75,
+                seq: 4,
+            },
+        );
         let (put, delete) = state.diff(&FlowState::default());
-        assert_eq!((put.len(), delete.len()), (3, 0));
+        assert_eq!((put.len(), delete.len()), (4, 0));
         let back = FlowState::from_rows(&put);
         assert_eq!(back, state);
         let mut closed = back.clone();
         closed.close_picking("WH/IN/00012");
         let (put, delete) = closed.diff(&back);
         assert_eq!(put.len(), 1, "the device row changes");
-        assert_eq!(delete.len(), 2, "picking and line rows go");
+        assert_eq!(delete.len(), 3, "picking, line and reading rows go");
+    }
+
+    #[test]
+    fn the_readings_kept_for_a_picking_are_one_write_of_their_latest_values() {
+        let mut state = FlowState::default();
+        assert_eq!(state.readings_of(7), None);
+        for (picking, field, value) in [
+            (7, "shipping_weight", 3.75),
+            (7, "x_pallet_height", 1.2),
+            (8, "shipping_weight", 9.0),
+        ] {
+            state
+                .readings
+                .insert((picking, field.into()), ReadingState { value, seq: 1 });
+        }
+        assert_eq!(
+            state.readings_of(7),
+            Some(json!({"shipping_weight": 3.75, "x_pallet_height": 1.2}))
+        );
+        assert_eq!(state.readings_of(8), Some(json!({"shipping_weight": 9.0})));
     }
 
     #[test]

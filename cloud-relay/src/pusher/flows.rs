@@ -10,6 +10,10 @@
 //! same picking field. Odoo's permanent refusals become dead letters with Odoo's message, filed
 //! under the picking so they hold its later events; transient failures return an error and the
 //! step is retried as a whole (every write in it is idempotent, see docs/flows.md).
+//!
+//! A reading is kept in the flow state until its picking is validated, and written again after
+//! every line write of the relay on that picking and after validation: Odoo recomputes stored
+//! computed fields such as `shipping_weight` from the lines.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -21,8 +25,8 @@ use crate::inbox::{FlowView, OdooRef, Outcome, StepCommit};
 use crate::odoo::count;
 use crate::odoo::errors::{Class, OdooError};
 use crate::odoo::flows::{
-    self, FlowEvent, FlowState, LineKey, LineRow, LineState, LotRef, Pack, PickingInfo, ScanKind,
-    ValidateAnswer,
+    self, FlowEvent, FlowState, LineKey, LineRow, LineState, LotRef, Pack, PickingInfo,
+    ReadingState, ScanKind, ValidateAnswer,
 };
 use crate::odoo::version::Packaging;
 
@@ -240,7 +244,7 @@ impl Worker {
                 live.push((*seq, *value));
             }
         }
-        let Some(&(_, value)) = live.last() else {
+        let Some(&(value_seq, value)) = live.last() else {
             return Ok(());
         };
         let picking = doc
@@ -271,6 +275,15 @@ impl Worker {
             .await;
         match result {
             Ok(_) => {
+                // Kept (same transaction as the cursor) to be written again after the line
+                // writes and the validation that make Odoo recompute the field.
+                plan.state.readings.insert(
+                    (picking.id, rule.field.clone()),
+                    ReadingState {
+                        value,
+                        seq: value_seq,
+                    },
+                );
                 for (seq, _) in live {
                     plan.applied(seq, &tag, Some(("stock.picking", picking.id)));
                 }
@@ -281,6 +294,36 @@ impl Worker {
                     for (seq, _) in live {
                         plan.dead(seq, Some(&picking.name), reason.clone());
                     }
+                    Ok(())
+                }
+                None => Err(e.into()),
+            },
+        }
+    }
+
+    /// Writes the readings kept for `picking_id` again (one absolute `stock.picking.write`; a
+    /// repeat changes nothing). Transient failures fail the step, which is retried as a whole;
+    /// a refusal is logged and the step goes on (the scans or the validation it follows are
+    /// in Odoo already).
+    async fn restore_readings(&mut self, plan: &Plan, picking_id: i64) -> Result<(), PushError> {
+        let Some(values) = plan.state.readings_of(picking_id) else {
+            return Ok(());
+        };
+        let result = self
+            .shared
+            .client
+            .execute_kw(
+                "stock.picking",
+                "write",
+                json!([[picking_id], values]),
+                None,
+            )
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(e) => match odoo_refusal(&e) {
+                Some(reason) => {
+                    tracing::warn!(site = %plan.site, picking_id, %reason, "Odoo refused to write the PLC readings again after a line change; the picking keeps Odoo's computed value");
                     Ok(())
                 }
                 None => Err(e.into()),
@@ -345,6 +388,8 @@ impl Worker {
         let backorder = self.shared.client.settings().backorder(&plan.site, device);
         match self.validate(picking.id, backorder).await {
             Ok(Ok(())) => {
+                // Validation dropped the unpicked lines: Odoo recomputed the reading's field.
+                self.restore_readings(plan, picking.id).await?;
                 plan.applied(seq, &tag, Some(("stock.picking", picking.id)));
                 plan.state.close_picking(&name);
             }
@@ -620,6 +665,11 @@ impl Worker {
             }
             plan.state.lines = plan.before.lines.clone();
             return Ok(None);
+        }
+        // The loads changed these pickings' lines: Odoo recomputed the readings' fields.
+        let pickings: BTreeSet<i64> = touched.iter().map(|(picking, _, _)| *picking).collect();
+        for picking_id in pickings {
+            self.restore_readings(plan, picking_id).await?;
         }
         for (seq, key) in scanned {
             let line = plan.state.lines.get_mut(&key);
@@ -1109,6 +1159,7 @@ impl Worker {
         let result = self.finish_move(plan, picking.id, location_id).await;
         match result {
             Ok(Ok(())) => {
+                self.restore_readings(plan, picking.id).await?;
                 plan.applied(seq, &tag, Some(("stock.picking", picking.id)));
                 plan.state.close_picking(&doc);
             }

@@ -300,6 +300,73 @@ async fn shipping_weight_written_by_a_scale_is_recomputed_when_the_lines_change_
     );
 }
 
+async fn shipping_weight(sim: &SimProcess, id: &Value) -> f64 {
+    let r = call(
+        sim,
+        "stock.picking",
+        "read",
+        json!([[id]]),
+        json!({"fields": ["shipping_weight"]}),
+    )
+    .await;
+    r[0]["shipping_weight"].as_f64().unwrap()
+}
+
+#[tokio::test]
+async fn validating_drops_the_unpicked_lines_and_recomputes_shipping_weight_as_in_odoo() {
+    for v in ["17", "18", "19"] {
+        let sim = start(v);
+        let ids = warehouse(&sim).await;
+        let pid = ids["pickings"]["WH/OUT/00007"].clone();
+        let gadget = ids["products"][GADGET].clone();
+        // A scanner picks 3 Gadgets on a new line; the reserved line on A01 stays unpicked.
+        call(
+            &sim,
+            "stock.move.line",
+            "create",
+            json!([{"picking_id": pid, "product_id": gadget, "quantity": 3, "picked": true}]),
+            json!({}),
+        )
+        .await;
+        assert_eq!(
+            shipping_weight(&sim, &pid).await,
+            3.0,
+            "{v}: reserved 3 + picked 3, 0.5 kg each"
+        );
+        call(
+            &sim,
+            "stock.picking",
+            "write",
+            json!([[pid], {"shipping_weight": 9.0}]),
+            json!({}),
+        )
+        .await;
+        assert_eq!(shipping_weight(&sim, &pid).await, 9.0, "{v}");
+        let res = call(
+            &sim,
+            "stock.picking",
+            "button_validate",
+            json!([[pid]]),
+            json!({}),
+        )
+        .await;
+        assert_eq!(res, json!(true), "{v}: 3 of 3 picked");
+        let st = state(&sim).await;
+        let done = by_id(&st["pickings"], &pid);
+        assert_eq!(done["state"], "done", "{v}");
+        assert_eq!(
+            done["move_line_ids"].as_array().unwrap().len(),
+            1,
+            "{v}: the unpicked reserved line is gone: {done}"
+        );
+        assert_eq!(
+            shipping_weight(&sim, &pid).await,
+            1.5,
+            "{v}: the compute ran again without the dropped line (3 x 0.5 kg), as Odoo does"
+        );
+    }
+}
+
 async fn short_receipt(sim: &SimProcess) -> (Value, Value) {
     let ids = warehouse(sim).await;
     let pid = ids["pickings"]["WH/IN/00012"].clone();

@@ -409,8 +409,15 @@ pub fn recompute_state(db: &mut Db, moves: &[i64]) -> Result<(), OdooError> {
     Ok(())
 }
 
-/// `_action_cancel`: unreserve (drop the lines) and cancel.
+/// `_action_cancel`: unreserve (drop the lines) and cancel; the pickings' `shipping_weight`
+/// is recomputed without the dropped lines.
 pub fn cancel(db: &mut Db, moves: &[i64]) -> Result<(), OdooError> {
+    let mut pickings: Vec<i64> = moves
+        .iter()
+        .filter_map(|m| db.m2o(M, *m, "picking_id"))
+        .collect();
+    pickings.sort_unstable();
+    pickings.dedup();
     for m in moves {
         if db.str(M, *m, "state") == "done" {
             return Err(OdooError::user_error(
@@ -425,6 +432,9 @@ pub fn cancel(db: &mut Db, moves: &[i64]) -> Result<(), OdooError> {
         rec.insert("quantity".into(), float(0.0));
         rec.insert("picked".into(), Value::Bool(false));
         db.set(M, *m, rec)?;
+    }
+    for p in pickings {
+        picking::recompute_shipping_weight(db, p)?;
     }
     Ok(())
 }
@@ -462,10 +472,9 @@ pub fn done(db: &mut Db, moves: &[i64], cancel_backorder: bool) -> Result<Vec<i6
             }
         }
     }
-    for l in unpicked_lines {
-        db.remove(move_line::ML, l);
-    }
-    picking::sync(db)?;
+    // Through the unlink path: the pickings' stored computes (`shipping_weight`) run again, as
+    // Odoo recomputes them when their move lines go.
+    move_line::remove(db, &unpicked_lines)?;
     cancel(db, &to_cancel)?;
     let mut todo = Vec::new();
     for m in &open {

@@ -714,6 +714,8 @@ fn create_backorder(db: &mut Db, p: i64) -> Result<Option<i64>, OdooError> {
         move_::assign(db, &open)?;
     }
     recompute_shipping_weight(db, bo)?;
+    // The lines that went with the moves no longer weigh on `p`.
+    recompute_shipping_weight(db, p)?;
     Ok(Some(bo))
 }
 
