@@ -1,14 +1,14 @@
 //! PLC readings on a picking field that Odoo computes from the lines (`shipping_weight`): the
 //! relay keeps the latest reading per (picking, field) and writes it again after its own line
-//! writes on the picking and after validation, so the scale's weight is what the done picking
-//! shows. Real relay (in-process, real mTLS intake) against the Odoo simulator as a process.
+//! writes on the picking and after validation (also when a lost validate answer makes the retry
+//! find the picking done), so the scale's weight is what the done picking shows. Real relay (in-process, real mTLS intake) against the Odoo simulator as a process.
 
 #![allow(clippy::unwrap_used)]
 
 mod common;
 mod flows_support;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::{client, post, Harness};
 use flows_support::{rows, start_relay_with, Sim};
@@ -201,6 +201,60 @@ async fn a_scale_weight_read_after_the_last_scan_survives_the_validation_that_dr
     assert!(
         rows(&state, "pickings", "backorder_id", &done["id"]).is_empty(),
         "station SC-03 says no backorder"
+    );
+    relay.stop().await;
+    sim.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_scale_weight_is_written_again_when_a_lost_validate_answer_finds_the_picking_done() {
+    let (sim, relay) = delivery("17", false).await;
+    // The full demand is scanned, so button_validate validates at once (no wizard).
+    send(
+        &relay,
+        "WH01",
+        vec![
+            ev(1, "SC-03", scan("WH/OUT/00007", None)),
+            ev(2, "SC-03", scan(GADGET, Some(4.0))),
+            ev(3, "SC-03", scan(BOLT, Some(2.0))),
+            ev(4, "SCALE-1", weight(2.8)),
+        ],
+    )
+    .await;
+    settled(&relay, "WH01", 4).await;
+    // Slow calls, so the fault can be armed after the guard read arrived and before
+    // button_validate does: Odoo validates, then the answer is lost.
+    sim.faults(json!({"latency_ms": 1500})).await;
+    let reads_before = sim.calls("stock.picking.read").await;
+    send(
+        &relay,
+        "WH01",
+        vec![ev(5, "SC-03", scan("O-BTN.validate", None))],
+    )
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while sim.calls("stock.picking.read").await == reads_before {
+        assert!(Instant::now() < deadline, "the guard read never came");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    sim.faults(json!({"drop_after_commit_next": 1, "latency_ms": 0}))
+        .await;
+    settled(&relay, "WH01", 5).await;
+    assert_all_applied(&relay, "WH01", 5);
+    let state = sim.state().await;
+    let done = out(&state);
+    assert_eq!(done["state"], "done", "{done}");
+    assert_eq!(
+        state["calls"]["stock.picking.button_validate"], 1,
+        "validated once"
+    );
+    assert!(
+        sim.calls("stock.picking.read").await >= reads_before + 2,
+        "the answer was lost and the retry read the state again"
+    );
+    assert_eq!(
+        done["shipping_weight"], 2.8,
+        "the retry found the picking done and still wrote the reading again: {done}"
     );
     relay.stop().await;
     sim.stop().await;
