@@ -282,13 +282,67 @@ fn issue_recorded(
     if days == 0 || days > 3650 {
         return Err(CaError::InvalidDays(days));
     }
-    let ca = CaFiles::in_dir(ca_dir);
     let bundle = BundleFiles::in_dir(out);
     for existing in [&bundle.site_cert, &bundle.site_key] {
         if existing.exists() {
             return Err(CaError::BundleExists(existing.clone()));
         }
     }
+    let uri = Ia5String::try_from(site_uri(site))
+        .map_err(|e| CaError::InvalidSite(format!("{site} ({e})")))?;
+    let leaf = issue_client(
+        ca_dir,
+        &ClientCert {
+            common_name: format!("scanbridge site {site}"),
+            uri,
+            days,
+            out,
+            ca_cert: &bundle.ca_cert,
+            cert: &bundle.site_cert,
+            key: &bundle.site_key,
+        },
+    )?;
+    let issued = IssuedCert {
+        serial: leaf.serial,
+        site: site.to_string(),
+        not_after: leaf
+            .not_after
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default(),
+    };
+    append_issued(ca_dir, &issued)?;
+    Ok((bundle, issued))
+}
+
+/// A client certificate (EKU clientAuth) to issue: what differs between a site's certificate and
+/// an admin's ([`crate::admin::cert`]).
+pub(crate) struct ClientCert<'a> {
+    /// Subject common name.
+    pub common_name: String,
+    /// The one SAN URI: `urn:scanbridge:site:<ID>` or `urn:scanbridge:admin:<name>`.
+    pub uri: Ia5String,
+    /// Validity from now (already checked by the caller).
+    pub days: u32,
+    /// The bundle directory (created if missing) and the three files written into it.
+    pub out: &'a Path,
+    pub ca_cert: &'a Path,
+    pub cert: &'a Path,
+    pub key: &'a Path,
+}
+
+/// What [`issue_client`] issued.
+pub(crate) struct IssuedLeaf {
+    /// Serial number as [`serial_hex`] writes it.
+    pub serial: String,
+    pub not_after: OffsetDateTime,
+}
+
+/// Issues a client certificate signed by the CA in `ca_dir`: a fresh P-256 key (written 0600,
+/// exclusively, before anything else), the certificate (exclusively) and the CA's certificate as
+/// trust anchor (public and identical, so an existing one is replaced: several bundles in one
+/// directory are odd but harmless).
+pub(crate) fn issue_client(ca_dir: &Path, leaf: &ClientCert) -> Result<IssuedLeaf, CaError> {
+    let ca = CaFiles::in_dir(ca_dir);
     let ca_pem = read(&ca.ca_cert)?;
     let ca_key = KeyPair::from_pem(&read(&ca.ca_key)?)?;
     // Rebuild the issuer from the stored CA certificate (same subject and key identifier).
@@ -297,41 +351,28 @@ fn issue_recorded(
     let now = OffsetDateTime::now_utc();
     let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
     let mut params = CertificateParams::default();
-    params.distinguished_name = dn(&format!("scanbridge site {site}"));
-    let uri = Ia5String::try_from(site_uri(site))
-        .map_err(|e| CaError::InvalidSite(format!("{site} ({e})")))?;
-    params.subject_alt_names = vec![SanType::URI(uri)];
+    params.distinguished_name = dn(&leaf.common_name);
+    params.subject_alt_names = vec![SanType::URI(leaf.uri.clone())];
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
     let serial = random_serial();
-    let issued = IssuedCert {
+    let issued = IssuedLeaf {
         serial: serial_hex(serial.as_ref()),
-        site: site.to_string(),
-        not_after: (now + Duration::days(i64::from(days)))
-            .format(&time::format_description::well_known::Rfc3339)
-            .unwrap_or_default(),
+        not_after: now + Duration::days(i64::from(leaf.days)),
     };
     params.serial_number = Some(serial);
     params.not_before = now - Duration::hours(1);
-    params.not_after = now + Duration::days(i64::from(days));
+    params.not_after = issued.not_after;
     let cert = params.signed_by(&key, &ca_cert, &ca_key)?;
 
-    std::fs::create_dir_all(out).map_err(|source| CaError::Write {
-        path: out.to_path_buf(),
+    std::fs::create_dir_all(leaf.out).map_err(|source| CaError::Write {
+        path: leaf.out.to_path_buf(),
         source,
     })?;
-    write_new(
-        &bundle.site_key,
-        key.serialize_pem().as_bytes(),
-        0o600,
-        true,
-    )?;
-    write_new(&bundle.site_cert, cert.pem().as_bytes(), 0o644, true)?;
-    // The trust anchor may already be there (several sites' bundles in one directory is odd,
-    // but harmless): it is public and identical, so it is replaced.
-    write_new(&bundle.ca_cert, ca_pem.as_bytes(), 0o644, false)?;
-    append_issued(ca_dir, &issued)?;
-    Ok((bundle, issued))
+    write_new(leaf.key, key.serialize_pem().as_bytes(), 0o600, true)?;
+    write_new(leaf.cert, cert.pem().as_bytes(), 0o644, true)?;
+    write_new(leaf.ca_cert, ca_pem.as_bytes(), 0o644, false)?;
+    Ok(issued)
 }
 
 fn append_issued(ca_dir: &Path, c: &IssuedCert) -> Result<(), CaError> {

@@ -6,20 +6,12 @@
 //! `D/admin.pem`, `D/admin.key` (0600, created exclusively). Browsers that import PKCS#12 get it
 //! from `openssl pkcs12 -export -in admin.pem -inkey admin.key -out admin.p12`.
 
-use std::fs::OpenOptions;
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-use rand::RngCore;
-use rcgen::{
-    CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, Ia5String, KeyPair,
-    KeyUsagePurpose, SanType, SerialNumber, PKCS_ECDSA_P256_SHA256,
-};
-use time::{Duration, OffsetDateTime};
+use rcgen::Ia5String;
 
 use crate::admin::auth::ADMIN_URI_PREFIX;
-use crate::ca::CaFiles;
+use crate::ca::{issue_client, CaError, ClientCert};
 
 /// Why an admin certificate could not be issued.
 #[derive(Debug, thiserror::Error)]
@@ -32,20 +24,9 @@ pub enum AdminCertError {
         "{0} already exists: refusing to overwrite an issued admin certificate (use another --out)"
     )]
     Exists(PathBuf),
-    #[error(
-        "cannot read {path}: {source} (is this a directory made by `scanbridge-relay ca init`?)"
-    )]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("cannot write {path}: {source}")]
-    Write {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("certificate generation failed: {0}")]
-    Rcgen(#[from] rcgen::Error),
+    /// Reading the CA, generating or writing the certificate (the same errors as `ca issue`).
+    #[error(transparent)]
+    Issue(#[from] CaError),
 }
 
 impl AdminCertError {
@@ -90,63 +71,21 @@ pub fn issue_admin(
             return Err(AdminCertError::Exists(existing.clone()));
         }
     }
-    let ca = CaFiles::in_dir(ca_dir);
-    let read = |p: &Path| {
-        std::fs::read_to_string(p).map_err(|source| AdminCertError::Read {
-            path: p.to_path_buf(),
-            source,
-        })
-    };
-    let ca_pem = read(&ca.ca_cert)?;
-    let ca_key = KeyPair::from_pem(&read(&ca.ca_key)?)?;
-    let ca_cert = CertificateParams::from_ca_cert_pem(&ca_pem)?.self_signed(&ca_key)?;
-
-    let now = OffsetDateTime::now_utc();
-    let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
-    let mut params = CertificateParams::default();
-    let mut dn = DistinguishedName::new();
-    dn.push(DnType::OrganizationName, "Scanbridge");
-    dn.push(DnType::CommonName, format!("scanbridge admin {name}"));
-    params.distinguished_name = dn;
     let uri = Ia5String::try_from(format!("{ADMIN_URI_PREFIX}{name}"))
         .map_err(|_| AdminCertError::InvalidName(name.to_string()))?;
-    params.subject_alt_names = vec![SanType::URI(uri)];
-    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-    let mut serial = [0u8; 16];
-    rand::thread_rng().fill_bytes(&mut serial);
-    serial[0] = (serial[0] & 0x7f) | 0x01;
-    params.serial_number = Some(SerialNumber::from_slice(&serial));
-    params.not_before = now - Duration::hours(1);
-    params.not_after = now + Duration::days(i64::from(days));
-    let cert = params.signed_by(&key, &ca_cert, &ca_key)?;
-
-    std::fs::create_dir_all(out).map_err(|source| AdminCertError::Write {
-        path: out.to_path_buf(),
-        source,
-    })?;
-    write(&bundle.key, key.serialize_pem().as_bytes(), 0o600, true)?;
-    write(&bundle.cert, cert.pem().as_bytes(), 0o644, true)?;
-    write(&bundle.ca_cert, ca_pem.as_bytes(), 0o644, false)?;
+    issue_client(
+        ca_dir,
+        &ClientCert {
+            common_name: format!("scanbridge admin {name}"),
+            uri,
+            days,
+            out,
+            ca_cert: &bundle.ca_cert,
+            cert: &bundle.cert,
+            key: &bundle.key,
+        },
+    )?;
     Ok(bundle)
-}
-
-fn write(path: &Path, bytes: &[u8], mode: u32, exclusive: bool) -> Result<(), AdminCertError> {
-    let mut opts = OpenOptions::new();
-    opts.write(true).mode(mode);
-    if exclusive {
-        opts.create_new(true);
-    } else {
-        opts.create(true).truncate(true);
-    }
-    let werr = |source| AdminCertError::Write {
-        path: path.to_path_buf(),
-        source,
-    };
-    let mut file = opts.open(path).map_err(werr)?;
-    file.write_all(bytes).map_err(werr)?;
-    file.sync_all().map_err(werr)?;
-    Ok(())
 }
 
 #[cfg(test)]
