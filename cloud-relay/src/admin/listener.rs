@@ -2,34 +2,25 @@
 //! relay's server certificate, an optional client certificate (verified against the relay's CA
 //! when presented), and the classified certificate ([`PeerCert`]) attached to every request.
 //!
-//! Owns its accept loop (the site listener refuses connections without a site certificate, this
-//! one must not), a connection limit, handshake and header timeouts, and graceful shutdown on
-//! its [`CancellationToken`].
+//! Runs the accept loop of [`crate::server`] (connection limit, handshake and header timeouts,
+//! graceful shutdown on its [`CancellationToken`]) with its own peer rule: the site listener
+//! refuses connections without a site certificate, this one must not.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
+use axum::response::Response;
 use axum::Router;
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioIo, TokioTimer};
 use rustls::server::WebPkiClientVerifier;
-use rustls::{RootCertStore, ServerConfig};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
-use tokio_rustls::TlsAcceptor;
+use rustls::{RootCertStore, ServerConfig, ServerConnection};
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
-use tower::Service;
 
 use crate::admin::auth::{classify_cert, PeerCert};
 use crate::config::TlsPaths;
+use crate::server::{Peers, TlsListener};
 use crate::tls::{load_certs, load_key, provider, TlsError};
 
-/// Longest a client may take to complete the TLS handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Longest a client may take to send a request's headers.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// Concurrent admin connections (operators, Prometheus, browsers).
 const MAX_CONNECTIONS: usize = 64;
 
@@ -72,12 +63,39 @@ pub fn tls_config(paths: &TlsPaths) -> Result<Arc<ServerConfig>, ListenerError> 
     Ok(Arc::new(config))
 }
 
+/// The admin listener's peers: a certificate is optional and classified ([`PeerCert`]); the
+/// router's credential check decides (a site certificate is refused there).
+struct AdminPeers;
+
+impl Peers for AdminPeers {
+    type Identity = PeerCert;
+    const NAME: &'static str = "admin";
+    const WARN_ON_FAILED_HANDSHAKE: bool = false;
+
+    fn identify(&self, session: &ServerConnection, peer: SocketAddr) -> Option<PeerCert> {
+        let cert = session
+            .peer_certificates()
+            .and_then(|c| c.first())
+            .map_or(PeerCert::None, |der| classify_cert(der));
+        if let PeerCert::Site(site) = &cert {
+            tracing::warn!(%peer, site = %site, "a site certificate connected to the admin listener; its requests are refused");
+        }
+        Some(cert)
+    }
+
+    fn span(&self, _: &PeerCert, peer: SocketAddr) -> tracing::Span {
+        tracing::debug_span!("admin connection", %peer)
+    }
+
+    fn admit(&self, cert: &PeerCert, request: &mut hyper::Request<Incoming>) -> Option<Response> {
+        request.extensions_mut().insert(cert.clone());
+        None
+    }
+}
+
 /// The bound admin listener.
 pub struct AdminListener {
-    listener: TcpListener,
-    acceptor: TlsAcceptor,
-    router: Router,
-    cancel: CancellationToken,
+    inner: TlsListener<AdminPeers>,
 }
 
 impl AdminListener {
@@ -87,101 +105,18 @@ impl AdminListener {
         router: Router,
         cancel: CancellationToken,
     ) -> Result<AdminListener, ListenerError> {
-        let listener = TcpListener::bind(addr)
+        let inner = TlsListener::bind(addr, tls, router, MAX_CONNECTIONS, cancel, AdminPeers)
             .await
             .map_err(|source| ListenerError::Bind { addr, source })?;
-        Ok(AdminListener {
-            listener,
-            acceptor: TlsAcceptor::from(tls),
-            router,
-            cancel,
-        })
+        Ok(AdminListener { inner })
     }
 
     pub fn local_addr(&self) -> Result<SocketAddr, ListenerError> {
-        self.listener.local_addr().map_err(ListenerError::LocalAddr)
+        self.inner.local_addr().map_err(ListenerError::LocalAddr)
     }
 
     /// Accepts connections until cancelled, then lets open ones finish their request.
     pub async fn run(self) {
-        let tracker = TaskTracker::new();
-        let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-        loop {
-            let permit = tokio::select! {
-                _ = self.cancel.cancelled() => break,
-                p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
-            };
-            let (tcp, peer) = tokio::select! {
-                _ = self.cancel.cancelled() => break,
-                accepted = self.listener.accept() => match accepted {
-                    Ok(a) => a,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "admin accept failed");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                        continue;
-                    }
-                },
-            };
-            let acceptor = self.acceptor.clone();
-            let router = self.router.clone();
-            let cancel = self.cancel.clone();
-            tracker.spawn(async move {
-                let _permit = permit;
-                serve(acceptor, router, cancel, tcp, peer).await;
-            });
-        }
-        tracker.close();
-        tracker.wait().await;
-    }
-}
-
-async fn serve(
-    acceptor: TlsAcceptor,
-    router: Router,
-    cancel: CancellationToken,
-    tcp: TcpStream,
-    peer: SocketAddr,
-) {
-    let _ = tcp.set_nodelay(true);
-    let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-        Ok(Ok(tls)) => tls,
-        Ok(Err(e)) => {
-            tracing::debug!(%peer, error = %e, "admin TLS handshake failed");
-            return;
-        }
-        Err(_) => {
-            tracing::debug!(%peer, "admin TLS handshake timed out");
-            return;
-        }
-    };
-    let cert = tls
-        .get_ref()
-        .1
-        .peer_certificates()
-        .and_then(|c| c.first())
-        .map_or(PeerCert::None, |der| classify_cert(der));
-    if let PeerCert::Site(site) = &cert {
-        tracing::warn!(%peer, site = %site, "a site certificate connected to the admin listener; its requests are refused");
-    }
-    let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
-        request.extensions_mut().insert(cert.clone());
-        let mut router = router.clone();
-        async move { router.call(request).await }
-    });
-    let mut builder = hyper::server::conn::http1::Builder::new();
-    builder
-        .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT);
-    let conn = builder.serve_connection(TokioIo::new(tls), service);
-    tokio::pin!(conn);
-    let result = tokio::select! {
-        r = conn.as_mut() => r,
-        _ = cancel.cancelled() => {
-            conn.as_mut().graceful_shutdown();
-            conn.await
-        }
-    };
-    if let Err(e) = result {
-        tracing::debug!(%peer, error = %e, "admin connection ended with an error");
+        self.inner.run().await;
     }
 }
