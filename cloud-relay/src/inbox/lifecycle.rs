@@ -28,13 +28,13 @@
 
 use std::collections::BTreeMap;
 
-use redb::{Durability, ReadableTable, TableDefinition};
+use redb::{ReadableTable, TableDefinition};
 use scanbridge_protocol::Event;
 
 use super::{
-    add, counter, Inbox, InboxError, Outcome, StoredEvent, COUNTERS, DEAD_LETTERS, INBOX,
-    KIND_APPLIED, KIND_DEAD_LETTERED, KIND_HELD, KIND_QUARANTINED, OUTCOMES, PUSH_CURSOR,
-    PUSH_INFLIGHT,
+    add, counter, decode_event, seqs_from, Inbox, InboxError, Outcome, StoredEvent, COUNTERS,
+    DEAD_LETTERS, INBOX, KIND_APPLIED, KIND_DEAD_LETTERED, KIND_HELD, KIND_QUARANTINED, OUTCOMES,
+    PUSH_CURSOR, PUSH_INFLIGHT,
 };
 
 pub(super) const DEAD_LETTER_STATE: TableDefinition<(&str, u64), (u8, i64, &str, &str)> =
@@ -70,7 +70,7 @@ fn refresh_blocking(
         return Ok(());
     }
     let mut lowest: Option<u64> = None;
-    for row in states.range((site, 0)..=(site, u64::MAX))? {
+    for row in states.range(seqs_from(site, 0))? {
         let (key, value) = row?;
         let (code, _, doc, _) = value.value();
         if doc == document && DeadLetterState::from_code(code).blocks() {
@@ -216,9 +216,16 @@ pub struct FlowView {
     pub state: Vec<(String, Vec<u8>)>,
 }
 
-fn decode_event(bytes: &[u8]) -> Result<Event, String> {
-    postcard::from_bytes::<Event>(bytes)
-        .map_err(|e| format!("stored event bytes do not decode: {e}"))
+/// A stored event by its key, decoded (or why not: gone from the inbox, or undecodable).
+fn stored_event(
+    inbox: &redb::ReadOnlyTable<(&str, u64), &[u8]>,
+    site: &str,
+    seq: u64,
+) -> Result<Result<Event, String>, InboxError> {
+    Ok(match inbox.get((site, seq))? {
+        Some(bytes) => decode_event(bytes.value()),
+        None => Err("the event is no longer in the inbox".to_string()),
+    })
 }
 
 fn non_empty(s: &str) -> Option<String> {
@@ -252,12 +259,9 @@ impl Inbox {
                 }
                 None => (DeadLetterState::Open, at, None, None),
             };
-        let event = match txn.open_table(INBOX)?.get((site, seq))? {
-            Some(bytes) => decode_event(bytes.value()),
-            None => Err("the event is no longer in the inbox".to_string()),
-        };
+        let event = stored_event(&txn.open_table(INBOX)?, site, seq)?;
         let mut held = Vec::new();
-        for row in txn.open_table(HELD)?.range((site, 0)..=(site, u64::MAX))? {
+        for row in txn.open_table(HELD)?.range(seqs_from(site, 0))? {
             let (key, value) = row?;
             if value.value().0 == seq {
                 held.push(key.value().1);
@@ -281,10 +285,7 @@ impl Inbox {
         let txn = self.db.begin_read()?;
         let states = txn.open_table(DEAD_LETTER_STATE)?;
         let mut out = Vec::new();
-        for row in txn
-            .open_table(DEAD_LETTERS)?
-            .range((site, 0)..=(site, u64::MAX))?
-        {
+        for row in txn.open_table(DEAD_LETTERS)?.range(seqs_from(site, 0))? {
             let (key, value) = row?;
             let seq = key.value().1;
             let (at, reason) = value.value();
@@ -340,8 +341,7 @@ impl Inbox {
         note: &str,
     ) -> Result<ReplayResult, InboxError> {
         let now = crate::now_micros();
-        let mut txn = self.db.begin_write()?;
-        txn.set_durability(Durability::Immediate);
+        let txn = self.write_txn()?;
         let result = {
             if txn.open_table(DEAD_LETTERS)?.get((site, seq))?.is_none() {
                 return Ok(ReplayResult::NotFound);
@@ -377,7 +377,7 @@ impl Inbox {
             let mut held = txn.open_table(HELD)?;
             let mut released = Vec::new();
             if !document.is_empty() {
-                for row in held.range((site, 0)..=(site, u64::MAX))? {
+                for row in held.range(seqs_from(site, 0))? {
                     let (key, value) = row?;
                     if value.value().1 == document {
                         released.push(key.value().1);
@@ -404,15 +404,12 @@ impl Inbox {
         let mut view = FlowView::default();
         for row in txn
             .open_table(REQUEUE)?
-            .range((site, 0)..=(site, u64::MAX))?
+            .range(seqs_from(site, 0))?
             .take(limit)
         {
             let (key, document) = row?;
             let seq = key.value().1;
-            let event = match inbox.get((site, seq))? {
-                Some(bytes) => decode_event(bytes.value()),
-                None => Err("the event is no longer in the inbox".to_string()),
-            };
+            let event = stored_event(&inbox, site, seq)?;
             view.requeued
                 .push((StoredEvent { seq, event }, document.value().to_string()));
         }
@@ -453,8 +450,7 @@ impl Inbox {
     /// references), the requeue rows it settled, the flow state and the cursor, in one durable
     /// transaction. Clears the inflight chunk when the cursor passes it.
     pub fn commit_step(&self, site: &str, step: &StepCommit, now: i64) -> Result<(), InboxError> {
-        let mut txn = self.db.begin_write()?;
-        txn.set_durability(Durability::Immediate);
+        let txn = self.write_txn()?;
         {
             let mut table = txn.open_table(OUTCOMES)?;
             let mut dead = txn.open_table(DEAD_LETTERS)?;
@@ -580,7 +576,7 @@ impl Inbox {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use scanbridge_protocol::{Batch, EventBody, Operation, Scan, Source, Symbology};
+    use scanbridge_protocol::{EventBody, Operation, Scan, Source, Symbology};
 
     fn scan(seq: u64) -> Event {
         Event {
@@ -606,21 +602,7 @@ mod tests {
     fn inbox_with(seqs: std::ops::RangeInclusive<u64>) -> (tempfile::TempDir, Inbox) {
         let dir = tempfile::tempdir().expect("tempdir");
         let inbox = Inbox::open(&dir.path().join("relay.redb")).expect("open");
-        let events: Vec<Event> = seqs.map(scan).collect();
-        let encoded: Vec<Vec<u8>> = events
-            .iter()
-            .map(|e| postcard::to_allocvec(e).expect("encode"))
-            .collect();
-        let batch = Batch {
-            site: "WH01".into(),
-            agent: "gw".into(),
-            first_seq: events[0].seq,
-            events,
-            status: None,
-        };
-        inbox
-            .accept_batch("WH01", &batch, &encoded, 1)
-            .expect("accept");
+        crate::inbox::tests::store(&inbox, seqs.map(scan).collect());
         (dir, inbox)
     }
 

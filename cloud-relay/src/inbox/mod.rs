@@ -30,6 +30,7 @@
 //! `push_cursor` and the `outcomes`/`dead_letters` rows of the events it passes are written in
 //! the same transaction; every seq below the cursor has an outcome (held events included).
 
+use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -215,8 +216,7 @@ impl Inbox {
         encoded: &[Vec<u8>],
         now: i64,
     ) -> Result<Accepted, InboxError> {
-        let mut txn = self.db.begin_write()?;
-        txn.set_durability(Durability::Immediate);
+        let txn = self.write_txn()?;
         let mut accepted = Accepted {
             inserted: 0,
             duplicates: 0,
@@ -318,11 +318,10 @@ impl Inbox {
         let inflight = txn.open_table(PUSH_INFLIGHT)?.get(site)?.map(|v| v.value());
         let inbox = txn.open_table(INBOX)?;
         let mut events = Vec::new();
-        for row in inbox.range((site, cursor)..=(site, u64::MAX))?.take(limit) {
+        for row in inbox.range(seqs_from(site, cursor))?.take(limit) {
             let (key, value) = row?;
             let seq = key.value().1;
-            let event = postcard::from_bytes::<Event>(value.value())
-                .map_err(|e| format!("stored event bytes do not decode: {e}"));
+            let event = decode_event(value.value());
             events.push(StoredEvent { seq, event });
         }
         Ok(Pending {
@@ -334,8 +333,7 @@ impl Inbox {
 
     /// Records the chunk about to be sent to Odoo (durably, before the first write call).
     pub fn set_inflight(&self, site: &str, first: u64, last: u64) -> Result<(), InboxError> {
-        let mut txn = self.db.begin_write()?;
-        txn.set_durability(Durability::Immediate);
+        let txn = self.write_txn()?;
         txn.open_table(PUSH_INFLIGHT)?.insert(site, (first, last))?;
         txn.commit()?;
         Ok(())
@@ -390,7 +388,7 @@ impl Inbox {
         let txn = self.db.begin_read()?;
         let table = txn.open_table(DEAD_LETTERS)?;
         let mut out = Vec::new();
-        for row in table.range((site, 0)..=(site, u64::MAX))? {
+        for row in table.range(seqs_from(site, 0))? {
             let (key, value) = row?;
             let (at, reason) = value.value();
             out.push(DeadLetter {
@@ -407,7 +405,7 @@ impl Inbox {
         let txn = self.db.begin_read()?;
         let table = txn.open_table(QUARANTINE)?;
         let mut out = Vec::new();
-        for row in table.range((site, 0)..=(site, u64::MAX))? {
+        for row in table.range(seqs_from(site, 0))? {
             let (key, value) = row?;
             let (received_at, raw, reason) = value.value();
             out.push(QuarantineEntry {
@@ -437,6 +435,24 @@ impl Inbox {
             (at, agent.to_string(), status)
         }))
     }
+
+    /// A write transaction that commits with immediate durability (fsync), as every write here.
+    fn write_txn(&self) -> Result<redb::WriteTransaction, InboxError> {
+        let mut txn = self.db.begin_write()?;
+        txn.set_durability(Durability::Immediate);
+        Ok(txn)
+    }
+}
+
+/// The keys of one site's rows in a `(site, seq)` table, from `first` on.
+fn seqs_from(site: &str, first: u64) -> RangeInclusive<(&str, u64)> {
+    (site, first)..=(site, u64::MAX)
+}
+
+/// An event's stored postcard bytes, decoded; `Err` says why they do not decode.
+fn decode_event(bytes: &[u8]) -> Result<Event, String> {
+    postcard::from_bytes::<Event>(bytes)
+        .map_err(|e| format!("stored event bytes do not decode: {e}"))
 }
 
 fn add(
@@ -486,7 +502,11 @@ mod tests {
     }
 
     fn accept(inbox: &Inbox, seqs: std::ops::RangeInclusive<u64>) -> Accepted {
-        let events: Vec<Event> = seqs.map(event).collect();
+        store(inbox, seqs.map(event).collect())
+    }
+
+    /// Stores `events` as one batch of site WH01 without agent status, at time 1.
+    pub(super) fn store(inbox: &Inbox, events: Vec<Event>) -> Accepted {
         let encoded: Vec<Vec<u8>> = events
             .iter()
             .map(|e| postcard::to_allocvec(e).expect("encode"))
