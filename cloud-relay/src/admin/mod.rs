@@ -31,7 +31,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
@@ -230,18 +231,58 @@ fn check_site(site: &str) -> Result<(), AdminError> {
     }
 }
 
-// ---- JSON API ----
+/// An authenticated API request's credential: an admin certificate, the admin token, or (when
+/// `SESSION`) a browser session. A handler takes it after its path and query, so those are
+/// checked first; a refused credential answers 401/403 ([`AdminError`]).
+struct Api<const SESSION: bool>;
 
-async fn api_sites(
-    State(state): State<AdminState>,
-    Extension(peer): Extension<PeerCert>,
-    headers: HeaderMap,
-) -> Result<Response, AdminError> {
-    authed(&state, &peer, &headers, true)?;
+impl<const SESSION: bool> FromRequestParts<AdminState> for Api<SESSION> {
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AdminState,
+    ) -> Result<Self, Self::Rejection> {
+        let Extension(peer) = Extension::<PeerCert>::from_request_parts(parts, state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        authed(state, &peer, &parts.headers, SESSION)
+            .map(|_| Api)
+            .map_err(IntoResponse::into_response)
+    }
+}
+
+/// A page request's credential (certificate or session); without one the answer is the login
+/// page (redirect) or 403 ([`page_auth`]).
+struct Page(Principal);
+
+impl FromRequestParts<AdminState> for Page {
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AdminState,
+    ) -> Result<Self, Self::Rejection> {
+        let Extension(peer) = Extension::<PeerCert>::from_request_parts(parts, state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        page_auth(state, &peer, &parts.headers)
+            .map(Page)
+            .map_err(|r| *r)
+    }
+}
+
+/// Every site's status now (off the async workers).
+async fn all_sites(state: &AdminState, now: i64) -> Result<Vec<status::SiteStatus>, AdminError> {
     let inbox = state.inbox.clone();
     let t = state.thresholds;
-    let sites = blocking(move || status::load_all(&inbox, crate::now_micros(), &t)).await?;
-    Ok(Json(sites).into_response())
+    blocking(move || status::load_all(&inbox, now, &t)).await
+}
+
+// ---- JSON API ----
+
+async fn api_sites(State(state): State<AdminState>, _: Api<true>) -> Result<Response, AdminError> {
+    Ok(Json(all_sites(&state, crate::now_micros()).await?).into_response())
 }
 
 async fn load_site(state: &AdminState, site: &str) -> Result<status::SiteStatus, AdminError> {
@@ -256,11 +297,9 @@ async fn load_site(state: &AdminState, site: &str) -> Result<status::SiteStatus,
 
 async fn api_site(
     State(state): State<AdminState>,
-    Extension(peer): Extension<PeerCert>,
-    headers: HeaderMap,
     Path(site): Path<String>,
+    _: Api<true>,
 ) -> Result<Response, AdminError> {
-    authed(&state, &peer, &headers, true)?;
     Ok(Json(load_site(&state, &site).await?).into_response())
 }
 
@@ -271,12 +310,10 @@ struct LimitQuery {
 
 async fn api_events(
     State(state): State<AdminState>,
-    Extension(peer): Extension<PeerCert>,
-    headers: HeaderMap,
     Path(site): Path<String>,
     Query(q): Query<LimitQuery>,
+    _: Api<true>,
 ) -> Result<Response, AdminError> {
-    authed(&state, &peer, &headers, true)?;
     check_site(&site)?;
     let limit = q.limit.unwrap_or(RECENT_EVENTS).min(MAX_RECENT_EVENTS);
     let inbox = state.inbox.clone();
@@ -303,12 +340,10 @@ fn quarantine_views(
 
 async fn api_quarantine(
     State(state): State<AdminState>,
-    Extension(peer): Extension<PeerCert>,
-    headers: HeaderMap,
     Path(site): Path<String>,
     Query(q): Query<LimitQuery>,
+    _: Api<true>,
 ) -> Result<Response, AdminError> {
-    authed(&state, &peer, &headers, true)?;
     check_site(&site)?;
     let limit = q.limit.unwrap_or(MAX_RECENT_EVENTS).min(MAX_RECENT_EVENTS);
     let inbox = state.inbox.clone();
@@ -323,11 +358,9 @@ struct SiteQuery {
 
 async fn api_dead_letters(
     State(state): State<AdminState>,
-    Extension(peer): Extension<PeerCert>,
-    headers: HeaderMap,
     Query(q): Query<SiteQuery>,
+    _: Api<true>,
 ) -> Result<Response, AdminError> {
-    authed(&state, &peer, &headers, true)?;
     if let Some(site) = &q.site {
         check_site(site)?;
     }
@@ -338,11 +371,9 @@ async fn api_dead_letters(
 
 async fn api_dead_letter(
     State(state): State<AdminState>,
-    Extension(peer): Extension<PeerCert>,
-    headers: HeaderMap,
     Path((site, seq)): Path<(String, u64)>,
+    _: Api<true>,
 ) -> Result<Response, AdminError> {
-    authed(&state, &peer, &headers, true)?;
     check_site(&site)?;
     let inbox = state.inbox.clone();
     let name = site.clone();
@@ -411,30 +442,40 @@ fn note_from(body: &[u8]) -> Result<String, AdminError> {
     Ok(b.note.unwrap_or_default())
 }
 
+/// `POST /v1/dead-letters/{site}/{seq}/{replay,skip}` with an optional JSON note. The credential
+/// is checked after the body is read (as axum reads it before the handler runs).
+async fn api_action(
+    state: AdminState,
+    peer: PeerCert,
+    headers: HeaderMap,
+    (site, seq): (String, u64),
+    body: axum::body::Bytes,
+    action: &str,
+) -> Result<Response, AdminError> {
+    let p = authed(&state, &peer, &headers, false)?;
+    let note = note_from(&body)?;
+    let r = dead_letter_action(&state, site, seq, action, note, &who(&p)).await?;
+    Ok(Json(r).into_response())
+}
+
 async fn api_replay(
     State(state): State<AdminState>,
     Extension(peer): Extension<PeerCert>,
     headers: HeaderMap,
-    Path((site, seq)): Path<(String, u64)>,
+    Path(key): Path<(String, u64)>,
     body: axum::body::Bytes,
 ) -> Result<Response, AdminError> {
-    let p = authed(&state, &peer, &headers, false)?;
-    let note = note_from(&body)?;
-    let r = dead_letter_action(&state, site, seq, "replay", note, &who(&p)).await?;
-    Ok(Json(r).into_response())
+    api_action(state, peer, headers, key, body, "replay").await
 }
 
 async fn api_skip(
     State(state): State<AdminState>,
     Extension(peer): Extension<PeerCert>,
     headers: HeaderMap,
-    Path((site, seq)): Path<(String, u64)>,
+    Path(key): Path<(String, u64)>,
     body: axum::body::Bytes,
 ) -> Result<Response, AdminError> {
-    let p = authed(&state, &peer, &headers, false)?;
-    let note = note_from(&body)?;
-    let r = dead_letter_action(&state, site, seq, "skip", note, &who(&p)).await?;
-    Ok(Json(r).into_response())
+    api_action(state, peer, headers, key, body, "skip").await
 }
 
 #[derive(Deserialize)]
@@ -446,11 +487,9 @@ struct TraceQuery {
 
 async fn api_trace(
     State(state): State<AdminState>,
-    Extension(peer): Extension<PeerCert>,
-    headers: HeaderMap,
     Query(q): Query<TraceQuery>,
+    _: Api<true>,
 ) -> Result<Response, AdminError> {
-    authed(&state, &peer, &headers, true)?;
     let inbox = state.inbox.clone();
     match (q.site, q.seq, q.barcode) {
         (Some(site), Some(seq), None) => {
@@ -474,13 +513,9 @@ async fn api_trace(
 
 async fn get_metrics(
     State(state): State<AdminState>,
-    Extension(peer): Extension<PeerCert>,
-    headers: HeaderMap,
+    _: Api<false>,
 ) -> Result<Response, AdminError> {
-    authed(&state, &peer, &headers, false)?;
-    let inbox = state.inbox.clone();
-    let t = state.thresholds;
-    let sites = blocking(move || status::load_all(&inbox, crate::now_micros(), &t)).await?;
+    let sites = all_sites(&state, crate::now_micros()).await?;
     let text = metrics::render(&sites).map_err(|e| AdminError::Render(e.to_string()))?;
     Ok(([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], text).into_response())
 }
@@ -533,18 +568,9 @@ fn html(body: String) -> Response {
         .into_response()
 }
 
-async fn page_fleet(
-    State(state): State<AdminState>,
-    Extension(peer): Extension<PeerCert>,
-    headers: HeaderMap,
-) -> Result<Response, AdminError> {
-    if let Err(r) = page_auth(&state, &peer, &headers) {
-        return Ok(*r);
-    }
-    let inbox = state.inbox.clone();
-    let t = state.thresholds;
+async fn page_fleet(State(state): State<AdminState>, _: Page) -> Result<Response, AdminError> {
     let now = crate::now_micros();
-    let sites = blocking(move || status::load_all(&inbox, now, &t)).await?;
+    let sites = all_sites(&state, now).await?;
     Ok(html(page::fleet_page(&sites, &status::rfc3339(now))))
 }
 
@@ -555,15 +581,10 @@ struct FlashQuery {
 
 async fn page_site(
     State(state): State<AdminState>,
-    Extension(peer): Extension<PeerCert>,
-    headers: HeaderMap,
     Path(site): Path<String>,
     Query(q): Query<FlashQuery>,
+    Page(p): Page,
 ) -> Result<Response, AdminError> {
-    let p = match page_auth(&state, &peer, &headers) {
-        Ok(p) => p,
-        Err(r) => return Ok(*r),
-    };
     let status = load_site(&state, &site).await?;
     let inbox = state.inbox.clone();
     let (events, dead, quarantine) = blocking(move || {
