@@ -576,18 +576,12 @@ impl Inbox {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use scanbridge_protocol::{EventBody, Operation, Scan, Source, Symbology};
+    use scanbridge_protocol::{EventBody, Operation, Scan, Symbology};
 
     fn scan(seq: u64) -> Event {
-        Event {
+        crate::inbox::tests::event_with(
             seq,
-            captured_at: 0,
-            received_at: 5,
-            source: Source::Serial {
-                port: "/dev/ttyUSB0".into(),
-            },
-            device: "SC-01".into(),
-            body: EventBody::Scan(Scan {
+            EventBody::Scan(Scan {
                 code: "4006381333931".into(),
                 symbology: Symbology::Ean13,
                 gs1: None,
@@ -596,7 +590,7 @@ mod tests {
                 location: None,
                 reference: None,
             }),
-        }
+        )
     }
 
     fn inbox_with(seqs: std::ops::RangeInclusive<u64>) -> (tempfile::TempDir, Inbox) {

@@ -485,7 +485,8 @@ mod tests {
     use super::*;
     use scanbridge_protocol::{Quarantined, Source};
 
-    fn event(seq: u64) -> Event {
+    /// An event of scanner SC-01 on a serial port, received at time 5.
+    pub(super) fn event_with(seq: u64, body: EventBody) -> Event {
         Event {
             seq,
             captured_at: 0,
@@ -494,11 +495,18 @@ mod tests {
                 port: "/dev/ttyUSB0".into(),
             },
             device: "SC-01".into(),
-            body: EventBody::Quarantined(Quarantined {
+            body,
+        }
+    }
+
+    fn event(seq: u64) -> Event {
+        event_with(
+            seq,
+            EventBody::Quarantined(Quarantined {
                 raw: vec![0xff],
                 reason: "not UTF-8".into(),
             }),
-        }
+        )
     }
 
     fn accept(inbox: &Inbox, seqs: std::ops::RangeInclusive<u64>) -> Accepted {
