@@ -231,6 +231,14 @@ fn check_site(site: &str) -> Result<(), AdminError> {
     }
 }
 
+/// The classified client certificate the listener attached to the request.
+async fn peer_cert(parts: &mut Parts, state: &AdminState) -> Result<PeerCert, Response> {
+    Extension::<PeerCert>::from_request_parts(parts, state)
+        .await
+        .map(|Extension(peer)| peer)
+        .map_err(IntoResponse::into_response)
+}
+
 /// An authenticated API request's credential: an admin certificate, the admin token, or (when
 /// `SESSION`) a browser session. A handler takes it after its path and query, so those are
 /// checked first; a refused credential answers 401/403 ([`AdminError`]).
@@ -243,9 +251,7 @@ impl<const SESSION: bool> FromRequestParts<AdminState> for Api<SESSION> {
         parts: &mut Parts,
         state: &AdminState,
     ) -> Result<Self, Self::Rejection> {
-        let Extension(peer) = Extension::<PeerCert>::from_request_parts(parts, state)
-            .await
-            .map_err(IntoResponse::into_response)?;
+        let peer = peer_cert(parts, state).await?;
         authed(state, &peer, &parts.headers, SESSION)
             .map(|_| Api)
             .map_err(IntoResponse::into_response)
@@ -263,9 +269,7 @@ impl FromRequestParts<AdminState> for Page {
         parts: &mut Parts,
         state: &AdminState,
     ) -> Result<Self, Self::Rejection> {
-        let Extension(peer) = Extension::<PeerCert>::from_request_parts(parts, state)
-            .await
-            .map_err(IntoResponse::into_response)?;
+        let peer = peer_cert(parts, state).await?;
         page_auth(state, &peer, &parts.headers)
             .map(Page)
             .map_err(|r| *r)
