@@ -1,7 +1,10 @@
 //! Configuration reload on SIGHUP (real binary, real mosquitto, mutual TLS): topic filters and
 //! stations change without a restart while messages keep flowing, every message arrives exactly
 //! once, a removed filter stops delivering; a bad file, or a change of `site`, is refused with
-//! the reason and the running configuration stays in force.
+//! the reason and the running configuration stays in force. Sources whose entry did not change
+//! keep running across a reload: a serial port stays open (a line written half before and half
+//! after arrives whole) and an MQTT connection is not dropped (the broker's own log counts the
+//! connections) while a changed source restarts.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -328,5 +331,233 @@ async fn sighup_adds_a_serial_port_and_changes_another_ports_device() {
         .values()
         .all(|(_, n)| *n == 1));
     assert_eq!(d.len(), 3);
+    agent.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unchanged_serial_port_stays_open_across_sighup_and_a_line_spanning_it_arrives_whole() {
+    let broker = common::Broker::start();
+    let pki = common::Pki::new();
+    let relay = RecordingRelay::start(&pki.ca_pem, &pki.server_cert_pem, &pki.server_key_pem).await;
+    let dir = tempfile::tempdir().unwrap();
+    let link = dir.path().join("ttyA");
+    let mut a = Pty::plug(&link);
+    let mut setup = AgentSetup::new(&pki, &relay.url(), broker.port);
+    setup.extra = serial_table("dock", &link, "SC-07");
+    let cfg = setup.write(dir.path());
+    let addr = setup.status_addr();
+    let agent = Agent::spawn(&cfg, &dir.path().join("agent.log"));
+    wait_sources_up(&addr, 2).await;
+    // One write: the agent reads the half line with FIRST, which is at the relay before SIGHUP.
+    a.send("FIRST\nHALF-");
+    let relay_ref = &relay;
+    common::eventually(Duration::from_secs(60), "FIRST", || {
+        devices(relay_ref).contains_key("FIRST").then_some(())
+    })
+    .await;
+
+    // The broker's topics and the stations change; the port's own entry does not.
+    setup.topics = vec!["other/+/scan".into()];
+    setup.extra = format!(
+        "{}\n[[stations]]\ndevice = \"SC-07\"\nop = \"count\"\nlocation = \"LOC-DOCK\"\n",
+        serial_table("dock", &link, "SC-07")
+    );
+    setup.write(dir.path());
+    agent.sighup();
+    agent
+        .wait_log("configuration reloaded", 1, Duration::from_secs(60))
+        .await;
+    let log = agent.log_text();
+    assert!(log.contains("kept=[\"dock\"]"), "{log}");
+    assert!(log.contains("started=[\"site\"]"), "{log}");
+    a.send("DONE\n");
+    // Reopening the port would have cut the line: "DONE" alone would arrive.
+    common::eventually(Duration::from_secs(60), "the line ending in DONE", || {
+        devices(relay_ref)
+            .keys()
+            .any(|k| k.ends_with("DONE"))
+            .then_some(())
+    })
+    .await;
+
+    let s = relay.seen.lock().unwrap();
+    let mut scans = BTreeMap::new();
+    for (e, n) in s.acked.values() {
+        match &e.body {
+            EventBody::Scan(sc) => {
+                scans.insert(sc.code.clone(), (sc.location.clone(), *n));
+            }
+            other => panic!("only whole scans expected, got {other:?}"),
+        }
+    }
+    drop(s);
+    assert_eq!(scans.len(), 2, "{scans:?}");
+    assert_eq!(scans["FIRST"], (None, 1));
+    assert_eq!(
+        scans["HALF-DONE"],
+        (Some("LOC-DOCK".to_string()), 1),
+        "the new stations apply to the port that kept running"
+    );
+    assert!(!agent.log_text().contains("cut off"));
+    agent.stop();
+}
+
+/// A mosquitto process that logs every connection to a file; killed on drop.
+struct LoggingBroker {
+    port: u16,
+    log: std::path::PathBuf,
+    child: std::process::Child,
+    _dir: tempfile::TempDir,
+}
+
+impl LoggingBroker {
+    fn start() -> LoggingBroker {
+        let dir = tempfile::tempdir().unwrap();
+        let port = common::free_port();
+        let log = dir.path().join("mosquitto.log");
+        let conf = dir.path().join("mosquitto.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "listener {port} 127.0.0.1\nallow_anonymous true\nmax_inflight_messages 1000\nmax_queued_messages 0\npersistence false\nlog_dest stderr\nlog_type all\nconnection_messages true\n"
+            ),
+        )
+        .unwrap();
+        let binary = [
+            "/usr/sbin/mosquitto",
+            "/usr/bin/mosquitto",
+            "/usr/local/sbin/mosquitto",
+        ]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+        .expect("mosquitto is not installed: run tests/run.sh (it installs mosquitto)");
+        let child = std::process::Command::new(binary)
+            .arg("-c")
+            .arg(&conf)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            // Started as root, mosquitto drops privileges before opening a log file: its stderr.
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "mosquitto did not listen"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        LoggingBroker {
+            port,
+            log,
+            child,
+            _dir: dir,
+        }
+    }
+
+    /// How many times the broker accepted a connection from `client_id`.
+    fn connections(&self, client_id: &str) -> usize {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let needle = format!(" as {client_id} (");
+        text.lines()
+            .filter(|l| l.contains("New client connected") && l.contains(&needle))
+            .count()
+    }
+}
+
+impl Drop for LoggingBroker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unchanged_broker_keeps_its_connection_while_a_changed_one_restarts() {
+    let broker = LoggingBroker::start();
+    let pki = common::Pki::new();
+    let relay = RecordingRelay::start(&pki.ca_pem, &pki.server_cert_pem, &pki.server_key_pem).await;
+    let dir = tempfile::tempdir().unwrap();
+    let plc = |topic: &str| {
+        format!(
+            "\n[[mqtt]]\nname = \"plc\"\nhost = \"127.0.0.1\"\nport = {}\nclient_id = \"plc-gw\"\ntopics = [\"{topic}\"]\n",
+            broker.port
+        )
+    };
+    let mut setup = AgentSetup::new(&pki, &relay.url(), broker.port);
+    setup.extra = plc("plc/+/scan");
+    let cfg = setup.write(dir.path());
+    let addr = setup.status_addr();
+    let agent = Agent::spawn(&cfg, &dir.path().join("agent.log"));
+    wait_subscribed(&addr, 2).await;
+    common::eventually(
+        Duration::from_secs(30),
+        "both connections in the broker log",
+        || {
+            (broker.connections("scanbridge-agent-WH01") == 1 && broker.connections("plc-gw") == 1)
+                .then_some(())
+        },
+    )
+    .await;
+    common::publish_all(
+        broker.port,
+        "p1",
+        "scanbridge/SC-01/scan",
+        payloads("SITE", 0..3),
+    )
+    .await;
+    let relay_ref = &relay;
+    common::eventually(Duration::from_secs(60), "3 events", || {
+        (codes(relay_ref).len() == 3).then_some(())
+    })
+    .await;
+
+    setup.extra = plc("plc2/+/scan");
+    setup.write(dir.path());
+    agent.sighup();
+    agent
+        .wait_log("configuration reloaded", 1, Duration::from_secs(60))
+        .await;
+    let log = agent.log_text();
+    assert!(log.contains("kept=[\"site\"]"), "{log}");
+    assert!(log.contains("stopped=[\"plc\"]"), "{log}");
+    wait_subscribed(&addr, 2).await;
+    // The changed broker reconnected (the unsubscribe connection may come in between).
+    common::eventually(
+        Duration::from_secs(30),
+        "the plc broker reconnected",
+        || (broker.connections("plc-gw") >= 2).then_some(()),
+    )
+    .await;
+
+    common::publish_all(
+        broker.port,
+        "p2",
+        "scanbridge/SC-01/scan",
+        payloads("SITE", 3..6),
+    )
+    .await;
+    common::publish_all(broker.port, "p3", "plc2/SC-02/scan", payloads("PLC", 0..3)).await;
+    common::publish_all(broker.port, "p4", "plc/SC-02/scan", payloads("OLD", 0..3)).await;
+    common::eventually(Duration::from_secs(60), "9 events", || {
+        (codes(relay_ref).len() == 9).then_some(())
+    })
+    .await;
+    let c = codes(&relay);
+    assert!(c.values().all(|n| *n == 1), "a message acknowledged twice");
+    assert!(!c.keys().any(|k| k.starts_with("OLD-")), "{c:?}");
+    assert_eq!(
+        broker.connections("scanbridge-agent-WH01"),
+        1,
+        "the unchanged broker's connection was dropped and made again"
+    );
+    assert_eq!(
+        agent
+            .log_text()
+            .matches("connected to MQTT broker broker=site")
+            .count(),
+        1
+    );
     agent.stop();
 }

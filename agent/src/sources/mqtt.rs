@@ -44,7 +44,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{FormatRule, MqttConfig};
 use crate::normalise::{self, Stations, Tags};
-use crate::sources::Health;
+use crate::sources::{refresh_tables, Health, TablesRx};
 use crate::store::writer::message_hash;
 use crate::store::{Committed, IngestItem, MqttMark, SourceId};
 
@@ -75,6 +75,8 @@ pub struct MqttSource {
     stations: Arc<Stations>,
     /// The `[[tags]]` table for PLC tag payloads.
     tags: Arc<Tags>,
+    /// Newer stations/tags from a configuration reload.
+    tables: Option<TablesRx>,
     /// This source's slot at the writer (commit notices come back for it).
     source_id: SourceId,
     /// Into the store writer; dropped when the source stops so the writer can drain and finish.
@@ -107,6 +109,7 @@ impl MqttSource {
             cfg,
             stations,
             tags: Arc::new(Tags::default()),
+            tables: None,
             source_id,
             ingest,
             committed,
@@ -123,6 +126,21 @@ impl MqttSource {
     pub fn with_tags(mut self, tags: Arc<Tags>) -> MqttSource {
         self.tags = tags;
         self
+    }
+
+    /// Takes newer stations/tags from `tables` (configuration reload) from the next message on;
+    /// the current value of `tables` replaces the tables given so far.
+    pub fn with_table_updates(mut self, mut tables: TablesRx) -> MqttSource {
+        let t = tables.borrow_and_update().clone();
+        self.stations = t.stations;
+        self.tags = t.tags;
+        self.tables = Some(tables);
+        self
+    }
+
+    /// This source's slot on the [`Health`] board.
+    pub fn health_slot(&self) -> usize {
+        self.health_slot
     }
 
     /// Overrides the keep-alive (whole seconds, at least 1).
@@ -172,6 +190,7 @@ impl MqttSource {
             cfg,
             stations,
             tags,
+            tables,
             source_id,
             ingest,
             committed,
@@ -219,6 +238,7 @@ impl MqttSource {
             broker: cfg.name.clone(),
             stations,
             tags,
+            tables,
             formats: cfg.formats.clone(),
             source_id,
             ingest: Some(ingest),
@@ -373,6 +393,7 @@ struct Pipeline {
     broker: String,
     stations: Arc<Stations>,
     tags: Arc<Tags>,
+    tables: Option<TablesRx>,
     /// `[[mqtt.formats]]` of this broker.
     formats: Vec<FormatRule>,
     source_id: SourceId,
@@ -470,6 +491,7 @@ impl Pipeline {
     /// (one transaction, one PUBACK, one dedupe row). QoS 0 (no ack, no redelivery): one item
     /// per event.
     fn items_for(&mut self, p: Publish) -> VecDeque<IngestItem> {
+        refresh_tables(&mut self.tables, &mut self.stations, &mut self.tags);
         let decode = normalise::decode_for(&self.formats, &p.topic);
         let mut events = normalise::normalise_message(
             &self.stations,

@@ -35,8 +35,8 @@ use self::framing::{Frame, Framer, Framing};
 use self::line::PortLabels;
 use self::port::{Backoff, PortError};
 use crate::config::SerialConfig;
-use crate::normalise::Stations;
-use crate::sources::Health;
+use crate::normalise::{Stations, Tags};
+use crate::sources::{refresh_tables, Health, TablesRx};
 use crate::store::{Committed, IngestItem, SourceId};
 
 /// Bytes asked for per read (a few hundred scans at most).
@@ -58,6 +58,8 @@ pub enum SerialError {
 pub struct SerialSource {
     cfg: SerialConfig,
     stations: Arc<Stations>,
+    /// Newer stations from a configuration reload.
+    tables: Option<TablesRx>,
     /// This source's slot at the writer (commit notices come back for it).
     source_id: SourceId,
     /// Into the store writer; dropped when the source stops so the writer can drain and finish.
@@ -85,6 +87,7 @@ impl SerialSource {
         SerialSource {
             cfg,
             stations,
+            tables: None,
             source_id,
             ingest,
             committed,
@@ -94,6 +97,19 @@ impl SerialSource {
             retry_initial: RETRY_INITIAL,
             retry_max: RETRY_MAX,
         }
+    }
+
+    /// Takes newer stations from `tables` (configuration reload) from the next line on; the
+    /// current value of `tables` replaces the stations given so far.
+    pub fn with_table_updates(mut self, mut tables: TablesRx) -> SerialSource {
+        self.stations = tables.borrow_and_update().stations.clone();
+        self.tables = Some(tables);
+        self
+    }
+
+    /// This source's slot on the [`Health`] board.
+    pub fn health_slot(&self) -> usize {
+        self.health_slot
     }
 
     /// Overrides the reopen backoff (tests).
@@ -109,6 +125,7 @@ impl SerialSource {
         let SerialSource {
             cfg,
             stations,
+            tables,
             source_id,
             ingest,
             committed,
@@ -128,6 +145,8 @@ impl SerialSource {
             backoff: Backoff::new(retry_initial, retry_max),
             cfg,
             stations,
+            tables,
+            tags: Arc::new(Tags::default()),
             source_id,
             ingest: Some(ingest),
             committed,
@@ -153,6 +172,9 @@ struct Reader {
     cfg: SerialConfig,
     labels: PortLabels,
     stations: Arc<Stations>,
+    tables: Option<TablesRx>,
+    /// Unused by serial lines; the other half of [`refresh_tables`].
+    tags: Arc<Tags>,
     source_id: SourceId,
     /// `None` once shutdown has handed everything over (dropping it lets the writer finish).
     ingest: Option<mpsc::Sender<IngestItem>>,
@@ -255,6 +277,7 @@ impl Reader {
         if self.frames.is_empty() {
             return;
         }
+        refresh_tables(&mut self.tables, &mut self.stations, &mut self.tags);
         let received_at = crate::now_micros();
         for frame in self.frames.drain(..) {
             let event = line::event_for(&self.labels, &self.stations, frame, received_at);
