@@ -26,19 +26,12 @@ pub struct Tables {
 /// normalising each message or line, so the new tables apply from the next one on.
 pub type TablesRx = watch::Receiver<Tables>;
 
-/// Takes the newest tables from `rx` into `stations`/`tags` if they changed since last seen.
-pub(crate) fn refresh_tables(
-    rx: &mut Option<TablesRx>,
-    stations: &mut Arc<Stations>,
-    tags: &mut Arc<Tags>,
-) {
-    if let Some(rx) = rx {
-        if rx.has_changed().unwrap_or(false) {
-            let t = rx.borrow_and_update().clone();
-            *stations = t.stations;
-            *tags = t.tags;
-        }
-    }
+/// The newest tables from `rx` if they changed since last seen.
+pub(crate) fn newer_tables(rx: &mut Option<TablesRx>) -> Option<Tables> {
+    let rx = rx.as_mut()?;
+    rx.has_changed()
+        .unwrap_or(false)
+        .then(|| rx.borrow_and_update().clone())
 }
 
 /// Connection state of every source, for the status heartbeat. Slots are stable: a removed

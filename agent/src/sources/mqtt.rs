@@ -44,7 +44,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{FormatRule, MqttConfig};
 use crate::normalise::{self, Stations, Tags};
-use crate::sources::{refresh_tables, Health, TablesRx};
+use crate::sources::{newer_tables, Health, TablesRx};
 use crate::store::writer::message_hash;
 use crate::store::{Committed, IngestItem, MqttMark, SourceId};
 
@@ -491,7 +491,10 @@ impl Pipeline {
     /// (one transaction, one PUBACK, one dedupe row). QoS 0 (no ack, no redelivery): one item
     /// per event.
     fn items_for(&mut self, p: Publish) -> VecDeque<IngestItem> {
-        refresh_tables(&mut self.tables, &mut self.stations, &mut self.tags);
+        if let Some(t) = newer_tables(&mut self.tables) {
+            self.stations = t.stations;
+            self.tags = t.tags;
+        }
         let decode = normalise::decode_for(&self.formats, &p.topic);
         let mut events = normalise::normalise_message(
             &self.stations,

@@ -35,8 +35,8 @@ use self::framing::{Frame, Framer, Framing};
 use self::line::PortLabels;
 use self::port::{Backoff, PortError};
 use crate::config::SerialConfig;
-use crate::normalise::{Stations, Tags};
-use crate::sources::{refresh_tables, Health, TablesRx};
+use crate::normalise::Stations;
+use crate::sources::{newer_tables, Health, TablesRx};
 use crate::store::{Committed, IngestItem, SourceId};
 
 /// Bytes asked for per read (a few hundred scans at most).
@@ -146,7 +146,6 @@ impl SerialSource {
             cfg,
             stations,
             tables,
-            tags: Arc::new(Tags::default()),
             source_id,
             ingest: Some(ingest),
             committed,
@@ -173,8 +172,6 @@ struct Reader {
     labels: PortLabels,
     stations: Arc<Stations>,
     tables: Option<TablesRx>,
-    /// Unused by serial lines; the other half of [`refresh_tables`].
-    tags: Arc<Tags>,
     source_id: SourceId,
     /// `None` once shutdown has handed everything over (dropping it lets the writer finish).
     ingest: Option<mpsc::Sender<IngestItem>>,
@@ -277,7 +274,9 @@ impl Reader {
         if self.frames.is_empty() {
             return;
         }
-        refresh_tables(&mut self.tables, &mut self.stations, &mut self.tags);
+        if let Some(t) = newer_tables(&mut self.tables) {
+            self.stations = t.stations;
+        }
         let received_at = crate::now_micros();
         for frame in self.frames.drain(..) {
             let event = line::event_for(&self.labels, &self.stations, frame, received_at);
