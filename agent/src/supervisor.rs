@@ -439,22 +439,23 @@ impl Supervisor {
             Ok((task, r)) => (task, r),
             Err(e) => (e.id(), Err(AppError::Task(e.to_string()))),
         };
-        let key = self.key_of(task);
-        if let Some(r) = key.as_ref().and_then(|k| self.running.get_mut(k)) {
-            r.ended = true;
-            self.registry.retire(r.id);
-        }
+        let Some(key) = self.key_of(task) else {
+            // A source already given up on (aborted after the stop deadline) ending late.
+            tracing::debug!("a stopped source's task ended late");
+            return None;
+        };
+        let r = self.running.get_mut(&key)?;
+        r.ended = true;
+        self.registry.retire(r.id);
         match result {
             Err(e) => Some(e),
             Ok(()) => {
                 if !self.cancel.is_cancelled() {
-                    if let Some(r) = key.as_ref().and_then(|k| self.running.get(k)) {
-                        self.health.set(
-                            r.health_slot,
-                            false,
-                            "stopped by itself; starts again at the next reload (SIGHUP) or restart",
-                        );
-                    }
+                    self.health.set(
+                        r.health_slot,
+                        false,
+                        "stopped by itself; starts again at the next reload (SIGHUP) or restart",
+                    );
                     tracing::warn!(
                         source = ?key,
                         "a source ended by itself; it restarts at the next reload (SIGHUP) or restart"
