@@ -11,8 +11,9 @@
 # armv7-unknown-linux-musleabihf — or, where rustup cannot fetch that one (it cannot on this
 # project's build machines), armv7-unknown-linux-gnueabihf linked statically (+crt-static).
 #
-# Prints the stripped size of each binary (the release profile strips symbols) and whether it is
-# static; exits 1 when one is over the budget of 10 MiB or not static.
+# Prints the stripped size of each binary (the release profile strips symbols), whether it is
+# static, and its --version as it starts (ARM builds under qemu-user when installed); exits 1 when
+# one is over the budget of 10 MiB, not static or does not start.
 # Output: target/<triple>/release/scanbridge-agent (under $CARGO_TARGET_DIR when set).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -39,7 +40,7 @@ for arch in "${arches[@]}"; do
     stripped=stripped
     case "$kind" in *"not stripped"*) stripped="NOT stripped" ;; esac
     line=$(printf '%-32s %9d bytes  %5.2f MiB  %s, %s  (budget 10 MiB)' \
-        "$TRIPLE" "$size" "$(echo "$size / 1048576" | bc -l)" "$linkage" "$stripped")
+        "$TRIPLE" "$size" "$(awk -v s="$size" 'BEGIN { print s / 1048576 }')" "$linkage" "$stripped")
     if [ "$size" -ge "$budget" ]; then
         line+="  OVER BUDGET"
         status=1
@@ -48,6 +49,21 @@ for arch in "${arches[@]}"; do
         line+="  NOT STATIC"
         status=1
     fi
+    # Smoke test: the binary starts (under qemu-user when it is installed, for the ARM builds).
+    case "$TRIPLE" in
+        aarch64-*) runner=$(command -v qemu-aarch64 || command -v qemu-aarch64-static || true) ;;
+        armv7-*) runner=$(command -v qemu-arm || command -v qemu-arm-static || true) ;;
+        *) runner="env" ;;
+    esac
+    if [ -z "$runner" ]; then
+        line+="  (not run: no qemu-user)"
+    elif version=$("$runner" "$bin" --version 2>&1); then
+        line+="  runs: $version"
+    else
+        line+="  DOES NOT START: $version"
+        status=1
+    fi
+    echo "$line"
     report+=("$line")
 done
 echo "== cross: scanbridge-agent sizes"

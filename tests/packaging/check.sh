@@ -138,11 +138,15 @@ expect "deploy/container/check.sh" ./deploy/container/check.sh
 
 # ---- build
 step "building the packages (cargo deb, release)"
-# SCANBRIDGE_PACKAGING_NO_BUILD=1 packages the release binaries already in target/release.
-build_flag=()
-[ "${SCANBRIDGE_PACKAGING_NO_BUILD:-0}" != 1 ] || build_flag=(--no-build)
-agent_deb=$(cargo deb --locked -p scanbridge-agent --quiet "${build_flag[@]}" --output "$work/")
-relay_deb=$(cargo deb --locked -p scanbridge-relay --quiet "${build_flag[@]}" --output "$work/")
+# Both binaries in one cargo build: the two share most dependencies, and one build compiles them
+# once (two `cargo deb` builds compiled ~35 crates twice, ~2 CPU-minutes). cargo deb then only
+# packages. SCANBRIDGE_PACKAGING_NO_BUILD=1 packages the release binaries already in
+# target/release without building.
+if [ "${SCANBRIDGE_PACKAGING_NO_BUILD:-0}" != 1 ]; then
+    cargo build --release --locked -p scanbridge-agent -p scanbridge-relay --bins
+fi
+agent_deb=$(cargo deb --locked -p scanbridge-agent --quiet --no-build --output "$work/")
+relay_deb=$(cargo deb --locked -p scanbridge-relay --quiet --no-build --output "$work/")
 echo "$agent_deb ($(stat -c %s "$agent_deb") bytes)"
 echo "$relay_deb ($(stat -c %s "$relay_deb") bytes)"
 
