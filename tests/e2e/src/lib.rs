@@ -25,8 +25,9 @@
 //!   it). A failing test keeps its state directory and prints its log files;
 //!   `SCANBRIDGE_KEEP_STATE=1` keeps them for passing tests too.
 //! - demo: `./tests/demo.sh` (release build), or `target/debug/scanbridge-demo --state-dir DIR`.
-//! - bench: `cargo build --release --workspace --bins && target/release/scanbridge-bench
-//!   [--rounds 3] [--events 20000]`.
+//! - bench: `cargo build --release --workspace --bins && target/release/scanbridge-bench`
+//!   (all six figures of benchmarks.md; `--quick`, `--smoke`, `--figures 2,3`; BENCHMARKS.md).
+//! - fault scenarios: `tests/scenarios.rs`; `SCANBRIDGE_LONG=1` selects the long variants.
 //! - `SCANBRIDGE_BIN_DIR` points the harness at another directory of workspace binaries.
 
 pub mod agent;
