@@ -50,6 +50,8 @@ pub struct AgentOptions {
     pub state_dir: Option<PathBuf>,
     /// Extra environment for the child (`LD_PRELOAD` of libfaketime for the clock-jump scenario).
     pub env: Vec<(String, String)>,
+    /// Raw TOML appended to the configuration (a `[[serial]]` port, for example).
+    pub extra_config: String,
 }
 
 impl AgentOptions {
@@ -72,6 +74,7 @@ impl AgentOptions {
             retry_max_ms: None,
             state_dir: None,
             env: Vec::new(),
+            extra_config: String::new(),
         }
     }
 
@@ -130,6 +133,10 @@ pub fn agent_config(state_dir: &Path, opts: &AgentOptions) -> String {
             toml_string(&s.op),
             toml_string(&s.location)
         ));
+    }
+    if !opts.extra_config.is_empty() {
+        conf.push('\n');
+        conf.push_str(&opts.extra_config);
     }
     conf
 }

@@ -44,6 +44,8 @@ pub struct AgentTuning {
     pub state_dir: Option<std::path::PathBuf>,
     pub env: Vec<(String, String)>,
     pub heartbeat_secs: Option<u64>,
+    /// Raw TOML appended to the agent's configuration.
+    pub extra_config: String,
 }
 
 impl Default for StackOptions {
@@ -138,6 +140,7 @@ impl Stack {
         agent_options.state_dir = opts.agent.state_dir.clone();
         agent_options.env = opts.agent.env.clone();
         agent_options.heartbeat_secs = opts.agent.heartbeat_secs;
+        agent_options.extra_config = opts.agent.extra_config.clone();
         if opts.preregister_agent_session {
             preregister_session(
                 mosquitto.port(),

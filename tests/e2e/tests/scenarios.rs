@@ -630,3 +630,157 @@ async fn wall_clock_jumps_on_the_agent_change_nothing_about_what_reaches_odoo() 
     )
     .await;
 }
+
+/// A pseudo-terminal standing in for a USB serial scanner, reachable through `link` as udev's
+/// `/dev/serial/by-id/...` link would be.
+struct SerialScanner {
+    master: nix::pty::PtyMaster,
+    link: PathBuf,
+}
+
+impl SerialScanner {
+    fn plug(link: &Path) -> SerialScanner {
+        use nix::fcntl::OFlag;
+        use nix::pty::{grantpt, posix_openpt, ptsname_r, unlockpt};
+        // CLOEXEC: a child spawned later (the agent) must not hold the master open, or pulling
+        // the cable would never hang the line up.
+        let master = posix_openpt(OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC).unwrap();
+        grantpt(&master).unwrap();
+        unlockpt(&master).unwrap();
+        let slave = ptsname_r(&master).unwrap();
+        let _ = std::fs::remove_file(link);
+        std::os::unix::fs::symlink(slave, link).unwrap();
+        SerialScanner {
+            master,
+            link: link.to_path_buf(),
+        }
+    }
+
+    fn send(&mut self, line: &str) {
+        use std::io::Write;
+        self.master.write_all(line.as_bytes()).unwrap();
+    }
+
+    /// The cable is pulled: the device node goes, the line hangs up.
+    fn unplug(self) {
+        std::fs::remove_file(&self.link).unwrap();
+        drop(self.master);
+    }
+}
+
+/// The agent's committed-events counter.
+async fn committed(stack: &Stack) -> Option<f64> {
+    agent_metric(stack, "scanbridge_agent_events_committed_total").await
+}
+
+/// Whether the agent reports serial source `name` up, from its `/status`.
+async fn serial_up(stack: &Stack, name: &str) -> Option<bool> {
+    let v = stack.agent_api().ok()?.status().await.ok()?;
+    v["status"]["sources"]
+        .as_array()?
+        .iter()
+        .find(|s| s["name"] == name && s["kind"] == "Serial")
+        .and_then(|s| s["up"].as_bool())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_serial_scanner_unplugged_and_replugged_mid_stream_loses_and_repeats_no_line() {
+    let n = scaled(600, 20_000);
+    let unplugs = scaled(2, 20);
+    let link_dir = tempfile::tempdir().unwrap();
+    let link = link_dir.path().join("usb-Scanner_SC-07-if00");
+    let mut scanner = SerialScanner::plug(&link);
+    let mut agent = tuning();
+    agent.extra_config = format!(
+        "[[serial]]\nname = \"scanner\"\npath = {}\nbaud = 115200\nframing = \"cr\"\n\
+         device = \"SC-07\"\naim = true\n",
+        scanbridge_e2e::relay::toml_string(&link.to_string_lossy())
+    );
+    let opts = StackOptions {
+        agent,
+        stations: vec![scanbridge_e2e::agent::Station {
+            device: "SC-07".into(),
+            op: "count".into(),
+            location: "WH-SCN-A01".into(),
+        }],
+        ..StackOptions::default()
+    };
+    let mut s = scenario("serial-unplug", opts, 1).await;
+    // The serial counts: GS1-128 labels (`]C1`, AI 01 GTIN-14, AI 30 count) at the station's shelf,
+    // the k-th count of a product carrying k, so the usual verdict applies.
+    let shelf = s.catalog.locations[0].1;
+    let mut expected = Expected::default();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(s.seed);
+    let mut lines = Vec::with_capacity(n);
+    while lines.len() < n {
+        let (code, product) =
+            s.catalog.products[rng.gen_range(0..s.catalog.products.len())].clone();
+        let qty = expected.next_qty((product, shelf));
+        lines.push(format!("]C1010{code}30{qty}\r"));
+    }
+    s.expected = expected;
+    poll(
+        Duration::from_secs(60),
+        "the serial port to be up",
+        || async { serial_up(&s.stack, "scanner").await.filter(|up| *up) },
+    )
+    .await;
+
+    let base = committed(&s.stack).await.unwrap_or(0.0);
+    let per_part = n.div_ceil(unplugs + 1);
+    let mut sent = 0usize;
+    for (part, chunk) in lines.chunks(per_part).enumerate() {
+        for line in chunk {
+            scanner.send(line);
+            sent += 1;
+            if sent % 50 == 0 {
+                // A human-speed burst: let the agent keep up (the pty buffer is 4 KiB).
+                let want = base + sent as f64 - 50.0;
+                poll(
+                    Duration::from_secs(30),
+                    "the agent to read the line",
+                    || async { committed(&s.stack).await.filter(|c| *c >= want) },
+                )
+                .await;
+            }
+        }
+        if part == unplugs {
+            break;
+        }
+        // Unplug between scans, once the agent has every line sent so far.
+        let want = base + sent as f64;
+        poll(
+            Duration::from_secs(60),
+            "every line before the unplug",
+            || async { committed(&s.stack).await.filter(|c| *c >= want) },
+        )
+        .await;
+        scanner.unplug();
+        poll(
+            Duration::from_secs(60),
+            "the agent to report the port down",
+            || async { serial_up(&s.stack, "scanner").await.filter(|up| !*up) },
+        )
+        .await;
+        scanner = SerialScanner::plug(&link);
+        poll(
+            Duration::from_secs(60),
+            "the agent to reopen the port",
+            || async { serial_up(&s.stack, "scanner").await.filter(|up| *up) },
+        )
+        .await;
+        eprintln!("unplug {} done after {sent} lines", part + 1);
+    }
+    let want = base + n as f64;
+    poll(
+        Duration::from_secs(60),
+        "every serial line committed",
+        || async { committed(&s.stack).await.filter(|c| *c >= want) },
+    )
+    .await;
+    s.verify(
+        Duration::from_secs(scaled(180, 3600)),
+        &format!("from a serial scanner unplugged {unplugs} times"),
+    )
+    .await;
+}
