@@ -87,7 +87,10 @@ pub struct ProxyStats {
     pub blackholed: u64,
     pub bytes_to_upstream: u64,
     pub bytes_to_client: u64,
+    /// Open connections (forwarding, blackholed or being refused).
     pub open: u64,
+    /// Open connections that forward (connected upstream); 0 once a reset has taken effect.
+    pub forwarding: u64,
 }
 
 #[derive(Default)]
@@ -97,6 +100,7 @@ struct Counters {
     blackholed: AtomicU64,
     to_upstream: AtomicU64,
     to_client: AtomicU64,
+    forwarding: AtomicU64,
 }
 
 struct Shared {
@@ -221,6 +225,7 @@ impl FaultProxy {
                 .lock()
                 .map(|c| c.len() as u64)
                 .unwrap_or(0),
+            forwarding: c.forwarding.load(Ordering::Relaxed),
         }
     }
 }
@@ -311,6 +316,7 @@ async fn serve(
         return;
     };
     let _ = upstream.set_nodelay(true);
+    shared.counters.forwarding.fetch_add(1, Ordering::Relaxed);
     let (client_r, client_w) = client.into_split();
     let (up_r, up_w) = upstream.into_split();
     let forwarded = Arc::new(AtomicU64::new(0));
@@ -331,6 +337,7 @@ async fn serve(
     for t in tasks {
         let _ = t.await;
     }
+    shared.counters.forwarding.fetch_sub(1, Ordering::Relaxed);
     if reset.is_cancelled() && !shared.stop.is_cancelled() {
         shared.counters.resets.fetch_add(1, Ordering::Relaxed);
     }
@@ -387,6 +394,7 @@ async fn write_side(
             shut = true;
         }
         let next = tokio::select! {
+            biased;
             _ = link.reset.cancelled() => break Err(()),
             _ = faults.changed() => continue,
             c = rx.recv() => c,
@@ -437,6 +445,12 @@ async fn write_side(
             link.reset.cancel();
             break Err(());
         }
+    };
+    // The other side's reader ends on a reset too; a reset must never turn into a clean FIN.
+    let outcome = if link.reset.is_cancelled() {
+        Err(())
+    } else {
+        outcome
     };
     match outcome {
         Ok(()) => {
@@ -593,6 +607,7 @@ mod tests {
         assert!(is_reset(&err), "{err:?}");
         eventually("the reset to be counted", || proxy.stats().resets == 1).await;
         eventually("the connection to be forgotten", || proxy.stats().open == 0).await;
+        assert_eq!(proxy.stats().forwarding, 0);
     }
 
     #[tokio::test]

@@ -159,8 +159,14 @@ async fn a_relay_blackholed_while_events_buffer_loses_nothing_once_it_returns() 
     let proxy = s.stack.relay_proxy.as_ref().unwrap();
     proxy.set_mode(Mode::Blackhole);
     proxy.reset_all();
-    // The agent may have reached the relay before the blackhole (its first heartbeat).
-    let before = proxy.stats();
+    // The agent may have reached the relay before the blackhole (its first heartbeat): count
+    // from when the reset of that connection has taken effect.
+    let before = poll(
+        Duration::from_secs(10),
+        "the reset to close the forwarding connections",
+        || async { Some(proxy.stats()).filter(|st| st.forwarding == 0) },
+    )
+    .await;
 
     let started = Instant::now();
     publish_plan(&mut s.publisher, "SC-01", &s.plan, None)
