@@ -83,6 +83,13 @@ PKGS=(scanbridge-agent scanbridge-relay)
 USERS=(scanbridge scanbridge-relay)
 DIRS=(/etc/scanbridge /etc/scanbridge-relay /var/lib/scanbridge-agent /var/lib/scanbridge-relay)
 
+# ---- one run at a time on a machine (two would install and purge under each other)
+exec 9>/run/lock/scanbridge-packaging-check.lock
+if ! flock -n 9; then
+    echo "== packaging: another tests/packaging/check.sh runs on this machine; waiting for it"
+    flock 9
+fi
+
 # ---- refuse to touch a real installation
 for p in "${PKGS[@]}"; do
     state=$(dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null || true)
