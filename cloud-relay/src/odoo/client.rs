@@ -2,8 +2,8 @@
 //! (`POST <url>/json/2/<model>/<method>` with a bearer API key), shared by every push task.
 //!
 //! Owns the HTTP client, the credentials, the session (the uid from `common.authenticate`), the
-//! detected Odoo version, the pace (at most `max_rps` calls per second for the whole relay, a
-//! tokio [`Interval`] every call waits on) and the per-method call counters. The session is
+//! detected Odoo version, the pace (`max_rps` calls per second for the whole relay on average: a
+//! token bucket, [`Pace`], every call takes a slot from) and the per-method call counters. The session is
 //! opened lazily with `common.version()` then (JSON-RPC) `common.authenticate(db, login, key,
 //! {})`. When a call is refused with `AccessDenied` (or a session expiry), the client
 //! authenticates again once and repeats the call once (a refused call had no effect); a second
@@ -14,10 +14,9 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use tokio::time::{Interval, MissedTickBehavior};
 
 use crate::config::{ApiKey, OdooConfig};
 use crate::odoo::errors::{parse_rpc_response, Class, OdooError};
@@ -60,11 +59,55 @@ pub struct OdooClient {
     version: Mutex<Option<OdooVersion>>,
     /// JSON-RPC request ids, for correlating with Odoo's logs.
     next_id: AtomicU64,
-    /// One tick per call: the relay-wide rate limit.
-    pace: tokio::sync::Mutex<Interval>,
+    /// One slot per call: the relay-wide rate limit.
+    pace: Mutex<Pace>,
     stats: Mutex<RpcStats>,
     /// The `[odoo]` flow settings (stations, readings, concurrency) the pusher reads.
     settings: FlowSettings,
+}
+
+/// Seconds of `max_rps` the pace may save up while the callers are busy elsewhere (committing,
+/// reading the inbox): at 50 calls/s, 5 calls. Without it a strictly sequential caller whose
+/// calls take less than one period waits out every period although its average rate is far
+/// below the limit (an interval pace halved the chain's end-to-end rate at 20-40 calls/s).
+const PACE_BURST_SECS: f64 = 0.1;
+
+/// The relay-wide call pace: a token bucket refilled at `rate` calls per second, holding at most
+/// `rate` × [`PACE_BURST_SECS`] slots (at least one). A caller takes a slot and waits for it when
+/// none is left; slots are handed out in the order they were asked for. Over any interval of
+/// `t` seconds at most `rate × t` + the burst calls start.
+#[derive(Debug)]
+struct Pace {
+    rate: f64,
+    burst: f64,
+    /// Free slots at `at` (negative: slots already promised to waiting callers).
+    slots: f64,
+    at: Instant,
+}
+
+impl Pace {
+    fn new(rate: f64, now: Instant) -> Pace {
+        let rate = rate.max(0.001);
+        let burst = (rate * PACE_BURST_SECS).max(1.0);
+        Pace {
+            rate,
+            burst,
+            slots: burst,
+            at: now,
+        }
+    }
+
+    /// Takes one slot at `now`; returns how long the caller waits before its call.
+    fn take(&mut self, now: Instant) -> Duration {
+        let refill = now.saturating_duration_since(self.at).as_secs_f64() * self.rate;
+        self.slots = (self.slots + refill).min(self.burst) - 1.0;
+        self.at = self.at.max(now);
+        if self.slots >= 0.0 {
+            Duration::ZERO
+        } else {
+            Duration::from_secs_f64(-self.slots / self.rate)
+        }
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -83,9 +126,6 @@ impl OdooClient {
                 call: "client setup".into(),
                 detail: e.to_string(),
             })?;
-        let period = Duration::from_secs_f64(1.0 / config.flows.max_rps.max(0.001));
-        let mut pace = tokio::time::interval(period.max(Duration::from_micros(1)));
-        pace.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let version = match config.flows.version {
             VersionChoice::Fixed(v) => OdooVersion::new(v).ok(),
             VersionChoice::Auto => None,
@@ -101,7 +141,7 @@ impl OdooClient {
             uid: Mutex::new(None),
             version: Mutex::new(version),
             next_id: AtomicU64::new(1),
-            pace: tokio::sync::Mutex::new(pace),
+            pace: Mutex::new(Pace::new(config.flows.max_rps, Instant::now())),
             stats: Mutex::new(RpcStats::default()),
             settings: config.flows.clone(),
         })
@@ -119,7 +159,10 @@ impl OdooClient {
 
     /// Waits for the next slot of the rate limit and counts the call.
     async fn paced(&self, model: &str, method: &str) {
-        self.pace.lock().await.tick().await;
+        let wait = lock(&self.pace).take(Instant::now());
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+        }
         *lock(&self.stats)
             .calls
             .entry((model.to_string(), method.to_string()))
@@ -356,5 +399,48 @@ impl OdooClient {
     /// Forgets the session (the next call logs in again).
     pub fn reset_session(&self) {
         *lock(&self.uid) = None;
+    }
+}
+
+#[cfg(test)]
+mod pace_tests {
+    use super::*;
+
+    #[test]
+    fn a_sequential_caller_below_the_rate_never_waits() {
+        let t0 = Instant::now();
+        let mut pace = Pace::new(50.0, t0);
+        // Two quick calls per 60 ms step (about 33 calls/s, below 50).
+        for step in 0..100u64 {
+            let at = t0 + Duration::from_millis(60 * step);
+            assert_eq!(pace.take(at), Duration::ZERO, "step {step}");
+            assert_eq!(
+                pace.take(at + Duration::from_millis(5)),
+                Duration::ZERO,
+                "step {step}"
+            );
+        }
+    }
+
+    #[test]
+    fn callers_asking_at_once_are_spaced_to_the_rate_after_the_burst() {
+        let t0 = Instant::now();
+        let mut pace = Pace::new(50.0, t0);
+        let waits: Vec<Duration> = (0..105).map(|_| pace.take(t0)).collect();
+        assert!(waits[..5].iter().all(|w| w.is_zero()), "{:?}", &waits[..5]);
+        // The 105th call starts 100 slots of 20 ms after the burst: 2 s.
+        let last = waits[104].as_secs_f64();
+        assert!((last - 2.0).abs() < 1e-6, "{last}");
+    }
+
+    #[test]
+    fn a_slow_rate_allows_no_burst() {
+        let t0 = Instant::now();
+        let mut pace = Pace::new(5.0, t0);
+        assert_eq!(pace.take(t0), Duration::ZERO);
+        let second = pace.take(t0 + Duration::from_secs(10)).as_secs_f64();
+        assert_eq!(second, 0.0);
+        let third = pace.take(t0 + Duration::from_secs(10)).as_secs_f64();
+        assert!((third - 0.2).abs() < 1e-6, "{third}");
     }
 }
