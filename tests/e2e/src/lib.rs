@@ -48,3 +48,9 @@ pub mod stack;
 pub mod synthetic;
 
 pub use error::{HarnessError, Result};
+
+/// Whether the long variants of the fault scenarios and SIGKILL loops run
+/// (`SCANBRIDGE_LONG=1`; CI runs the short ones).
+pub fn long_variant() -> bool {
+    std::env::var("SCANBRIDGE_LONG").is_ok_and(|v| v == "1")
+}

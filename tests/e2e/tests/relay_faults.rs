@@ -16,10 +16,7 @@ use scanbridge_e2e::stack::{
     plan_counts, publish_plan, Catalog, PlannedCount, Stack, StackOptions,
 };
 
-/// `SCANBRIDGE_LONG=1` selects the long variant.
-fn long() -> bool {
-    std::env::var("SCANBRIDGE_LONG").is_ok_and(|v| v == "1")
-}
+use scanbridge_e2e::long_variant as long;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn relay_killed_with_sigkill_mid_stream_applies_every_count_exactly_once() {

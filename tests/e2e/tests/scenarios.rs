@@ -25,10 +25,7 @@ use scanbridge_e2e::stack::{
     plan_counts, publish_plan, AgentTuning, Catalog, PlannedCount, Stack, StackOptions,
 };
 
-/// `SCANBRIDGE_LONG=1` selects the long variants.
-fn long() -> bool {
-    std::env::var("SCANBRIDGE_LONG").is_ok_and(|v| v == "1")
-}
+use scanbridge_e2e::long_variant as long;
 
 fn scaled<T>(short: T, long_variant: T) -> T {
     if long() {
