@@ -139,7 +139,15 @@ fn init_logging() {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // Colour codes only on a terminal: journald and log files get plain text.
+        .with_ansi(colour_wanted())
         .init();
+}
+
+/// Whether log lines may carry ANSI colours: stderr is a terminal and `NO_COLOR` is unset.
+fn colour_wanted() -> bool {
+    use std::io::IsTerminal;
+    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none()
 }
 
 fn run_ca(command: CaCommand) -> ExitCode {
