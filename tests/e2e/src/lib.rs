@@ -8,7 +8,9 @@
 //! - [`publisher`]: the scanner side (QoS 1 publisher), the agent's broker session, a no-op
 //!   subscriber baseline.
 //! - [`stack`]: the whole chain brought up in order; seeded catalogs; count-stream plans.
-//! - [`checks`]: the exactly-once, in-order verdict on the simulator's state.
+//! - [`checks`]: the exactly-once, in-order verdict on the simulator's state (and the weaker one
+//!   after a broker crash: [`checks::verify_after_broker_loss`]).
+//! - [`resend`]: a QoS 1 scanner that re-publishes what the broker did not PUBACK after a crash.
 //! - [`ean`], [`scans`]: valid (and deliberately invalid) EAN-13 codes; canonical scan payloads.
 //! - [`probe_relay`]: an mTLS endpoint that acks batches, for the bench's ingest figure.
 //! - [`synthetic`]: agent-shaped batches, a site-certificate HTTPS client, CPU time from /proc
@@ -43,6 +45,7 @@ pub mod probe_relay;
 pub mod process;
 pub mod publisher;
 pub mod relay;
+pub mod resend;
 pub mod scans;
 pub mod stack;
 pub mod synthetic;

@@ -215,6 +215,11 @@ mod tests {
             .and_then(|v| v.parse().ok())
             .unwrap_or(0);
         assert!(bytes > 0, "max_queued_bytes must be the real cap");
+        // It counts payload bytes only: a million canonical scans (~150 bytes) must fit.
+        assert!(
+            bytes >= 150_000_000,
+            "max_queued_bytes {bytes} cannot hold 1,000,000 scans"
+        );
         let inflight: u64 = setting("max_inflight_messages")
             .and_then(|v| v.parse().ok())
             .unwrap_or(0);

@@ -239,8 +239,9 @@ impl OdooSim {
             parse_listening_line,
         )
         .await?;
+        // A state dump after a million-event drain is hundreds of megabytes: allow for it.
         let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(30))
+            .timeout(Duration::from_secs(180))
             .build()
             .map_err(|source| HarnessError::Http {
                 url: addr.clone(),

@@ -1,0 +1,162 @@
+//! The shipped broker fragment queues a long outage's worth of scans for an agent that is down:
+//! `max_queued_bytes` (deploy/mosquitto/scanbridge.conf) counts payload bytes only, and at the old
+//! 64 MiB a 1,000,000-scan burst lost a quarter of its scans, PUBACKed to the scanners and then
+//! dropped ("Outgoing messages are being dropped"). Here the agent is stopped, the scans are
+//! published and PUBACKed, the broker's log must show no drop, and the started agent takes every
+//! one exactly once.
+//!
+//! Short variant (CI): 200,000 scans, checked at the agent (the relay is blackholed so its buffer
+//! holds everything it took: exactly the published count, fence included, over one broker
+//! connection, so no redelivery could hide a loss). `SCANBRIDGE_LONG=1`: 1,000,000 scans, and the
+//! relay healed afterwards so the exactly-once, in-order verdict is taken in Odoo.
+
+#![allow(clippy::unwrap_used)]
+
+use std::time::{Duration, Instant};
+
+use rand::SeedableRng;
+use scanbridge_e2e::checks::{describe_violations, verify_exactly_once};
+use scanbridge_e2e::fault_proxy::Mode;
+use scanbridge_e2e::long_variant as long;
+use scanbridge_e2e::process::{vm_rss_kib, StateDir};
+use scanbridge_e2e::publisher::Publisher;
+use scanbridge_e2e::scans::{topic_for, ScanPayload};
+use scanbridge_e2e::stack::{
+    plan_counts, publish_plan, AgentTuning, Catalog, Stack, StackOptions, FENCE_QTY,
+};
+
+/// Polls an agent metric until `want` holds, failing after `timeout`.
+async fn agent_metric_until(
+    stack: &Stack,
+    name: &str,
+    timeout: Duration,
+    want: impl Fn(f64) -> bool,
+) -> f64 {
+    let api = stack.agent_api().unwrap();
+    let deadline = Instant::now() + timeout;
+    loop {
+        let v = api.metrics().await.ok().and_then(|m| m.get(name).copied());
+        if let Some(v) = v.filter(|v| want(*v)) {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{name} is {v:?} after {:.0} s",
+            timeout.as_secs_f64()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_broker_queues_200k_scans_for_a_stopped_agent_and_drops_none() {
+    let n = if long() { 1_000_000 } else { 200_000 };
+    let opts = StackOptions {
+        proxies: true,
+        agent: AgentTuning {
+            retry_max_ms: Some(1_000),
+            ..AgentTuning::default()
+        },
+        ..StackOptions::default()
+    };
+    let dir = StateDir::temp("broker-queue").expect("state dir");
+    let mut stack = Stack::start(dir, &opts).await.expect("chain up");
+    let catalog = Catalog::seed(&stack.sim, 4, 200, 5, "WH-BQ")
+        .await
+        .expect("seed");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(0xb0c);
+    let (plan, expected) = plan_counts(&catalog, n, &mut rng);
+    let relay = stack.relay_proxy.as_ref().unwrap();
+    relay.set_mode(Mode::Blackhole);
+    relay.reset_all();
+
+    stack
+        .agent
+        .stop(Duration::from_secs(20))
+        .expect("stop the agent");
+    let started = Instant::now();
+    let mut publisher = Publisher::connect(stack.mosquitto.port(), "scanner-broker-queue")
+        .await
+        .expect("publisher");
+    publish_plan(&mut publisher, "SC-01", &plan, None)
+        .await
+        .expect("publish");
+    let (fence_code, _) = catalog.fence_product.clone();
+    let (loc_code, _) = catalog.locations[0].clone();
+    let fence = ScanPayload::count("SC-01", &fence_code, &loc_code, FENCE_QTY);
+    publisher
+        .publish(&topic_for("SC-01"), fence.to_bytes())
+        .await
+        .expect("publish the fence");
+    publisher
+        .wait_all_acked(Duration::from_secs(600))
+        .await
+        .expect("the broker PUBACKed every scan");
+    let payload_bytes: usize = fence.to_bytes().len() * (n + 1);
+    let rss = vm_rss_kib(stack.mosquitto.process().pid()).unwrap_or(0);
+    eprintln!(
+        "{} scans (~{} MiB of payload) queued for the stopped agent in {:.1} s; mosquitto RSS \
+         {} MiB ({} bytes per queued scan)",
+        n + 1,
+        payload_bytes >> 20,
+        started.elapsed().as_secs_f64(),
+        rss >> 10,
+        rss * 1024 / (n as u64 + 1)
+    );
+    let log = std::fs::read_to_string(stack.mosquitto.log_path()).unwrap();
+    assert!(
+        !log.contains("messages are being dropped"),
+        "mosquitto dropped scans it had PUBACKed: raise max_queued_bytes in \
+         deploy/mosquitto/scanbridge.conf"
+    );
+
+    stack.agent.restart().expect("start the agent");
+    let want = (n + 1) as f64;
+    let backlog = agent_metric_until(
+        &stack,
+        "scanbridge_agent_backlog_events",
+        Duration::from_secs(if long() { 1800 } else { 300 }),
+        |b| b >= want,
+    )
+    .await;
+    eprintln!(
+        "the agent took {backlog} events from the broker in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    assert_eq!(
+        backlog, want,
+        "the agent stored more events than were published"
+    );
+    let agent_log = std::fs::read_to_string(stack.agent.log_path()).unwrap();
+    let last_run = scanbridge_e2e::process::latest_run(&agent_log);
+    assert_eq!(
+        last_run.matches("connected to MQTT broker").count(),
+        1,
+        "the agent reconnected to the broker: a redelivery could hide a loss"
+    );
+
+    if long() {
+        stack.relay_proxy.as_ref().unwrap().heal();
+        let state = stack
+            .fence_and_wait(
+                &mut publisher,
+                "SC-01",
+                &catalog,
+                &expected,
+                Duration::from_secs(7200),
+            )
+            .await
+            .expect("every scan applied in Odoo");
+        if let Err(problems) = verify_exactly_once(&state, &expected, &stack.site) {
+            panic!(
+                "{}",
+                describe_violations(&problems, "after a 1,000,000-scan broker queue")
+            );
+        }
+        eprintln!(
+            "applied exactly once in Odoo after {:.1} s",
+            started.elapsed().as_secs_f64()
+        );
+    }
+    stack.ensure_all_running().expect("no process died");
+}
