@@ -157,6 +157,7 @@ pub async fn post_batch(
         .map_or(batch.first_seq.saturating_sub(1), |e| e.seq);
     let inbox = state.inbox.clone();
     let site_name = site.as_str().to_string();
+    let queued = std::time::Instant::now();
     let accepted = tokio::task::spawn_blocking(move || {
         let _permit = permit;
         inbox.accept_batch(&site_name, &batch, &encoded, crate::now_micros())
@@ -172,6 +173,7 @@ pub async fn post_batch(
     }
     tracing::debug!(
         site = %site, upto, inserted = accepted.inserted, duplicates = accepted.duplicates,
+        store_us = u64::try_from(queued.elapsed().as_micros()).unwrap_or(u64::MAX),
         "batch stored"
     );
     let ack = encode(&Ack {

@@ -1,13 +1,33 @@
 //! The forwarder: drains the store to the relay, oldest first, over HTTPS with mutual TLS.
 //!
-//! [`state`] holds the pure state machine; this module is its I/O loop. Each round reads up to
-//! `batch_max_events` events in seq order, posts `Batch { site, agent, first_seq, events, status }`
-//! (enveloped postcard) to `<relay>/v1/batches`, and on `200 Ack { upto }` deletes the events
-//! with `seq <= min(upto, last seq sent)` — never anything it did not send. Answers:
+//! [`state`] holds the pure state machine; this module is its I/O loop. Each round posts
+//! `Batch { site, agent, first_seq, events, status }` (enveloped postcard, up to
+//! `batch_max_events` events in seq order) to `<relay>/v1/batches`, and on `200 Ack { upto }`
+//! deletes the events with `seq <= min(upto, last seq sent)` — never anything it did not send.
+//! Answers:
 //! - 400 / 403 / 413 (and other 4xx): logged at ERROR with the relay's reason, retried with
 //!   backoff, never deleted; 413 (or a batch too large to encode) also halves the batch size.
 //! - 429 / 503: wait for `Retry-After` (seconds) when given, else back off.
 //! - connection errors, timeouts, other 5xx: capped exponential backoff with jitter.
+//!
+//! # Pipeline (one batch in flight)
+//!
+//! Exactly one batch is in flight at a time: the relay stores batches of a site as they come, and
+//! its pusher walks the inbox in seq order, so a later batch must never overtake an earlier one.
+//! The work around the POST overlaps with it instead (on the blocking pool):
+//! - while batch N is in flight, batch N+1 (the events after N's last seq) is read and encoded;
+//! - the delete of batch N's events runs while batch N+1 is in flight. Deletes run one at a time
+//!   and in order; the previous one is awaited before the next starts, before going idle, and
+//!   before a batch is read from the oldest event.
+//!
+//! After a full `Ack` the next batch starts after the last seq sent (the cursor). After anything
+//! else (a failure, a partial `Ack`, a failed delete) the cursor is dropped and the next batch is
+//! read from the oldest stored event again, once the pending delete finished: events whose delete
+//! was lost are simply sent again, and the relay acknowledges them as duplicates.
+//!
+//! Deletes are committed without fsync ([`DeleteDurability::Deferred`]) except one at least every
+//! [`DURABLE_DELETE_EVERY`] and every delete while ingest is paused (full buffer or disk): why a
+//! lost delete is harmless is in the store's module doc ("Durability of deletes").
 //!
 //! It wakes on every commit (a `Notify` from the writer) and, when idle, sends a heartbeat (a batch
 //! without events, carrying the status) every `heartbeat_secs`.
@@ -19,19 +39,101 @@ use std::time::Duration;
 
 use reqwest::StatusCode;
 use scanbridge_protocol::envelope::EncodeError;
-use scanbridge_protocol::{decode, encode, Ack, Batch, Event};
+use scanbridge_protocol::{decode, encode, Ack, AgentStatus, Batch};
+use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::status::StatusSource;
-use crate::store::Store;
+use crate::store::{DeleteDurability, Deleted, Store, StoreError};
 use state::{Machine, Outcome, RetryPolicy, Step};
+
+/// Longest time between two durable (fsynced) deletes while the forwarder drains; the deletes in
+/// between are not fsynced. After a power loss at most this much drain is sent again (and
+/// deduplicated by the relay).
+pub const DURABLE_DELETE_EVERY: Duration = Duration::from_millis(250);
 
 /// Why the forwarder stopped (it retries everything else forever).
 #[derive(Debug, thiserror::Error)]
 pub enum ForwarderError {
     #[error("relay URL {0} cannot be extended with /v1/batches")]
     Url(String),
+}
+
+/// Why the next batch could not be built (the round counts as failed and is retried).
+#[derive(Debug, thiserror::Error)]
+pub enum PrepareError {
+    #[error("cannot read the backlog from the store: {0}")]
+    Store(#[from] StoreError),
+    #[error("a batch of {events} events encodes to {bytes} bytes, more than a message may hold; halving the batch size")]
+    TooLarge { events: usize, bytes: usize },
+    #[error("cannot encode a batch at seq {first_seq}: {source}")]
+    Encode { first_seq: u64, source: EncodeError },
+}
+
+/// A batch read from the store and encoded, ready to post.
+#[derive(Debug)]
+pub struct Prepared {
+    pub first_seq: u64,
+    /// Seq of the last event; `None` for a heartbeat (no events).
+    pub last_seq: Option<u64>,
+    pub count: usize,
+    pub body: Vec<u8>,
+}
+
+/// Reads up to `limit` events from seq `from` on (0: from the oldest) and encodes them as one
+/// batch carrying `status`. Blocking (redb read, postcard encoding).
+pub fn prepare_batch(
+    store: &Store,
+    from: u64,
+    limit: usize,
+    site: String,
+    agent: String,
+    status: AgentStatus,
+) -> Result<Prepared, PrepareError> {
+    let events = store.read_from_blocking(from, limit)?;
+    let first_seq = events
+        .first()
+        .map(|e| e.seq)
+        .unwrap_or_else(|| store.stats().next_seq);
+    let last_seq = events.last().map(|e| e.seq);
+    let count = events.len();
+    let batch = Batch {
+        site,
+        agent,
+        first_seq,
+        events,
+        status: Some(status),
+    };
+    let body = encode(&batch).map_err(|e| match e {
+        EncodeError::TooLarge(bytes) => PrepareError::TooLarge {
+            events: count,
+            bytes,
+        },
+        source => PrepareError::Encode { first_seq, source },
+    })?;
+    Ok(Prepared {
+        first_seq,
+        last_seq,
+        count,
+        body,
+    })
+}
+
+/// Work of one round on the blocking pool, overlapping the POST: the delete of what the relay
+/// acknowledged last, then the next batch. One job at a time, so deletes stay in order and one
+/// thread's memory serves both.
+struct Background {
+    /// Seq the prepared batch starts at, if one is prepared.
+    prefetch_from: Option<u64>,
+    /// `(upto, durability)` of the delete, if one runs.
+    delete: Option<(u64, DeleteDurability)>,
+    handle: JoinHandle<BackgroundDone>,
+}
+
+struct BackgroundDone {
+    deleted: Option<Result<Deleted, StoreError>>,
+    prepared: Option<Result<Prepared, PrepareError>>,
 }
 
 /// Settings of the forwarder, from `[relay]`.
@@ -63,6 +165,14 @@ pub struct Forwarder {
     failures: u32,
     /// Renewed clients (certificate rotation); switched to between batches.
     client_updates: Option<tokio::sync::watch::Receiver<reqwest::Client>>,
+    /// Seq the next batch starts at, after a fully acknowledged batch; `None`: the oldest event.
+    cursor: Option<u64>,
+    /// Acknowledged events `<= this` are still to be deleted (a later Ack supersedes it).
+    delete_due: Option<u64>,
+    /// The job running beside the POST, if any.
+    background: Option<Background>,
+    /// When the last durable delete was started; `None`: the next delete is durable.
+    last_durable_delete: Option<Instant>,
 }
 
 impl Forwarder {
@@ -92,6 +202,10 @@ impl Forwarder {
             machine,
             failures: 0,
             client_updates: None,
+            cursor: None,
+            delete_due: None,
+            background: None,
+            last_durable_delete: None,
         })
     }
 
@@ -124,7 +238,14 @@ impl Forwarder {
         loop {
             match step {
                 Step::Wait => {
+                    // Counters are exact only once the acknowledged events are deleted.
+                    self.settle_deletes().await;
                     if self.store.stats().backlog_events > 0 {
+                        if !self.unsent_events() {
+                            // Rows below the cursor (a delete lost with a reopened store):
+                            // send them again from the oldest; the relay has them already.
+                            self.cursor = None;
+                        }
                         step = self.machine.work_available();
                         continue;
                     }
@@ -144,67 +265,208 @@ impl Forwarder {
                 }
                 Step::Send => {
                     self.take_renewed_client();
-                    let limit = self.batch_limit;
-                    let events = tokio::select! {
+                    let prepared = tokio::select! {
                         _ = cancel.cancelled() => break,
-                        r = self.store.read_oldest(limit) => r,
+                        p = self.next_batch() => p,
                     };
-                    let events = match events {
-                        Ok(e) => e,
+                    let prepared = match prepared {
+                        Ok(p) => p,
                         Err(e) => {
-                            tracing::error!(error = %e, "cannot read the backlog from the store");
+                            self.prepare_failed(e);
                             step = self.machine.on_outcome(&Outcome::Failed, rand::random());
                             continue;
                         }
                     };
-                    if events.is_empty() && Instant::now() < heartbeat_due {
+                    if prepared.count == 0 && Instant::now() < heartbeat_due {
                         step = self.machine.nothing_to_send();
                         continue;
                     }
+                    self.spawn_background(&prepared);
                     let outcome = tokio::select! {
                         _ = cancel.cancelled() => break,
-                        o = self.send(events) => o,
+                        o = self.send(prepared) => o,
                     };
+                    if !matches!(outcome, Outcome::Acked { .. }) {
+                        // Start again from the oldest stored event (module doc, "Pipeline").
+                        self.cursor = None;
+                    }
                     heartbeat_due = Instant::now() + self.cfg.heartbeat;
                     step = self.machine.on_outcome(&outcome, rand::random());
                 }
             }
         }
+        // Delete what was acknowledged before the store closes (fewer events sent twice).
+        self.settle_deletes().await;
         tracing::debug!("forwarder stopped");
         Ok(())
     }
 
-    /// Posts one batch and applies the relay's answer. Never deletes on anything but a valid Ack.
-    async fn send(&mut self, events: Vec<Event>) -> Outcome {
-        let first_seq = events
-            .first()
-            .map(|e| e.seq)
-            .unwrap_or_else(|| self.store.stats().next_seq);
-        let last_seq = events.last().map(|e| e.seq);
-        let count = events.len();
-        let batch = Batch {
-            site: self.cfg.site.clone(),
-            agent: self.cfg.agent.clone(),
-            first_seq,
-            events,
-            status: Some(self.status.build()),
+    /// Whether events after the cursor (or any event, without a cursor) wait to be sent.
+    fn unsent_events(&self) -> bool {
+        let stats = self.store.stats();
+        match self.cursor {
+            Some(from) => stats.next_seq > from,
+            None => stats.backlog_events > 0,
+        }
+    }
+
+    /// The batch to post now: the prefetched one if it starts at the cursor, else read and
+    /// encoded now (from the oldest event once every acknowledged event is deleted, without a
+    /// cursor).
+    async fn next_batch(&mut self) -> Result<Prepared, PrepareError> {
+        if let Some((from, prepared)) = self.reap_background().await {
+            if Some(from) == self.cursor {
+                return prepared;
+            }
+        }
+        let from = match self.cursor {
+            Some(from) => from,
+            None => {
+                self.settle_deletes().await;
+                0
+            }
         };
-        let body = match encode(&batch) {
-            Ok(b) => b,
-            Err(EncodeError::TooLarge(n)) => {
-                self.shrink_batch(count);
-                tracing::warn!(
-                    bytes = n,
-                    events = count,
-                    "batch too large to encode; halving the batch size"
-                );
-                return Outcome::Failed;
+        let (store, job) = (self.store.clone(), self.prepare_job());
+        tokio::task::spawn_blocking(move || job(&store, from))
+            .await
+            .map_err(|e| PrepareError::Store(StoreError::Join(e.to_string())))?
+    }
+
+    /// `prepare_batch` with this round's batch size, identity and status.
+    fn prepare_job(&self) -> impl FnOnce(&Store, u64) -> Result<Prepared, PrepareError> {
+        let (limit, site, agent) = (
+            self.batch_limit,
+            self.cfg.site.clone(),
+            self.cfg.agent.clone(),
+        );
+        let status = self.status.build();
+        move |store, from| prepare_batch(store, from, limit, site, agent, status)
+    }
+
+    /// The durability of the next delete: durable at least every [`DURABLE_DELETE_EVERY`], and
+    /// always while ingest is paused (the writer waits for freed space).
+    fn next_delete_durability(&mut self) -> DeleteDurability {
+        let due = self
+            .last_durable_delete
+            .is_none_or(|t| t.elapsed() >= DURABLE_DELETE_EVERY)
+            || self.store.stats().ingest_paused;
+        if due {
+            self.last_durable_delete = Some(Instant::now());
+            DeleteDurability::Immediate
+        } else {
+            DeleteDurability::Deferred
+        }
+    }
+
+    /// Starts the job beside the POST of `current`: the due delete, then the batch after
+    /// `current` if events after it are already committed.
+    fn spawn_background(&mut self, current: &Prepared) {
+        let prefetch_from = current
+            .last_seq
+            .and_then(|l| l.checked_add(1))
+            .filter(|from| self.store.stats().next_seq > *from);
+        let delete = self
+            .delete_due
+            .take()
+            .map(|upto| (upto, self.next_delete_durability()));
+        if prefetch_from.is_none() && delete.is_none() {
+            return;
+        }
+        let (store, job) = (self.store.clone(), self.prepare_job());
+        let handle = tokio::task::spawn_blocking(move || {
+            let deleted = delete.map(|(upto, d)| store.delete_upto_with(upto, d));
+            let prepared = prefetch_from.map(|from| job(&store, from));
+            BackgroundDone { deleted, prepared }
+        });
+        self.background = Some(Background {
+            prefetch_from,
+            delete,
+            handle,
+        });
+    }
+
+    /// Awaits the background job, handles its delete, and returns its prepared batch (with the
+    /// seq it starts at), unless the delete failed.
+    async fn reap_background(&mut self) -> Option<(u64, Result<Prepared, PrepareError>)> {
+        let bg = self.background.take()?;
+        let done = match bg.handle.await {
+            Ok(done) => done,
+            Err(e) => BackgroundDone {
+                deleted: bg.delete.map(|_| Err(StoreError::Join(e.to_string()))),
+                prepared: None,
+            },
+        };
+        if let (Some((upto, durability)), Some(result)) = (bg.delete, done.deleted) {
+            if !self.delete_finished(upto, durability, result) {
+                return None;
+            }
+        }
+        bg.prefetch_from.zip(done.prepared)
+    }
+
+    /// Awaits the background job and runs the due delete now (before going idle, before reading
+    /// from the oldest event, at shutdown).
+    async fn settle_deletes(&mut self) {
+        let _ = self.reap_background().await;
+        let Some(upto) = self.delete_due.take() else {
+            return;
+        };
+        let durability = self.next_delete_durability();
+        let store = self.store.clone();
+        let result = tokio::task::spawn_blocking(move || store.delete_upto_with(upto, durability))
+            .await
+            .map_err(|e| StoreError::Join(e.to_string()))
+            .and_then(|r| r);
+        self.delete_finished(upto, durability, result);
+    }
+
+    /// Logs a finished delete. On failure the cursor is dropped, so the events are read again
+    /// from the oldest and resent (the relay deduplicates), and the next delete is durable.
+    fn delete_finished(
+        &mut self,
+        upto: u64,
+        durability: DeleteDurability,
+        result: Result<Deleted, StoreError>,
+    ) -> bool {
+        match result {
+            Ok(d) => {
+                tracing::debug!(event_seq = upto, deleted = d.events, durability = ?durability, "acknowledged events deleted");
+                true
             }
             Err(e) => {
-                tracing::error!(error = %e, event_seq = first_seq, "cannot encode a batch");
-                return Outcome::Failed;
+                tracing::error!(error = %e, event_seq = upto, "cannot delete acknowledged events; they will be resent (the relay deduplicates)");
+                self.cursor = None;
+                self.last_durable_delete = None;
+                false
             }
-        };
+        }
+    }
+
+    fn prepare_failed(&mut self, e: PrepareError) {
+        match &e {
+            PrepareError::TooLarge { events, .. } => {
+                self.shrink_batch(*events);
+                tracing::warn!(error = %e, "batch too large to encode");
+            }
+            PrepareError::Store(_) => {
+                self.cursor = None;
+                tracing::error!(error = %e, "cannot read the backlog from the store");
+            }
+            PrepareError::Encode { first_seq, .. } => {
+                tracing::error!(error = %e, event_seq = first_seq, "cannot encode a batch");
+            }
+        }
+    }
+
+    /// Posts one batch and applies the relay's answer. Never deletes on anything but a valid Ack.
+    async fn send(&mut self, batch: Prepared) -> Outcome {
+        let Prepared {
+            first_seq,
+            last_seq,
+            count,
+            body,
+        } = batch;
+        let started = std::time::Instant::now();
         let response = self
             .client
             .post(self.endpoint.clone())
@@ -244,7 +506,8 @@ impl Forwarder {
                         return Outcome::Failed;
                     }
                 };
-                self.acked(ack, first_seq, last_seq, count).await
+                let post_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+                self.acked(ack, first_seq, last_seq, count, post_us).await
             }
             StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE => {
                 self.status.relay_failed(
@@ -289,6 +552,7 @@ impl Forwarder {
         first_seq: u64,
         last_seq: Option<u64>,
         count: usize,
+        post_us: u64,
     ) -> Outcome {
         self.status.relay_acked(crate::now_micros());
         if self.failures > 0 {
@@ -306,21 +570,7 @@ impl Forwarder {
                 );
             }
             let upto = ack.upto.min(last);
-            if upto >= first_seq {
-                match self.store.delete_upto(upto).await {
-                    Ok(d) => tracing::debug!(
-                        event_seq = upto,
-                        deleted = d.events,
-                        duplicates = ack.duplicates,
-                        events = count,
-                        "batch acknowledged"
-                    ),
-                    Err(e) => {
-                        tracing::error!(error = %e, event_seq = upto, "cannot delete acknowledged events; they will be resent (the relay deduplicates)");
-                        return Outcome::Failed;
-                    }
-                }
-            } else {
+            if upto < first_seq {
                 tracing::warn!(
                     upto = ack.upto,
                     first_seq,
@@ -328,9 +578,20 @@ impl Forwarder {
                 );
                 return Outcome::Failed;
             }
+            // Deleted beside the next POST (or before going idle): module doc, "Pipeline".
+            self.delete_due = Some(upto);
+            // A partial Ack: the rest is read again from the oldest stored event.
+            self.cursor = (upto == last).then(|| last.saturating_add(1));
+            tracing::debug!(
+                event_seq = upto,
+                duplicates = ack.duplicates,
+                events = count,
+                post_us,
+                "batch acknowledged"
+            );
         }
         Outcome::Acked {
-            backlog_left: self.store.stats().backlog_events > 0,
+            backlog_left: self.unsent_events(),
         }
     }
 
