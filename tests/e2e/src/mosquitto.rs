@@ -126,6 +126,13 @@ impl Mosquitto {
         &self.logs.stderr
     }
 
+    /// Whether the broker has logged dropping messages for a client (its queue cap was reached):
+    /// scans it PUBACKed and then threw away.
+    pub fn dropped_messages(&self) -> bool {
+        std::fs::read_to_string(&self.logs.stderr)
+            .is_ok_and(|log| log.contains("Outgoing messages are being dropped"))
+    }
+
     /// The broker process.
     pub fn process(&mut self) -> &mut ChildProcess {
         &mut self.process
