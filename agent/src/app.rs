@@ -42,6 +42,13 @@ pub enum AppError {
 
 /// Timeout of one POST to the relay (a full batch over a slow link).
 const RELAY_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+/// Items (one per MQTT message or serial line) queued between the sources and the store writer.
+/// The writer drains the queue at each commit, so this is about one group commit's worth of
+/// input waiting while the previous one is on disk. Every queued item is a whole normalised
+/// event (~0.5 KiB with its strings) whose message is not yet acknowledged: the depth is
+/// agent memory. It used to be `2 × commit_max_events` (8192): with the writer's own batch that
+/// was ~12,000 events in flight during a burst, several MiB of the peak RSS, for no ingest gain.
+const INGEST_QUEUE: usize = 1024;
 
 /// Runs the agent until `cancel` fires (or a component fails), then shuts down in order.
 pub async fn run(config: Config, cancel: CancellationToken) -> Result<(), AppError> {
@@ -85,8 +92,12 @@ pub async fn run_with_reload(
     );
 
     let committed = Arc::new(tokio::sync::Notify::new());
-    let depth = (config.store.commit_max_events * 2).max(1024);
-    let (writer, ingest) = Writer::new(store.clone(), &config.store, depth, committed.clone());
+    let (writer, ingest) = Writer::new(
+        store.clone(),
+        &config.store,
+        INGEST_QUEUE,
+        committed.clone(),
+    );
     let health = Health::default();
     let registry = writer.registry();
 

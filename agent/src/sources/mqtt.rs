@@ -388,6 +388,31 @@ impl Connection {
     }
 }
 
+/// What acknowledging a message needs, kept instead of the [`Publish`] itself.
+///
+/// A received `Publish` is a slice of rumqttc's socket read buffer: its payload `Bytes` keeps the
+/// whole read chunk (kilobytes, holding many messages) alive. Holding publishes until their
+/// commit therefore pinned one chunk per few messages, and mosquitto 2.0.11 does not hold its
+/// in-flight window (`max_inflight_messages`) once PUBACKs flow, so tens of thousands of messages
+/// could be between receipt and PUBACK during a burst: that was most of the agent's peak RSS
+/// (heaptrack, 2026-11-23: ~46 MB of pinned read chunks and an 18 MB ack queue at a 300,000-scan
+/// fill). A publish is dropped as soon as it is normalised; only these 12 bytes wait.
+#[derive(Debug, Clone, Copy)]
+struct AckRef {
+    pkid: u16,
+    qos: QoS,
+    hash: [u8; 8],
+}
+
+impl AckRef {
+    /// A payload-less publish carrying what rumqttc's `try_ack` reads (packet id and QoS).
+    fn ack_publish(&self) -> Publish {
+        let mut p = Publish::new(String::new(), self.qos, Vec::new());
+        p.pkid = self.pkid;
+        p
+    }
+}
+
 /// Normalises publishes, feeds the writer, acknowledges committed messages.
 struct Pipeline {
     broker: String,
@@ -406,11 +431,11 @@ struct Pipeline {
     client: AsyncClient,
     /// Hash of the last message acknowledged under each packet id, until confirmed.
     acked: HashMap<u16, [u8; 8]>,
-    /// Publishes sent to the writer and not yet committed, by token.
-    pending: HashMap<u64, (Publish, [u8; 8])>,
+    /// Messages sent to the writer and not yet committed, by token (see [`AckRef`]).
+    pending: HashMap<u64, AckRef>,
     next_token: u64,
     /// Acks the rumqttc request channel had no room for yet.
-    unsent_acks: VecDeque<(Publish, [u8; 8])>,
+    unsent_acks: VecDeque<AckRef>,
     /// Confirmed `(pkid, hash)` pairs to retire with the next item.
     retire: Vec<(u16, [u8; 8])>,
     /// Items the writer had no room for yet (in order).
@@ -552,7 +577,15 @@ impl Pipeline {
                 }),
             });
         }
-        self.pending.insert(token, (p, hash));
+        self.pending.insert(
+            token,
+            AckRef {
+                pkid: p.pkid,
+                qos: p.qos,
+                hash,
+            },
+        );
+        // `p` (and with it the read chunk its payload points into) is released here.
         items
     }
 
@@ -566,11 +599,11 @@ impl Pipeline {
     }
 
     fn flush_acks(&mut self) {
-        while let Some((p, hash)) = self.unsent_acks.front() {
-            match self.client.try_ack(p) {
+        while let Some(a) = self.unsent_acks.front().copied() {
+            match self.client.try_ack(&a.ack_publish()) {
                 Ok(()) => {
-                    if p.qos != QoS::AtMostOnce {
-                        self.acked.insert(p.pkid, *hash);
+                    if a.qos != QoS::AtMostOnce {
+                        self.acked.insert(a.pkid, a.hash);
                     }
                     self.unsent_acks.pop_front();
                 }
