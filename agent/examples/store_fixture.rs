@@ -68,6 +68,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     more_events: Vec::new(),
                 }),
                 event,
+                scan_id: None,
             }
         })
         .collect();

@@ -86,6 +86,10 @@ pub struct StoreConfig {
     pub commit_linger: Duration,
     /// Most events committed in one transaction.
     pub commit_max_events: usize,
+    /// How long the ids of committed scans are kept for dedupe (`dedupe_window_secs`).
+    pub dedupe_window: Duration,
+    /// Most scan ids kept for dedupe, whatever their age (`dedupe_max_ids`).
+    pub dedupe_max_ids: u64,
 }
 
 impl Default for StoreConfig {
@@ -94,6 +98,8 @@ impl Default for StoreConfig {
             max_bytes: 1 << 30,
             commit_linger: Duration::from_millis(2),
             commit_max_events: 4096,
+            dedupe_window: crate::store::dedupe::DEFAULT_WINDOW,
+            dedupe_max_ids: crate::store::dedupe::DEFAULT_MAX_IDS,
         }
     }
 }
@@ -289,6 +295,8 @@ struct RawStore {
     max_bytes: Option<Spanned<u64>>,
     commit_linger_ms: Option<Spanned<u64>>,
     commit_max_events: Option<Spanned<u64>>,
+    dedupe_window_secs: Option<Spanned<u64>>,
+    dedupe_max_ids: Option<Spanned<u64>>,
 }
 
 #[derive(Deserialize)]
@@ -932,6 +940,26 @@ impl Validator<'_> {
                 return self.err("store.commit_max_events", v.span(), "must be 1 to 100000");
             }
             out.commit_max_events = *v.get_ref() as usize;
+        }
+        if let Some(v) = raw.dedupe_window_secs {
+            if !(60..=365 * 24 * 3600).contains(v.get_ref()) {
+                return self.err(
+                    "store.dedupe_window_secs",
+                    v.span(),
+                    "must be 60 to 31536000 seconds (1 minute to 1 year)",
+                );
+            }
+            out.dedupe_window = Duration::from_secs(*v.get_ref());
+        }
+        if let Some(v) = raw.dedupe_max_ids {
+            if !(1_000..=100_000_000).contains(v.get_ref()) {
+                return self.err(
+                    "store.dedupe_max_ids",
+                    v.span(),
+                    "must be 1000 to 100000000",
+                );
+            }
+            out.dedupe_max_ids = *v.get_ref();
         }
         Ok(out)
     }

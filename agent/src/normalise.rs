@@ -142,17 +142,35 @@ pub fn normalise_message(
     decode: Decode,
     msg: Incoming<'_>,
 ) -> Vec<Event> {
+    normalise_message_with_id(stations, tags, decode, msg).0
+}
+
+/// [`normalise_message`], plus the scan id the payload carries (canonical JSON `id`), which
+/// belongs to the first event and its device. The store drops a scan whose `(device, id)` it
+/// has already committed (`store::dedupe`).
+pub fn normalise_message_with_id(
+    stations: &Stations,
+    tags: &Tags,
+    decode: Decode,
+    msg: Incoming<'_>,
+) -> (Vec<Event>, Option<String>) {
     let topic_device = device_at_level(msg.topic, decode.device_level);
     match decode.format {
-        PayloadFormat::Json => vec![json::normalise(stations, msg, topic_device)],
-        PayloadFormat::Text => vec![text::normalise(
-            stations,
-            msg.payload,
-            topic_device.unwrap_or(UNKNOWN_DEVICE),
-            msg.source(),
-            msg.received_at,
-        )],
-        PayloadFormat::Kepware => kepware::normalise(tags, msg, topic_device),
+        PayloadFormat::Json => {
+            let (event, id) = json::normalise_with_id(stations, msg, topic_device);
+            (vec![event], id)
+        }
+        PayloadFormat::Text => (
+            vec![text::normalise(
+                stations,
+                msg.payload,
+                topic_device.unwrap_or(UNKNOWN_DEVICE),
+                msg.source(),
+                msg.received_at,
+            )],
+            None,
+        ),
+        PayloadFormat::Kepware => (kepware::normalise(tags, msg, topic_device), None),
     }
 }
 

@@ -101,6 +101,7 @@ fn item(i: u64) -> IngestItem {
             }),
         },
         mqtt: None,
+        scan_id: None,
     }
 }
 

@@ -378,6 +378,7 @@ fn tag_message(pkid: u16, dup: bool) -> IngestItem {
             retire: Vec::new(),
             more_events: vec![reading_event(2.0), reading_event(3.0)],
         }),
+        scan_id: None,
     }
 }
 

@@ -400,3 +400,25 @@ fn the_commented_serial_example_in_deploy_parses_once_uncommented() {
     assert_eq!(c.serial.len(), 1);
     assert_eq!(c.serial[0].baud, 9600);
 }
+
+#[test]
+fn the_scan_id_window_and_cap_default_to_3_days_and_2_million_and_are_checked() {
+    let f = Fixture::new();
+    let c = f.parse(GOOD).expect("valid config");
+    assert_eq!(c.store.dedupe_window, Duration::from_secs(3 * 24 * 3600));
+    assert_eq!(c.store.dedupe_max_ids, 2_000_000);
+    let text = GOOD.replace(
+        "commit_max_events = 100",
+        "commit_max_events = 100\ndedupe_window_secs = 86400\ndedupe_max_ids = 50000",
+    );
+    let c = f.parse(&text).expect("valid config");
+    assert_eq!(c.store.dedupe_window, Duration::from_secs(86_400));
+    assert_eq!(c.store.dedupe_max_ids, 50_000);
+    let text = GOOD.replace(
+        "commit_max_events = 100",
+        "commit_max_events = 100\ndedupe_window_secs = 5",
+    );
+    let (key, line, msg) = invalid(f.parse(&text).expect_err("window too short"));
+    assert_eq!((key.as_str(), line), ("store.dedupe_window_secs", 9));
+    assert!(msg.contains("60 to 31536000 seconds"), "{msg}");
+}

@@ -7,7 +7,9 @@
 //! `scanbridge_agent_quarantined_total`, `scanbridge_agent_ingest_paused`,
 //! `scanbridge_agent_source_up{source,kind}`, `scanbridge_agent_disk_used_bytes`,
 //! `scanbridge_agent_disk_cap_bytes`, `scanbridge_agent_cert_expiry_timestamp_seconds`,
-//! `scanbridge_agent_last_relay_ack_timestamp_seconds` (0 until the first ack).
+//! `scanbridge_agent_last_relay_ack_timestamp_seconds` (0 until the first ack),
+//! `scanbridge_agent_duplicate_scans_total` (scan copies recognised by their `(device, id)`,
+//! acknowledged and not stored again, since the agent started).
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
@@ -84,6 +86,12 @@ impl Collector for AgentCollector {
             "Payloads quarantined since the store was created.",
             s.quarantine_count,
         )?;
+        counter(
+            &mut enc,
+            "scanbridge_agent_duplicate_scans",
+            "Scans whose (device, id) was already committed: acknowledged, not stored again (since the agent started).",
+            self.status.store.duplicates_suppressed(),
+        )?;
         gauge(
             &mut enc,
             "scanbridge_agent_ingest_paused",
@@ -142,12 +150,13 @@ mod tests {
     use std::collections::BTreeSet;
 
     /// The agent metric names of the team contract (CONTRACTS2.md), as sample names.
-    const CONTRACT: [&str; 11] = [
+    const CONTRACT: [&str; 12] = [
         "scanbridge_agent_backlog_events",
         "scanbridge_agent_backlog_bytes",
         "scanbridge_agent_oldest_pending_age_seconds",
         "scanbridge_agent_events_committed_total",
         "scanbridge_agent_quarantined_total",
+        "scanbridge_agent_duplicate_scans_total",
         "scanbridge_agent_ingest_paused",
         "scanbridge_agent_source_up",
         "scanbridge_agent_disk_used_bytes",

@@ -1,7 +1,10 @@
 //! The canonical JSON scan payload (docs/payloads.md):
 //! `{"code":"4006381333931","device":"SC-01","op":"count","qty":12,"location":"WH-STOCK-A01",
-//!   "symbology":"ean13","captured_at":"2026-11-23T09:00:00.123Z","reference":"WH/IN/00012"}`;
-//! only `code` is required. Defaults: `device` from the topic's device level, `op`/`location`
+//!   "symbology":"ean13","captured_at":"2026-11-23T09:00:00.123Z","reference":"WH/IN/00012",
+//!   "id":"SC-01-000123"}`;
+//! only `code` is required. `id` is the scan's own id, assigned by the device or its gateway: the
+//! store keeps the ids of recently committed scans per device and does not store a scan whose
+//! `(device, id)` it already holds (`store::dedupe`); it is not part of the event on the wire. Defaults: `device` from the topic's device level, `op`/`location`
 //! from the device's station, `captured_at` = when the agent received it.
 //!
 //! Refused (quarantined with a reason): not UTF-8, not a JSON object, no `code`, a wrongly typed
@@ -16,23 +19,42 @@ use super::{
     UNKNOWN_DEVICE,
 };
 
+/// Longest scan id accepted (characters).
+pub const MAX_ID_CHARS: usize = 128;
+
 /// Normalises one canonical JSON message (seq 0). Never fails: bad input is quarantined.
 pub fn normalise(stations: &Stations, msg: Incoming<'_>, topic_device: Option<&str>) -> Event {
+    normalise_with_id(stations, msg, topic_device).0
+}
+
+/// [`normalise`], plus the payload's scan `id` when it has a valid one (never for a quarantined
+/// payload: an invalid `id` quarantines the message).
+pub fn normalise_with_id(
+    stations: &Stations,
+    msg: Incoming<'_>,
+    topic_device: Option<&str>,
+) -> (Event, Option<String>) {
     match parse(stations, msg.payload, topic_device, msg.received_at) {
-        Ok(p) => Event {
-            seq: 0,
-            captured_at: p.captured_at,
-            received_at: msg.received_at,
-            source: msg.source(),
-            device: p.device,
-            body: EventBody::Scan(p.scan),
-        },
-        Err(reason) => quarantined(
-            msg.source(),
-            topic_device.unwrap_or(UNKNOWN_DEVICE),
-            msg.received_at,
-            msg.payload,
-            reason,
+        Ok(p) => (
+            Event {
+                seq: 0,
+                captured_at: p.captured_at,
+                received_at: msg.received_at,
+                source: msg.source(),
+                device: p.device,
+                body: EventBody::Scan(p.scan),
+            },
+            p.id,
+        ),
+        Err(reason) => (
+            quarantined(
+                msg.source(),
+                topic_device.unwrap_or(UNKNOWN_DEVICE),
+                msg.received_at,
+                msg.payload,
+                reason,
+            ),
+            None,
         ),
     }
 }
@@ -41,6 +63,7 @@ struct Parsed {
     device: String,
     captured_at: UnixMicros,
     scan: Scan,
+    id: Option<String>,
 }
 
 /// Decodes and validates the payload. `Err` carries the quarantine reason.
@@ -69,6 +92,7 @@ fn parse(
         Some(_) => return Err("field `code` must be a string".into()),
         None => return Err("payload has no `code` field".into()),
     };
+    let id = scan_id(obj.get("id"))?;
     let device = match opt_str(obj, "device")? {
         Some(d) => d.to_string(),
         None => topic_device.unwrap_or(UNKNOWN_DEVICE).to_string(),
@@ -107,7 +131,35 @@ fn parse(
         device,
         captured_at,
         scan,
+        id,
     })
+}
+
+/// The optional `id` field: absent, null or empty → None; a string of 1 to [`MAX_ID_CHARS`]
+/// characters without control characters → its text; anything else → Err (quarantine reason).
+pub fn scan_id(value: Option<&serde_json::Value>) -> Result<Option<String>, String> {
+    match value {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(serde_json::Value::String(s)) if s.is_empty() => Ok(None),
+        Some(serde_json::Value::String(s)) => {
+            if s.chars().count() > MAX_ID_CHARS {
+                Err(format!(
+                    "field `id` is longer than {MAX_ID_CHARS} characters; use a shorter unique id per scan (a counter or a UUID)"
+                ))
+            } else if s.chars().any(char::is_control) {
+                Err("field `id` contains control characters; use printable characters only".into())
+            } else {
+                Ok(Some(s.clone()))
+            }
+        }
+        Some(serde_json::Value::Number(n)) => Err(format!(
+            "field `id` must be a string; send the number as text, \"id\":\"{n}\""
+        )),
+        Some(_) => Err(
+            "field `id` must be a string (a unique id per scan, such as a counter or a UUID)"
+                .into(),
+        ),
+    }
 }
 
 /// An optional string field: absent, null or empty → None; non-string, control characters or

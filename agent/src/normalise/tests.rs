@@ -683,3 +683,124 @@ proptest! {
         prop_assert_eq!(evs.len(), 1);
     }
 }
+
+fn with_id(format: PayloadFormat, topic: &str, payload: &[u8]) -> (Vec<Event>, Option<String>) {
+    normalise_message_with_id(
+        &stations(),
+        &tags(),
+        decode(format, 1),
+        Incoming {
+            broker: "site",
+            topic,
+            payload,
+            received_at: 1_000_000,
+        },
+    )
+}
+
+#[test]
+fn a_scan_id_is_returned_beside_the_scan_and_not_in_it() {
+    let (events, id) = with_id(
+        PayloadFormat::Json,
+        "scanbridge/SC-01/scan",
+        br#"{"code":"4006381333931","id":"3f2b8c1e-0d4a-4c1b-9a51-7d2f0e6c9b10"}"#,
+    );
+    assert_eq!(id.as_deref(), Some("3f2b8c1e-0d4a-4c1b-9a51-7d2f0e6c9b10"));
+    assert_eq!(events.len(), 1);
+    assert_eq!(scan(&events[0]).code, "4006381333931");
+    // The same payload without the id is the same event: the id stays agent-side.
+    let (plain, none) = with_id(
+        PayloadFormat::Json,
+        "scanbridge/SC-01/scan",
+        br#"{"code":"4006381333931"}"#,
+    );
+    assert_eq!(none, None);
+    assert_eq!(plain, events);
+}
+
+#[test]
+fn an_absent_null_or_empty_id_is_no_id() {
+    for payload in [
+        &br#"{"code":"4006381333931"}"#[..],
+        br#"{"code":"4006381333931","id":null}"#,
+        br#"{"code":"4006381333931","id":""}"#,
+    ] {
+        let (events, id) = with_id(PayloadFormat::Json, "scanbridge/SC-01/scan", payload);
+        assert_eq!(id, None);
+        scan(&events[0]);
+    }
+}
+
+#[test]
+fn an_id_of_128_characters_is_accepted_and_one_of_129_is_quarantined() {
+    let ok = format!(r#"{{"code":"4006381333931","id":"{}"}}"#, "é".repeat(128));
+    let (_, id) = with_id(PayloadFormat::Json, "scanbridge/SC-01/scan", ok.as_bytes());
+    assert_eq!(id.map(|s| s.chars().count()), Some(128));
+    let long = format!(r#"{{"code":"4006381333931","id":"{}"}}"#, "x".repeat(129));
+    let (events, id) = with_id(
+        PayloadFormat::Json,
+        "scanbridge/SC-01/scan",
+        long.as_bytes(),
+    );
+    assert_eq!(id, None);
+    assert!(quarantine_reason(&events[0]).contains("field `id` is longer than 128 characters"));
+}
+
+#[test]
+fn a_bad_id_quarantines_the_scan_with_a_reason_that_says_what_to_send() {
+    let cases: [(&[u8], &str); 4] = [
+        (
+            br#"{"code":"4006381333931","id":"a\tb"}"#,
+            "field `id` contains control characters",
+        ),
+        (
+            br#"{"code":"4006381333931","id":42}"#,
+            r#"field `id` must be a string; send the number as text, "id":"42""#,
+        ),
+        (
+            br#"{"code":"4006381333931","id":["a"]}"#,
+            "field `id` must be a string",
+        ),
+        (
+            br#"{"code":"4006381333931","id":true}"#,
+            "field `id` must be a string",
+        ),
+    ];
+    for (payload, reason) in cases {
+        let (events, id) = with_id(PayloadFormat::Json, "scanbridge/SC-01/scan", payload);
+        assert_eq!(id, None);
+        assert!(
+            quarantine_reason(&events[0]).contains(reason),
+            "{:?}",
+            events[0]
+        );
+        assert_eq!(raw(&events[0]), payload);
+    }
+}
+
+#[test]
+fn text_and_kepware_messages_carry_no_scan_id() {
+    let (_, id) = with_id(PayloadFormat::Text, "scanners/SC-07/raw", br#"{"id":"x"}"#);
+    assert_eq!(id, None);
+    let (_, id) = with_id(
+        PayloadFormat::Kepware,
+        "plc/line1/tags",
+        br#"{"values":[{"id":"Channel1.Scale1.Weight","v":1}]}"#,
+    );
+    assert_eq!(id, None);
+}
+
+proptest! {
+    #[test]
+    fn any_id_value_never_panics_and_a_valid_one_comes_back_unchanged(id in "\\PC{0,140}") {
+        let payload = serde_json::json!({"code": "4006381333931", "id": id}).to_string();
+        let (events, got) = with_id(PayloadFormat::Json, "scanbridge/SC-01/scan", payload.as_bytes());
+        let n = id.chars().count();
+        if (1..=128).contains(&n) {
+            prop_assert_eq!(got.as_deref(), Some(id.as_str()));
+            prop_assert!(matches!(events[0].body, EventBody::Scan(_)));
+        } else {
+            prop_assert_eq!(got, None);
+        }
+    }
+}

@@ -521,7 +521,7 @@ impl Pipeline {
             self.tags = t.tags;
         }
         let decode = normalise::decode_for(&self.formats, &p.topic);
-        let mut events = normalise::normalise_message(
+        let (events, scan_id) = normalise::normalise_message_with_id(
             &self.stations,
             &self.tags,
             decode,
@@ -531,8 +531,8 @@ impl Pipeline {
                 payload: &p.payload,
                 received_at: crate::now_micros(),
             },
-        )
-        .into_iter();
+        );
+        let mut events = events.into_iter();
         let mut items = VecDeque::new();
         for ev in events.as_slice() {
             if let EventBody::Quarantined(q) = &ev.body {
@@ -551,6 +551,7 @@ impl Pipeline {
                 token,
                 event: first,
                 mqtt: None,
+                scan_id,
             });
             for event in events {
                 let token = self.next_token;
@@ -560,6 +561,7 @@ impl Pipeline {
                     token,
                     event,
                     mqtt: None,
+                    scan_id: None,
                 });
             }
         } else {
@@ -575,6 +577,7 @@ impl Pipeline {
                     retire: std::mem::take(&mut self.retire),
                     more_events: events.collect(),
                 }),
+                scan_id,
             });
         }
         self.pending.insert(

@@ -36,6 +36,7 @@
 //! | `meta`          | `&str` name (UTF-8)                  | `u64` (8 bytes little-endian) |
 //! | `mqtt_inflight` | `(&str broker name, u16 packet id)` (redb tuple: 4-byte LE length of the name, name bytes, 2-byte LE packet id) | `[u8; 8]`: FNV-1a 64 of (topic length as u32 LE, topic bytes, payload bytes), little-endian |
 //! | `meta_text`     | `&str` name (UTF-8)                  | `&str` (UTF-8) — since schema 2 |
+//! | `scan_ids`, `scan_id_order` | (device, scan id); counter | scan-id dedupe, see [`dedupe`] (created on first use, ignored by older agents) |
 //!
 //! `meta` keys:
 //! - `schema_version` — layout version of this file (currently [`SCHEMA_VERSION`] = 2).
@@ -67,6 +68,7 @@
 //! file (`agent/tests/fixtures/`) and forwards its backlog.//!
 //! redb's file does not shrink when events are deleted; freed pages are reused by later writes.
 
+pub mod dedupe;
 pub mod writer;
 
 use std::path::{Path, PathBuf};
@@ -162,6 +164,8 @@ pub struct Stats {
     /// `received_at` of the oldest stored event; `i64::MIN` when empty.
     oldest_received_at: AtomicI64,
     ingest_paused: AtomicBool,
+    /// Scan copies recognised by their `(device, id)` and not stored ([`dedupe`]).
+    duplicates_suppressed: AtomicU64,
     /// Held from `begin_write` to publishing the counters, so counters are published in commit order.
     commit_lock: std::sync::Mutex<()>,
 }

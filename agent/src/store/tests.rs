@@ -39,6 +39,7 @@ fn item(token: u64, code: &str) -> IngestItem {
         token,
         event: event(code),
         mqtt: None,
+        scan_id: None,
     }
 }
 
@@ -61,6 +62,7 @@ fn mqtt_item(
             retire,
             more_events: Vec::new(),
         }),
+        scan_id: None,
     }
 }
 

@@ -37,6 +37,14 @@
 //! A storing message also overwrites any older row for its pkid, so the table never holds more
 //! than 65 535 rows per broker.
 //!
+//! # Scan-id dedupe
+//!
+//! A device that re-publishes a scan (QoS 1 at least once: its PUBACK was lost with a crashed
+//! broker) sends a *new* message (new packet id, no DUP): the rows above cannot see it. An item
+//! carrying the payload's scan id ([`IngestItem::scan_id`]) whose `(device, id)` is already
+//! committed is acknowledged and not stored; check, insert and prune happen in this same
+//! transaction ([`super::dedupe`]). Items without an id never touch those tables.
+//!
 //! Residual risk (documented, not handled): a row not yet retired (PUBACK received by the broker
 //! but not yet confirmed to us, at most one keep-alive interval) whose pkid the broker reuses for
 //! a *byte-identical* message (same topic and payload), which the agent then dies before
@@ -51,6 +59,7 @@ use scanbridge_protocol::{Event, EventBody};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use super::dedupe::{DedupePolicy, DedupeTx};
 use super::{MetaValues, Store, StoreError, EVENTS, META, MQTT_INFLIGHT};
 use crate::config::StoreConfig;
 
@@ -86,6 +95,9 @@ pub struct IngestItem {
     /// The normalised event; its `seq` is assigned at commit.
     pub event: Event,
     pub mqtt: Option<MqttMark>,
+    /// The scan id the payload carried (canonical JSON `id`): the item is not stored when
+    /// `(event.device, id)` was committed before ([`super::dedupe`]).
+    pub scan_id: Option<String>,
 }
 
 /// Sent to a source after a commit: these items are durable (or were already), acknowledge them.
@@ -133,6 +145,8 @@ pub fn message_hash(topic: &str, payload: &[u8]) -> [u8; 8] {
 pub struct CommitReport {
     pub stored: u64,
     pub already_committed: u64,
+    /// Scan copies recognised by `(device, id)`: acknowledged, not stored.
+    pub duplicates: u64,
     pub first_seq: Option<u64>,
     pub last_seq: Option<u64>,
 }
@@ -179,6 +193,7 @@ pub struct Writer {
     sinks: SourceRegistry,
     linger: Duration,
     max_events: usize,
+    dedupe: DedupePolicy,
     /// Woken after every commit that stored events (the forwarder waits on it).
     committed: std::sync::Arc<tokio::sync::Notify>,
 }
@@ -199,6 +214,7 @@ impl Writer {
                 sinks: SourceRegistry::default(),
                 linger: cfg.commit_linger,
                 max_events: cfg.commit_max_events.max(1),
+                dedupe: DedupePolicy::from_config(cfg),
                 committed,
             },
             tx,
@@ -348,7 +364,7 @@ impl Writer {
 
     /// One durable transaction for the whole batch.
     fn commit(&self, batch: &mut [IngestItem]) -> Result<CommitReport, StoreError> {
-        commit_batch(&self.store, batch)
+        commit_batch_with(&self.store, batch, &self.dedupe)
     }
 
     fn after_commit(&self, batch: &mut Vec<IngestItem>, report: CommitReport) {
@@ -366,6 +382,7 @@ impl Writer {
                 first_seq = report.first_seq,
                 last_seq = report.last_seq,
                 redelivered = report.already_committed,
+                duplicates = report.duplicates,
                 "committed"
             );
         }
@@ -382,8 +399,19 @@ impl Writer {
     }
 }
 
-/// Stores `batch` in one transaction (see the module doc); sets each stored event's `seq`.
+/// [`commit_batch_with`] and the default scan-id retention.
 pub fn commit_batch(store: &Store, batch: &mut [IngestItem]) -> Result<CommitReport, StoreError> {
+    commit_batch_with(store, batch, &DedupePolicy::default())
+}
+
+/// Stores `batch` in one transaction (see the module doc); sets each stored event's `seq`.
+/// Items carrying a scan id already committed are not stored ([`super::dedupe`]); the ids are
+/// recorded and pruned (`dedupe`) in the same transaction.
+pub fn commit_batch_with(
+    store: &Store,
+    batch: &mut [IngestItem],
+    dedupe: &DedupePolicy,
+) -> Result<CommitReport, StoreError> {
     let _guard = store
         .stats
         .commit_lock
@@ -399,6 +427,8 @@ pub fn commit_batch(store: &Store, batch: &mut [IngestItem]) -> Result<CommitRep
         let mut inflight = tx.open_table(MQTT_INFLIGHT)?;
         let mut values = MetaValues::read(&meta)?;
         let mut buf = Vec::with_capacity(256);
+        // Opened by the first item with a scan id only: batches without ids never touch it.
+        let mut ids: Option<DedupeTx<'_>> = None;
         for item in batch.iter_mut() {
             if let Some(m) = &item.mqtt {
                 for (pkid, hash) in &m.retire {
@@ -422,6 +452,16 @@ pub fn commit_batch(store: &Store, batch: &mut [IngestItem]) -> Result<CommitRep
                     }
                 }
             }
+            if let Some(id) = item.scan_id.as_deref() {
+                let d = match &mut ids {
+                    Some(d) => d,
+                    None => ids.insert(DedupeTx::open(&tx)?),
+                };
+                if d.check_and_record(&item.event.device, id, item.event.received_at)? {
+                    tracing::debug!(device = %item.event.device, scan_id = %id, "scan id already committed: acknowledged, not stored again");
+                    continue;
+                }
+            }
             let more = item.mqtt.as_mut().map(|m| m.more_events.iter_mut());
             for event in std::iter::once(&mut item.event).chain(more.into_iter().flatten()) {
                 let seq = values.next_seq;
@@ -441,11 +481,16 @@ pub fn commit_batch(store: &Store, batch: &mut [IngestItem]) -> Result<CommitRep
                 buf = bytes;
             }
         }
+        if let Some(mut d) = ids {
+            d.prune(dedupe, crate::now_micros())?;
+            report.duplicates = d.duplicates;
+        }
         values.write(&mut meta)?;
         (values, super::oldest_received_at(&events)?)
     };
     tx.commit()?;
     store.stats.publish(&values, oldest);
+    store.count_duplicates(report.duplicates);
     Ok(report)
 }
 

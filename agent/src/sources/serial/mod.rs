@@ -287,6 +287,7 @@ impl Reader {
                 token,
                 event,
                 mqtt: None,
+                scan_id: None,
             });
         }
         let stats = self.framer.stats();
