@@ -15,15 +15,16 @@
 //! Exactly one batch is in flight at a time: the relay stores batches of a site as they come, and
 //! its pusher walks the inbox in seq order, so a later batch must never overtake an earlier one.
 //! The work around the POST overlaps with it instead (on the blocking pool):
-//! - while batch N is in flight, batch N+1 (the events after N's last seq) is read and encoded;
-//! - the delete of batch N's events runs while batch N+1 is in flight. Deletes run one at a time
-//!   and in order; the previous one is awaited before the next starts, before going idle, and
-//!   before a batch is read from the oldest event.
+//! - while batch N is in flight, batch N+1 (the events after N's last seq) is read and encoded
+//!   (as the bytes the store holds, [`StoredBatch`]), after the delete of what batch N-1's `Ack`
+//!   covered, in one job: deletes run one at a time and in order; a due delete also runs before
+//!   going idle, before a batch is read from the oldest event, and at shutdown.
 //!
 //! After a full `Ack` the next batch starts after the last seq sent (the cursor). After anything
 //! else (a failure, a partial `Ack`, a failed delete) the cursor is dropped and the next batch is
 //! read from the oldest stored event again, once the pending delete finished: events whose delete
-//! was lost are simply sent again, and the relay acknowledges them as duplicates.
+//! was lost are simply sent again, and the relay acknowledges them as duplicates. A failed delete
+//! also makes the next round back off, as a failed POST does.
 //!
 //! Deletes are committed without fsync ([`DeleteDurability::Deferred`]) except one at least every
 //! [`DURABLE_DELETE_EVERY`] and every delete while ingest is paused (full buffer or disk): why a
@@ -39,7 +40,7 @@ use std::time::Duration;
 
 use reqwest::StatusCode;
 use scanbridge_protocol::envelope::EncodeError;
-use scanbridge_protocol::{decode, encode, Ack, AgentStatus, Batch};
+use scanbridge_protocol::{decode, encode, Ack, AgentStatus};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -81,8 +82,52 @@ pub struct Prepared {
     pub body: Vec<u8>,
 }
 
+/// One stored event, sent as the postcard bytes the store holds, without decoding and encoding
+/// it again. postcard writes a `u8` as one raw byte and a tuple without any length, so
+/// serialising the bytes as a tuple of `u8` reproduces them exactly: a [`StoredBatch`] encodes to
+/// the same bytes as the [`scanbridge_protocol::Batch`] of the decoded events (tested below). Deserialising decodes an
+/// [`scanbridge_protocol::Event`] and encodes it again, the exact inverse.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredEvent(pub Vec<u8>);
+
+impl serde::Serialize for StoredEvent {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeTuple;
+        let mut t = s.serialize_tuple(self.0.len())?;
+        for b in &self.0 {
+            t.serialize_element(b)?;
+        }
+        t.end()
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for StoredEvent {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<StoredEvent, D::Error> {
+        let event = scanbridge_protocol::Event::deserialize(d)?;
+        postcard::to_allocvec(&event)
+            .map(StoredEvent)
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+/// [`scanbridge_protocol::Batch`] with its events as stored bytes; same fields in the same order, so the same wire
+/// bytes (kind `Batch`).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct StoredBatch {
+    pub site: String,
+    pub agent: String,
+    pub first_seq: u64,
+    pub events: Vec<StoredEvent>,
+    pub status: Option<AgentStatus>,
+}
+
+impl scanbridge_protocol::envelope::Message for StoredBatch {
+    const KIND: scanbridge_protocol::envelope::Kind = scanbridge_protocol::envelope::Kind::Batch;
+}
+
 /// Reads up to `limit` events from seq `from` on (0: from the oldest) and encodes them as one
-/// batch carrying `status`. Blocking (redb read, postcard encoding).
+/// batch carrying `status`. The events travel as the bytes the store holds (a damaged row is
+/// refused by the relay's decoder with 400 and kept). Blocking (redb read, postcard encoding).
 pub fn prepare_batch(
     store: &Store,
     from: u64,
@@ -91,18 +136,21 @@ pub fn prepare_batch(
     agent: String,
     status: AgentStatus,
 ) -> Result<Prepared, PrepareError> {
-    let events = store.read_from_blocking(from, limit)?;
-    let first_seq = events
+    let rows = store.read_raw_from_blocking(from, limit)?;
+    let first_seq = rows
         .first()
-        .map(|e| e.seq)
+        .map(|r| r.0)
         .unwrap_or_else(|| store.stats().next_seq);
-    let last_seq = events.last().map(|e| e.seq);
-    let count = events.len();
-    let batch = Batch {
+    let last_seq = rows.last().map(|r| r.0);
+    let count = rows.len();
+    let batch = StoredBatch {
         site,
         agent,
         first_seq,
-        events,
+        events: rows
+            .into_iter()
+            .map(|(_, bytes)| StoredEvent(bytes))
+            .collect(),
         status: Some(status),
     };
     let body = encode(&batch).map_err(|e| match e {
@@ -173,6 +221,8 @@ pub struct Forwarder {
     background: Option<Background>,
     /// When the last durable delete was started; `None`: the next delete is durable.
     last_durable_delete: Option<Instant>,
+    /// A delete failed since the last round: the next round backs off first.
+    delete_failed: bool,
 }
 
 impl Forwarder {
@@ -206,6 +256,7 @@ impl Forwarder {
             delete_due: None,
             background: None,
             last_durable_delete: None,
+            delete_failed: false,
         })
     }
 
@@ -269,6 +320,12 @@ impl Forwarder {
                         _ = cancel.cancelled() => break,
                         p = self.next_batch() => p,
                     };
+                    if std::mem::take(&mut self.delete_failed) {
+                        // The store could not delete (disk full or failing): back off instead
+                        // of resending at full speed what the relay already holds.
+                        step = self.machine.on_outcome(&Outcome::Failed, rand::random());
+                        continue;
+                    }
                     let prepared = match prepared {
                         Ok(p) => p,
                         Err(e) => {
@@ -437,6 +494,7 @@ impl Forwarder {
                 tracing::error!(error = %e, event_seq = upto, "cannot delete acknowledged events; they will be resent (the relay deduplicates)");
                 self.cursor = None;
                 self.last_durable_delete = None;
+                self.delete_failed = true;
                 false
             }
         }
@@ -666,6 +724,75 @@ mod tests {
             u("https://r/relay").map(|u| u.to_string()).ok(),
             Some("https://r/relay/v1/batches".into())
         );
+    }
+
+    #[test]
+    fn a_stored_batch_encodes_to_the_bytes_of_the_decoded_batch_and_decodes_back() {
+        use scanbridge_protocol::{Batch, Event, EventBody, Reading, Scan, Source, Symbology};
+        let events: Vec<Event> = (7..10)
+            .map(|seq| Event {
+                seq,
+                captured_at: 1_700_000_000_000_000 + seq as i64,
+                received_at: -5,
+                source: Source::Mqtt {
+                    broker: "site".into(),
+                    topic: "scanbridge/SC-01/scan".into(),
+                },
+                device: format!("SC-{seq}"),
+                body: if seq % 2 == 0 {
+                    EventBody::Reading(Reading {
+                        tag: "t".into(),
+                        value: 1.5,
+                        unit: Some("kg".into()),
+                    })
+                } else {
+                    EventBody::Scan(Scan {
+                        code: "0123456789012".into(),
+                        symbology: Symbology::Unknown,
+                        gs1: None,
+                        op: None,
+                        qty: Some(300.0),
+                        location: None,
+                        reference: Some("r".into()),
+                    })
+                },
+            })
+            .collect();
+        let status = AgentStatus {
+            version: "1.2.3".into(),
+            backlog_events: 3,
+            backlog_bytes: 180,
+            oldest_pending_age_ms: Some(12),
+            disk_used_bytes: 1 << 20,
+            disk_cap_bytes: 1 << 30,
+            quarantine_count: 0,
+            ingest_paused: false,
+            sources: Vec::new(),
+            cert_not_after: None,
+            clock: 1_700_000_000_000_000,
+        };
+        let batch = Batch {
+            site: "WH01".into(),
+            agent: "gw".into(),
+            first_seq: 7,
+            events: events.clone(),
+            status: Some(status.clone()),
+        };
+        let stored = StoredBatch {
+            site: "WH01".into(),
+            agent: "gw".into(),
+            first_seq: 7,
+            events: events
+                .iter()
+                .map(|e| StoredEvent(postcard::to_allocvec(e).unwrap_or_default()))
+                .collect(),
+            status: Some(status),
+        };
+        let bytes = encode(&stored).unwrap_or_default();
+        assert!(!bytes.is_empty());
+        assert_eq!(bytes, encode(&batch).unwrap_or_default());
+        assert_eq!(decode::<Batch>(&bytes).ok(), Some(batch));
+        assert_eq!(decode::<StoredBatch>(&bytes).ok(), Some(stored));
     }
 
     #[test]

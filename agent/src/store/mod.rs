@@ -408,6 +408,24 @@ impl Store {
         Ok(out)
     }
 
+    /// Up to `max` stored rows from seq `from` on, in seq order, as `(seq, postcard bytes of the
+    /// event)` exactly as stored, without decoding them (the forwarder sends these bytes).
+    /// Blocking.
+    pub fn read_raw_from_blocking(
+        &self,
+        from: u64,
+        max: usize,
+    ) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+        let tx = self.db()?.begin_read()?;
+        let table = tx.open_table(EVENTS)?;
+        let mut out = Vec::with_capacity(max.min(4096));
+        for row in table.range(from..)?.take(max) {
+            let (k, v) = row?;
+            out.push((k.value(), v.value().to_vec()));
+        }
+        Ok(out)
+    }
+
     /// [`Store::read_oldest_blocking`] on the blocking pool.
     pub async fn read_oldest(&self, max: usize) -> Result<Vec<Event>, StoreError> {
         let store = self.clone();
