@@ -292,9 +292,11 @@ impl Connection {
         // The last failure logged at WARN: a different one is logged again (a wrong password
         // after a network outage must not hide behind "already logged").
         let mut down_logged: Option<String> = None;
-        // PUBACKs written since the last PINGREQ, and those written before the outstanding one.
-        let mut written: Vec<u16> = Vec::new();
-        let mut before_ping: Vec<u16> = Vec::new();
+        // PUBACKs written since the last PINGREQ, and those written before the outstanding one
+        // (sets: at tens of thousands of messages per second a list grew to ~1M entries per
+        // keep-alive; a packet id acknowledged twice in one keep-alive is one entry, not two).
+        let mut written = PkidSet::default();
+        let mut before_ping = PkidSet::default();
         loop {
             let polled = tokio::select! {
                 _ = self.stop.cancelled() => break,
@@ -336,12 +338,12 @@ impl Connection {
                         self.health.set(self.health_slot, true, SUBSCRIBED);
                     }
                 }
-                Ok(MqttEvent::Outgoing(Outgoing::PubAck(pkid))) => written.push(pkid),
-                Ok(MqttEvent::Outgoing(Outgoing::PingReq)) => before_ping.append(&mut written),
+                Ok(MqttEvent::Outgoing(Outgoing::PubAck(pkid))) => written.insert(pkid),
+                Ok(MqttEvent::Outgoing(Outgoing::PingReq)) => before_ping.absorb(&mut written),
                 Ok(MqttEvent::Incoming(Incoming::PingResp)) => {
                     if !before_ping.is_empty() {
                         // If the pipeline is busy the confirmation is dropped: rows stay (safe).
-                        let _ = self.confirmed.try_send(std::mem::take(&mut before_ping));
+                        let _ = self.confirmed.try_send(before_ping.take());
                     }
                 }
                 Ok(_) => {}
@@ -410,6 +412,72 @@ impl AckRef {
         let mut p = Publish::new(String::new(), self.qos, Vec::new());
         p.pkid = self.pkid;
         p
+    }
+}
+
+/// A set of MQTT packet ids (8 KiB, whatever the message rate).
+#[derive(Debug, Clone)]
+struct PkidSet {
+    bits: Vec<u64>,
+    len: usize,
+}
+
+impl Default for PkidSet {
+    fn default() -> Self {
+        PkidSet {
+            bits: vec![0; 1024],
+            len: 0,
+        }
+    }
+}
+
+impl PkidSet {
+    fn insert(&mut self, pkid: u16) {
+        let (word, bit) = (usize::from(pkid) / 64, pkid % 64);
+        if let Some(w) = self.bits.get_mut(word) {
+            if *w & (1 << bit) == 0 {
+                *w |= 1 << bit;
+                self.len += 1;
+            }
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    fn clear(&mut self) {
+        if self.len > 0 {
+            self.bits.iter_mut().for_each(|w| *w = 0);
+            self.len = 0;
+        }
+    }
+
+    /// Moves every id of `other` into this set.
+    fn absorb(&mut self, other: &mut PkidSet) {
+        if other.is_empty() {
+            return;
+        }
+        for (w, o) in self.bits.iter_mut().zip(other.bits.iter()) {
+            *w |= *o;
+        }
+        self.len = self.bits.iter().map(|w| w.count_ones() as usize).sum();
+        other.clear();
+    }
+
+    /// The ids in ascending order; the set is empty afterwards.
+    fn take(&mut self) -> Vec<u16> {
+        let mut out = Vec::with_capacity(self.len);
+        for (i, w) in self.bits.iter().enumerate() {
+            let mut w = *w;
+            while w != 0 {
+                let bit = w.trailing_zeros() as usize;
+                out.extend(u16::try_from(i * 64 + bit).ok());
+                w &= w - 1;
+            }
+        }
+        self.clear();
+        out
     }
 }
 
@@ -675,6 +743,37 @@ fn looks_like_tls(text: &str) -> bool {
 mod tests {
     use super::*;
     use rumqttc::{ConnectReturnCode, ConnectionError};
+
+    #[test]
+    fn a_pkid_set_holds_each_id_once_and_hands_them_over_in_order() {
+        let mut written = PkidSet::default();
+        for pkid in [7, 65535, 1, 7, 64, 63] {
+            written.insert(pkid);
+        }
+        let mut before_ping = PkidSet::default();
+        before_ping.insert(2);
+        before_ping.insert(64);
+        before_ping.absorb(&mut written);
+        assert!(written.is_empty());
+        assert_eq!(before_ping.take(), vec![1, 2, 7, 63, 64, 65535]);
+        assert!(before_ping.is_empty());
+        assert_eq!(before_ping.take(), Vec::<u16>::new());
+        written.insert(0);
+        written.clear();
+        assert!(written.is_empty());
+    }
+
+    #[test]
+    fn an_ack_publish_carries_the_packet_id_and_qos_and_no_payload() {
+        let a = AckRef {
+            pkid: 4242,
+            qos: QoS::AtLeastOnce,
+            hash: [0; 8],
+        };
+        let p = a.ack_publish();
+        assert_eq!((p.pkid, p.qos), (4242, QoS::AtLeastOnce));
+        assert!(p.payload.is_empty() && p.topic.is_empty());
+    }
 
     #[test]
     fn a_refused_login_names_the_keys_to_check() {
