@@ -142,12 +142,14 @@ impl<'t> DedupeTx<'t> {
         id: &str,
         at: UnixMicros,
     ) -> Result<bool, StoreError> {
-        if self.ids.get((device, id))?.is_some() {
+        let n = self.next;
+        // One B-tree descent: insert, and put the old value back in the rare case there was one.
+        let old = self.ids.insert((device, id), n)?.map(|g| g.value());
+        if let Some(old) = old {
+            self.ids.insert((device, id), old)?;
             self.duplicates += 1;
             return Ok(true);
         }
-        let n = self.next;
-        self.ids.insert((device, id), n)?;
         self.order.insert(n, (at, device, id))?;
         self.next = n.saturating_add(1);
         self.inserted += 1;
