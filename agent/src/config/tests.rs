@@ -402,11 +402,11 @@ fn the_commented_serial_example_in_deploy_parses_once_uncommented() {
 }
 
 #[test]
-fn the_scan_id_window_and_cap_default_to_3_days_and_2_million_and_are_checked() {
+fn the_scan_id_window_and_cap_default_to_3_days_and_1_million_and_are_checked() {
     let f = Fixture::new();
     let c = f.parse(GOOD).expect("valid config");
     assert_eq!(c.store.dedupe_window, Duration::from_secs(3 * 24 * 3600));
-    assert_eq!(c.store.dedupe_max_ids, 2_000_000);
+    assert_eq!(c.store.dedupe_max_ids, 1_000_000);
     let text = GOOD.replace(
         "commit_max_events = 100",
         "commit_max_events = 100\ndedupe_window_secs = 86400\ndedupe_max_ids = 50000",
