@@ -25,7 +25,7 @@
 //!   payload's device-assigned `id` (docs/payloads.md), with which the agent acknowledges such a
 //!   copy without storing it: a repeat now fails the test, as does a count applied more often than
 //!   it was published (a broker redelivery the agent failed to recognise).
-
+//!
 //! Found by this test (and why each kill waits for one autosave since the broker started): a
 //! broker SIGKILLed before its first autosave comes back without the agent's persistent session.
 //! The agent subscribes again on every CONNACK, but what scanners publish between the broker's
