@@ -30,6 +30,16 @@
 //! PINGREQ/PINGRESP round trip after the PUBACK was written), so their dedupe rows can be retired.
 //! Retiring on "PUBACK handed to the client" is wrong: the kill-9 test showed thousands of such
 //! PUBACKs never reaching the broker, whose messages then came back with DUP set.
+//!
+//! A confirmation travels to the pipeline in the same ordered channel as the publishes
+//! ([`FromBroker`]), behind every publish received before its PINGRESP. It must: after a
+//! reconnect the broker redelivers (DUP) a message whose original copy is still on its way to the
+//! writer; the original's PUBACK, sent on the new connection, also settles the copy at the broker,
+//! and the confirmation of that PUBACK retires the dedupe row. Were the confirmation handled
+//! before the copy (a separate channel: the pipeline read confirmations while the writer was
+//! paused by a full disk and publishes waited), the row would be gone when the copy reached the
+//! writer and the copy would be stored as a new event — the long disk-full scenario applied
+//! ~11,000 events twice that way.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -217,7 +227,6 @@ impl MqttSource {
         };
         let (client, eventloop) = AsyncClient::new(options, REQUEST_QUEUE);
         let (pub_tx, pub_rx) = mpsc::channel(PUBLISH_QUEUE);
-        let (confirm_tx, confirm_rx) = mpsc::channel(16);
         // The connection loop stops only after the pipeline has acknowledged what it could.
         let conn_stop = CancellationToken::new();
         let connection = Connection {
@@ -227,7 +236,6 @@ impl MqttSource {
             client: client.clone(),
             eventloop,
             publishes: pub_tx,
-            confirmed: confirm_tx,
             health,
             health_slot,
             stop: conn_stop.clone(),
@@ -244,7 +252,6 @@ impl MqttSource {
             ingest: Some(ingest),
             committed,
             publishes: pub_rx,
-            confirmed: confirm_rx,
             client,
             pending: HashMap::new(),
             acked: HashMap::new(),
@@ -271,9 +278,8 @@ struct Connection {
     topics: Vec<String>,
     client: AsyncClient,
     eventloop: rumqttc::EventLoop,
-    publishes: mpsc::Sender<Publish>,
-    /// Packet ids whose PUBACK the broker has certainly processed (see [`Connection::run`]).
-    confirmed: mpsc::Sender<Vec<u16>>,
+    /// Publishes and PUBACK confirmations, in the order the broker sent them.
+    publishes: mpsc::Sender<FromBroker>,
     health: Health,
     health_slot: usize,
     stop: CancellationToken,
@@ -307,7 +313,7 @@ impl Connection {
                     // Blocks while the pipeline is full: backpressure to the broker.
                     tokio::select! {
                         _ = self.stop.cancelled() => break,
-                        sent = self.publishes.send(p) => if sent.is_err() { break },
+                        sent = self.publishes.send(FromBroker::Publish(p)) => if sent.is_err() { break },
                     }
                 }
                 Ok(MqttEvent::Incoming(Incoming::ConnAck(ack))) => {
@@ -342,8 +348,11 @@ impl Connection {
                 Ok(MqttEvent::Outgoing(Outgoing::PingReq)) => before_ping.absorb(&mut written),
                 Ok(MqttEvent::Incoming(Incoming::PingResp)) => {
                     if !before_ping.is_empty() {
-                        // If the pipeline is busy the confirmation is dropped: rows stay (safe).
-                        let _ = self.confirmed.try_send(before_ping.take());
+                        // Behind every publish read before this PINGRESP (module doc). If the
+                        // pipeline is busy the confirmation is dropped: rows stay (safe).
+                        let _ = self
+                            .publishes
+                            .try_send(FromBroker::Confirmed(before_ping.take()));
                     }
                 }
                 Ok(_) => {}
@@ -388,6 +397,14 @@ impl Connection {
         }
         self.health.set(self.health_slot, false, "stopped");
     }
+}
+
+/// What the connection loop hands the pipeline, in the order it read it from the broker.
+#[derive(Debug)]
+enum FromBroker {
+    Publish(Publish),
+    /// Packet ids whose PUBACK the broker has certainly processed (see [`Connection::run`]).
+    Confirmed(Vec<u16>),
 }
 
 /// What acknowledging a message needs, kept instead of the [`Publish`] itself.
@@ -493,9 +510,8 @@ struct Pipeline {
     /// `None` once shutdown started (dropping it lets the writer finish).
     ingest: Option<mpsc::Sender<IngestItem>>,
     committed: mpsc::Receiver<Committed>,
-    publishes: mpsc::Receiver<Publish>,
-    /// Packet ids whose PUBACK the broker has processed.
-    confirmed: mpsc::Receiver<Vec<u16>>,
+    /// Publishes, and packet ids whose PUBACK the broker has processed, in broker order.
+    publishes: mpsc::Receiver<FromBroker>,
     client: AsyncClient,
     /// Hash of the last message acknowledged under each packet id, until confirmed.
     acked: HashMap<u16, [u8; 8]>,
@@ -527,7 +543,8 @@ impl Pipeline {
                     _ => return Err(MqttError::WriterGone { broker: self.broker.clone() }),
                 },
                 p = self.publishes.recv(), if self.waiting.is_empty() => match p {
-                    Some(p) => {
+                    Some(FromBroker::Confirmed(pkids)) => self.confirmed(pkids),
+                    Some(FromBroker::Publish(p)) => {
                         self.waiting = self.items_for(p);
                         while !self.waiting.is_empty() {
                             match ingest.try_reserve() {
@@ -546,17 +563,20 @@ impl Pipeline {
                     None => break,
                 },
                 _ = ack_retry.tick(), if !self.unsent_acks.is_empty() => self.flush_acks(),
-                Some(pkids) = self.confirmed.recv() => {
-                    for pkid in pkids {
-                        if let Some(hash) = self.acked.remove(&pkid) {
-                            self.retire.push((pkid, hash));
-                        }
-                    }
-                }
             }
         }
         self.shutdown().await;
         Ok(())
+    }
+
+    /// The broker processed the PUBACKs of `pkids`: their dedupe rows go with the next item. Every
+    /// publish the broker sent before processing them was handled before this (one channel).
+    fn confirmed(&mut self, pkids: Vec<u16>) {
+        for pkid in pkids {
+            if let Some(hash) = self.acked.remove(&pkid) {
+                self.retire.push((pkid, hash));
+            }
+        }
     }
 
     /// Stops feeding the writer, then acknowledges whatever it still commits (bounded wait).
