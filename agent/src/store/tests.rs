@@ -182,6 +182,27 @@ fn a_redelivery_of_a_message_never_committed_is_stored() {
 }
 
 #[test]
+fn a_dup_publish_whose_pkid_row_holds_another_hash_is_stored_and_counted() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(&dir);
+    commit_batch(&store, &mut [mqtt_item(0, 7, "A", false, vec![])]).expect("commit");
+    // The broker reused pkid 7 for B while A was still in flight, then redelivered both: the row
+    // vouches for A only, so B's copy is stored and counted (the diagnostic for that case).
+    commit_batch(&store, &mut [mqtt_item(1, 7, "B", false, vec![])]).expect("commit");
+    let report = commit_batch(&store, &mut [mqtt_item(2, 7, "A", true, vec![])]).expect("commit");
+    assert_eq!((report.stored, report.dup_hash_mismatch), (1, 1));
+    let report = commit_batch(&store, &mut [mqtt_item(3, 7, "A", true, vec![])]).expect("commit");
+    assert_eq!(
+        (
+            report.stored,
+            report.already_committed,
+            report.dup_hash_mismatch
+        ),
+        (0, 1, 0)
+    );
+}
+
+#[test]
 fn acknowledged_pkids_are_retired_in_the_next_commit_but_a_reused_pkid_keeps_its_row() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = open(&dir);

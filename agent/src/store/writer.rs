@@ -147,6 +147,11 @@ pub struct CommitReport {
     pub already_committed: u64,
     /// Scan copies recognised by `(device, id)`: acknowledged, not stored.
     pub duplicates: u64,
+    /// DUP publishes whose packet id row holds another message's hash: stored as new. Either a
+    /// genuinely new message or a copy the row cannot vouch for (the broker reused the packet id
+    /// while the first use was still in flight) — the latter would be a duplicate event. Counted
+    /// to tell the two apart in the field (the long disk-full scenario's open defect).
+    pub dup_hash_mismatch: u64,
     pub first_seq: Option<u64>,
     pub last_seq: Option<u64>,
 }
@@ -375,6 +380,13 @@ impl Writer {
                 tokens.push(item.token);
             }
         }
+        if report.dup_hash_mismatch > 0 {
+            tracing::warn!(
+                count = report.dup_hash_mismatch,
+                first_seq = report.first_seq,
+                "redelivered (DUP) MQTT messages whose packet id was last used by another message were stored as new; if the broker reused packet ids still in flight these are duplicates"
+            );
+        }
         if report.stored > 0 {
             self.committed.notify_one();
             tracing::debug!(
@@ -448,6 +460,9 @@ pub fn commit_batch_with(
                         continue;
                     }
                     RedeliveryDecision::Store => {
+                        if m.dup && recorded.is_some() {
+                            report.dup_hash_mismatch += 1;
+                        }
                         inflight.insert(key, m.hash)?;
                     }
                 }
