@@ -98,6 +98,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
     }
     let sim = Arc::new(sim);
+    // SIGTERM is watched before "listening on" is printed: whoever waits for that line may stop
+    // the simulator at once (the tests do), and an unwatched SIGTERM would kill it uncleanly.
+    let stop_signal = StopSignal::watch();
     let listener = tokio::net::TcpListener::bind(cli.listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", cli.listen))?;
@@ -113,7 +116,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let signals = {
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
-            wait_for_signal().await;
+            stop_signal.recv().await;
             shutdown.cancel();
         })
     };
@@ -123,24 +126,37 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     Ok(())
 }
 
-#[cfg(unix)]
-async fn wait_for_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
+/// SIGTERM (or Ctrl-C), watched from the moment [`StopSignal::watch`] returns.
+struct StopSignal {
+    #[cfg(unix)]
+    term: Option<tokio::signal::unix::Signal>,
+}
+
+impl StopSignal {
+    fn watch() -> StopSignal {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            let term = signal(SignalKind::terminate())
+                .map_err(|e| {
+                    tracing::warn!(error = %e, "cannot watch SIGTERM; only Ctrl-C stops the simulator");
+                })
+                .ok();
+            StopSignal { term }
+        }
+        #[cfg(not(unix))]
+        StopSignal {}
+    }
+
+    async fn recv(self) {
+        #[cfg(unix)]
+        if let Some(mut term) = self.term {
             tokio::select! {
                 _ = term.recv() => {}
                 _ = tokio::signal::ctrl_c() => {}
             }
+            return;
         }
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot watch SIGTERM; only Ctrl-C stops the simulator");
-            let _ = tokio::signal::ctrl_c().await;
-        }
+        let _ = tokio::signal::ctrl_c().await;
     }
-}
-
-#[cfg(not(unix))]
-async fn wait_for_signal() {
-    let _ = tokio::signal::ctrl_c().await;
 }
