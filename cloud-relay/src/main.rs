@@ -296,9 +296,10 @@ fn run(file: &Path) -> ExitCode {
     };
     let result: anyhow::Result<()> = runtime.block_on(async {
         let cancel = CancellationToken::new();
+        let signals = Signals::install();
         let relay = Relay::start(config, cancel.clone()).await?;
-        tokio::spawn(reload_on_sighup(relay.reload_trigger()));
-        tokio::spawn(shutdown_on_signal(cancel));
+        tokio::spawn(reload_on_sighup(signals.hup, relay.reload_trigger()));
+        tokio::spawn(shutdown_on_signal(signals.term, cancel));
         relay.run().await?;
         Ok(())
     });
@@ -314,13 +315,43 @@ fn run(file: &Path) -> ExitCode {
     }
 }
 
+/// SIGHUP, SIGTERM and SIGINT, watched from the moment [`Signals::install`] returns: installed
+/// before the relay binds and logs `listening on`, so a signal sent right after readiness is
+/// handled, not the default action (which for SIGHUP and SIGTERM kills the process uncleanly).
+struct Signals {
+    hup: Option<tokio::signal::unix::Signal>,
+    term: Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>,
+}
+
+impl Signals {
+    fn install() -> Signals {
+        use tokio::signal::unix::{signal, SignalKind};
+        let hup = signal(SignalKind::hangup()).ok();
+        if hup.is_none() {
+            tracing::error!(
+                "cannot install the SIGHUP handler; the revocation file is still polled"
+            );
+        }
+        let term = match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
+            (Ok(t), Ok(i)) => Some((t, i)),
+            _ => {
+                tracing::error!("cannot install signal handlers; stop the relay with SIGKILL");
+                None
+            }
+        };
+        Signals { hup, term }
+    }
+}
+
 /// Each SIGHUP reloads what the relay can reload live (the revocation file).
-async fn reload_on_sighup(reload: std::sync::Arc<tokio::sync::Notify>) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let Ok(mut hup) = signal(SignalKind::hangup()) else {
-        tracing::error!("cannot install the SIGHUP handler; the revocation file is still polled");
-        return;
-    };
+async fn reload_on_sighup(
+    hup: Option<tokio::signal::unix::Signal>,
+    reload: std::sync::Arc<tokio::sync::Notify>,
+) {
+    let Some(mut hup) = hup else { return };
     while hup.recv().await.is_some() {
         tracing::info!("SIGHUP: reloading the revocation file");
         reload.notify_one();
@@ -328,17 +359,12 @@ async fn reload_on_sighup(reload: std::sync::Arc<tokio::sync::Notify>) {
 }
 
 /// Cancels `cancel` on SIGTERM or SIGINT.
-async fn shutdown_on_signal(cancel: CancellationToken) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (mut term, mut int) = match (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) {
-        (Ok(t), Ok(i)) => (t, i),
-        _ => {
-            tracing::error!("cannot install signal handlers; stop the relay with SIGKILL");
-            return;
-        }
+async fn shutdown_on_signal(
+    term: Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>,
+    cancel: CancellationToken,
+) {
+    let Some((mut term, mut int)) = term else {
+        return;
     };
     tokio::select! {
         _ = term.recv() => tracing::info!("SIGTERM received"),
