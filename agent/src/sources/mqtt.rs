@@ -40,8 +40,8 @@
 //! paused by a full disk and publishes waited), the row would be gone when the copy reached the
 //! writer and the copy would be stored as a new event.
 //!
-//! Known open (2026-11-23): the long disk-full scenario still stores redelivered copies as new
-//! events in about one run of two (~25,000 of 400,000, right after a "Last pingreq isn't acked"
+//! Known open (2026-11-23): the long disk-full scenario still stored redelivered copies as new
+//! events in 1 of 4 runs (~25,000 of 400,000, right after a "Last pingreq isn't acked"
 //! reconnect). Likely path, not yet proven: rumqttc writes one request (PUBACK) per poll but reads
 //! up to ten packets, so PUBACKs lag by tens of thousands under a burst; mosquitto 2.0.11 then has
 //! more messages in flight than packet ids and reuses an id still in flight, and the single dedupe
