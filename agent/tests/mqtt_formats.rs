@@ -8,37 +8,19 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rumqttc::{AsyncClient, Event as MqttEvent, Incoming, MqttOptions, QoS};
-use scanbridge_agent::config::{
-    FormatRule, MqttConfig, PayloadFormat, Station, StoreConfig, TagMapping,
-};
+use scanbridge_agent::config::{FormatRule, MqttConfig, PayloadFormat, Station, TagMapping};
 use scanbridge_agent::normalise::{Stations, Tags};
-use scanbridge_agent::sources::mqtt::{MqttSource, SUBSCRIBED};
-use scanbridge_agent::sources::Health;
 use scanbridge_agent::status::StatusSource;
 use scanbridge_agent::store::writer::{commit_batch, message_hash};
-use scanbridge_agent::store::{IngestItem, MqttMark, Store, Writer};
+use scanbridge_agent::store::{IngestItem, MqttMark, Store};
 use scanbridge_protocol::{Event, EventBody, Operation, Source, Symbology};
-use tokio_util::sync::CancellationToken;
 
-struct Agent {
-    store: Store,
-    health: Health,
-    cancel: CancellationToken,
-    source: tokio::task::JoinHandle<Result<(), scanbridge_agent::sources::mqtt::MqttError>>,
-    writer: std::thread::JoinHandle<Result<(), scanbridge_agent::store::StoreError>>,
-}
+use common::in_process::{InProcessAgent as Agent, Setup};
 
 fn start_agent(port: u16, dir: &std::path::Path) -> Agent {
-    let store = Store::open(&dir.join("agent.redb"), 1 << 30).unwrap();
-    let notify = Arc::new(tokio::sync::Notify::new());
-    let (mut writer, ingest) = Writer::new(store.clone(), &StoreConfig::default(), 8192, notify);
-    let (id, notices) = writer.add_source(256);
-    let health = Health::default();
-    let cancel = CancellationToken::new();
     let stations = Stations::new(&[Station {
         device: "SC-01".into(),
         op: Operation::Count,
@@ -50,75 +32,34 @@ fn start_agent(port: u16, dir: &std::path::Path) -> Agent {
         unit: Some("kg".into()),
         device: Some("SCALE-1".into()),
     }]);
-    let source = MqttSource::new(
-        MqttConfig {
-            name: "site".into(),
-            host: "127.0.0.1".into(),
-            port,
-            client_id: "scanbridge-agent-formats".into(),
-            topics: vec![
-                "scanbridge/+/scan".into(),
-                "scanners/+/raw".into(),
-                "plc/+/tags".into(),
-            ],
-            formats: vec![
-                FormatRule {
-                    filter: "plc/+/tags".into(),
-                    format: PayloadFormat::Kepware,
-                    device_level: 1,
-                },
-                FormatRule {
-                    filter: "scanners/+/raw".into(),
-                    format: PayloadFormat::Text,
-                    device_level: 1,
-                },
-            ],
-            ..MqttConfig::default()
-        },
-        Arc::new(stations),
-        id,
-        ingest,
-        notices,
-        health.clone(),
-        cancel.clone(),
-    )
-    .with_tags(Arc::new(tags));
-    let writer = writer
-        .spawn(tokio::runtime::Handle::current(), cancel.clone())
-        .unwrap();
-    Agent {
-        store,
-        health,
-        cancel,
-        source: tokio::spawn(source.run()),
-        writer,
-    }
-}
-
-impl Agent {
-    async fn subscribed(&self) {
-        let h = self.health.clone();
-        common::eventually(Duration::from_secs(30), "the agent to subscribe", || {
-            h.snapshot()
-                .first()
-                .filter(|s| s.detail == SUBSCRIBED)
-                .map(|_| ())
-        })
-        .await;
-    }
-
-    async fn stop(self) -> Store {
-        self.cancel.cancel();
-        tokio::time::timeout(Duration::from_secs(30), self.source)
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
-        let w = self.writer;
-        let joined = tokio::task::spawn_blocking(move || w.join()).await.unwrap();
-        assert!(matches!(joined, Ok(Ok(()))), "writer ended cleanly");
-        self.store
-    }
+    let mut setup = Setup::new(port, "scanbridge-agent-formats", &[]);
+    setup.mqtt = MqttConfig {
+        name: "site".into(),
+        host: "127.0.0.1".into(),
+        port,
+        client_id: "scanbridge-agent-formats".into(),
+        topics: vec![
+            "scanbridge/+/scan".into(),
+            "scanners/+/raw".into(),
+            "plc/+/tags".into(),
+        ],
+        formats: vec![
+            FormatRule {
+                filter: "plc/+/tags".into(),
+                format: PayloadFormat::Kepware,
+                device_level: 1,
+            },
+            FormatRule {
+                filter: "scanners/+/raw".into(),
+                format: PayloadFormat::Text,
+                device_level: 1,
+            },
+        ],
+        ..MqttConfig::default()
+    };
+    setup.stations = stations;
+    setup.tags = Some(tags);
+    Agent::start(dir, setup)
 }
 
 /// Publishes `(topic, payload)` pairs with QoS 1 in order from one client; returns once the

@@ -3,91 +3,21 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use scanbridge_agent::config::{MqttConfig, StoreConfig};
-use scanbridge_agent::normalise::Stations;
-use scanbridge_agent::sources::mqtt::{MqttSource, SUBSCRIBED};
-use scanbridge_agent::sources::Health;
-use scanbridge_agent::store::{Store, Writer};
 use scanbridge_protocol::EventBody;
-use tokio_util::sync::CancellationToken;
 
-struct Agent {
-    store: Store,
-    health: Health,
-    cancel: CancellationToken,
-    source: tokio::task::JoinHandle<Result<(), scanbridge_agent::sources::mqtt::MqttError>>,
-    writer: std::thread::JoinHandle<Result<(), scanbridge_agent::store::StoreError>>,
-}
+use common::in_process::{InProcessAgent as Agent, Setup};
 
 fn start_agent(port: u16, dir: &std::path::Path) -> Agent {
     start_agent_with(port, dir, Duration::from_secs(10))
 }
 
 fn start_agent_with(port: u16, dir: &std::path::Path, keep_alive: Duration) -> Agent {
-    let store = Store::open(&dir.join("agent.redb"), 1 << 30).expect("open store");
-    let notify = Arc::new(tokio::sync::Notify::new());
-    let (mut writer, ingest) = Writer::new(store.clone(), &StoreConfig::default(), 8192, notify);
-    let (id, notices) = writer.add_source(256);
-    let health = Health::default();
-    let cancel = CancellationToken::new();
-    let source = MqttSource::new(
-        MqttConfig {
-            name: "site".into(),
-            host: "127.0.0.1".into(),
-            port,
-            client_id: "scanbridge-agent-test".into(),
-            topics: vec!["scanbridge/+/scan".into()],
-            ..MqttConfig::default()
-        },
-        Arc::new(Stations::default()),
-        id,
-        ingest,
-        notices,
-        health.clone(),
-        cancel.clone(),
-    )
-    .with_keep_alive(keep_alive);
-    let writer = writer
-        .spawn(tokio::runtime::Handle::current(), cancel.clone())
-        .expect("writer");
-    Agent {
-        store,
-        health,
-        cancel,
-        source: tokio::spawn(source.run()),
-        writer,
-    }
-}
-
-impl Agent {
-    async fn subscribed(&self) {
-        let h = self.health.clone();
-        common::eventually(Duration::from_secs(20), "the agent to subscribe", || {
-            h.snapshot()
-                .first()
-                .filter(|s| s.detail == SUBSCRIBED)
-                .map(|_| ())
-        })
-        .await;
-    }
-
-    async fn stop(self) -> Store {
-        self.cancel.cancel();
-        tokio::time::timeout(Duration::from_secs(20), self.source)
-            .await
-            .expect("source stops")
-            .expect("source task")
-            .expect("source ok");
-        let w = self.writer;
-        let joined = tokio::task::spawn_blocking(move || w.join())
-            .await
-            .expect("join");
-        assert!(matches!(joined, Ok(Ok(()))), "writer ended cleanly");
-        self.store
-    }
+    let mut setup = Setup::new(port, "scanbridge-agent-test", &["scanbridge/+/scan"]);
+    setup.keep_alive = Some(keep_alive);
+    setup.wait = Duration::from_secs(20);
+    Agent::start(dir, setup)
 }
 
 fn payload(i: usize) -> Vec<u8> {

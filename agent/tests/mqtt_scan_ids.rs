@@ -6,78 +6,25 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rumqttc::{AsyncClient, Event as MqttEvent, Incoming, MqttOptions};
-use scanbridge_agent::config::{MqttConfig, StoreConfig};
 use scanbridge_agent::local_api::metrics::AgentCollector;
-use scanbridge_agent::normalise::Stations;
-use scanbridge_agent::sources::mqtt::{MqttSource, SUBSCRIBED};
-use scanbridge_agent::sources::Health;
 use scanbridge_agent::status::StatusSource;
-use scanbridge_agent::store::{Store, Writer};
 use scanbridge_protocol::EventBody;
-use tokio_util::sync::CancellationToken;
 
 const CLIENT_ID: &str = "scanbridge-agent-scan-ids";
 const TOPIC: &str = "scanbridge/SC-01/scan";
 
-struct Agent {
-    store: Store,
-    health: Health,
-    cancel: CancellationToken,
-    source: tokio::task::JoinHandle<Result<(), scanbridge_agent::sources::mqtt::MqttError>>,
-    writer: std::thread::JoinHandle<Result<(), scanbridge_agent::store::StoreError>>,
-}
+use common::in_process::{InProcessAgent as Agent, Setup};
 
 fn start_agent(port: u16, dir: &std::path::Path) -> Agent {
-    let store = Store::open(&dir.join("agent.redb"), 1 << 30).unwrap();
-    let notify = Arc::new(tokio::sync::Notify::new());
-    let (mut writer, ingest) = Writer::new(store.clone(), &StoreConfig::default(), 1024, notify);
-    let (id, notices) = writer.add_source(256);
-    let health = Health::default();
-    let cancel = CancellationToken::new();
-    let source = MqttSource::new(
-        MqttConfig {
-            name: "site".into(),
-            host: "127.0.0.1".into(),
-            port,
-            client_id: CLIENT_ID.into(),
-            topics: vec!["scanbridge/+/scan".into()],
-            ..MqttConfig::default()
-        },
-        Arc::new(Stations::default()),
-        id,
-        ingest,
-        notices,
-        health.clone(),
-        cancel.clone(),
-    );
-    let writer = writer
-        .spawn(tokio::runtime::Handle::current(), cancel.clone())
-        .unwrap();
-    Agent {
-        store,
-        health,
-        cancel,
-        source: tokio::spawn(source.run()),
-        writer,
-    }
+    let mut setup = Setup::new(port, CLIENT_ID, &["scanbridge/+/scan"]);
+    setup.ingest_queue = 1024;
+    Agent::start(dir, setup)
 }
 
 impl Agent {
-    async fn subscribed(&self) {
-        let h = self.health.clone();
-        common::eventually(Duration::from_secs(30), "the agent to subscribe", || {
-            h.snapshot()
-                .first()
-                .filter(|s| s.detail == SUBSCRIBED)
-                .map(|_| ())
-        })
-        .await;
-    }
-
     async fn committed(&self, events: u64, duplicates: u64) {
         let s = self.store.clone();
         common::eventually(
@@ -98,19 +45,6 @@ impl Agent {
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
         text
-    }
-
-    async fn stop(self) -> Store {
-        self.cancel.cancel();
-        tokio::time::timeout(Duration::from_secs(30), self.source)
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
-        let w = self.writer;
-        let joined = tokio::task::spawn_blocking(move || w.join()).await.unwrap();
-        assert!(matches!(joined, Ok(Ok(()))), "writer ended cleanly");
-        self.store
     }
 }
 
