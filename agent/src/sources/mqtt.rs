@@ -25,27 +25,32 @@
 //! publishes, the connection loop stops reading the socket, and the broker holds the messages.
 //!
 //! Redelivery after a crash between commit and PUBACK is recognised by the writer (see
-//! [`crate::store::writer`]); this loop supplies the packet id, DUP flag and message hash, and
-//! reports which `(pkid, hash)` pairs the broker has *confirmed* receiving the PUBACK for (a
-//! PINGREQ/PINGRESP round trip after the PUBACK was written), so their dedupe rows can be retired.
-//! Retiring on "PUBACK handed to the client" is wrong: the kill-9 test showed thousands of such
-//! PUBACKs never reaching the broker, whose messages then came back with DUP set.
+//! [`crate::store::writer`] and [`crate::store::redelivery`]); this loop supplies the packet id,
+//! DUP flag and message hash, and reports how many PUBACKs per packet id the broker has
+//! *confirmed* processing (a PINGREQ/PINGRESP round trip after the PUBACK was written), so the
+//! oldest entries of those ids can be retired. Retiring on "PUBACK handed to the client" is
+//! wrong: the kill-9 test showed thousands of such PUBACKs never reaching the broker, whose
+//! messages then came back with DUP set.
+//!
+//! **One PUBACK per broker message per connection.** Each connection gets a fresh rumqttc
+//! `AsyncClient`/`EventLoop` pair (an *epoch*), announced to the pipeline in order
+//! ([`FromBroker::Connected`]), and a message is acknowledged only through the client of the
+//! connection it arrived on; acks still queued when that connection dies are dropped with it.
+//! The broker redelivers every message it has not processed a PUBACK for on the next
+//! connection, and that copy is acknowledged there. Acknowledging the old copy as well (a
+//! PUBACK queued in a long-lived client outliving the reconnect) would send two PUBACKs for one
+//! message, and when the broker has several messages in flight under one packet id (mosquitto
+//! does, at a deep queue: [`crate::store::redelivery`]) the second would remove *another*
+//! message, still unreceived, from the broker: a loss on the next crash. It also keeps the
+//! writer's per-id record exact: one retired entry per processed PUBACK.
 //!
 //! A confirmation travels to the pipeline in the same ordered channel as the publishes
 //! ([`FromBroker`]), behind every publish received before its PINGRESP. It must: after a
 //! reconnect the broker redelivers (DUP) a message whose original copy is still on its way to the
-//! writer; the original's PUBACK, sent on the new connection, also settles the copy at the broker,
-//! and the confirmation of that PUBACK retires the dedupe row. Were the confirmation handled
-//! before the copy (a separate channel: the pipeline read confirmations while the writer was
-//! paused by a full disk and publishes waited), the row would be gone when the copy reached the
-//! writer and the copy would be stored as a new event.
-//!
-//! Known open (2026-11-23): the long disk-full scenario still stored redelivered copies as new
-//! events in 1 of 4 runs (~25,000 of 400,000, right after a "Last pingreq isn't acked"
-//! reconnect). Likely path, not yet proven: rumqttc writes one request (PUBACK) per poll but reads
-//! up to ten packets, so PUBACKs lag by tens of thousands under a burst; mosquitto 2.0.11 then has
-//! more messages in flight than packet ids and reuses an id still in flight, and the single dedupe
-//! row per packet id can vouch for only one of the two copies the broker redelivers.
+//! writer; were the confirmation handled before the copy, the entry could be gone when the copy
+//! reached the writer and the copy would be stored as a new event. A confirmation the pipeline
+//! has no room for waits in the connection loop and goes behind a later publish (retiring later
+//! is always safe).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -231,7 +236,6 @@ impl MqttSource {
                 }
             }
         };
-        let (client, eventloop) = AsyncClient::new(options, REQUEST_QUEUE);
         let (pub_tx, pub_rx) = mpsc::channel(PUBLISH_QUEUE);
         // The connection loop stops only after the pipeline has acknowledged what it could.
         let conn_stop = CancellationToken::new();
@@ -239,8 +243,7 @@ impl MqttSource {
             broker: cfg.name.clone(),
             endpoint: format!("{}:{}", cfg.host, cfg.port),
             topics: cfg.topics.clone(),
-            client: client.clone(),
-            eventloop,
+            options,
             publishes: pub_tx,
             health,
             health_slot,
@@ -258,9 +261,8 @@ impl MqttSource {
             ingest: Some(ingest),
             committed,
             publishes: pub_rx,
-            client,
+            session: None,
             pending: HashMap::new(),
-            acked: HashMap::new(),
             next_token: 0,
             unsent_acks: VecDeque::new(),
             retire: Vec::new(),
@@ -276,15 +278,14 @@ impl MqttSource {
     }
 }
 
-/// Owns the rumqttc event loop.
+/// Owns the broker connection: one rumqttc client and event loop per connection (epoch).
 struct Connection {
     broker: String,
     /// `host:port`, for messages.
     endpoint: String,
     topics: Vec<String>,
-    client: AsyncClient,
-    eventloop: rumqttc::EventLoop,
-    /// Publishes and PUBACK confirmations, in the order the broker sent them.
+    options: MqttOptions,
+    /// Publishes, connection changes and PUBACK confirmations, in the order the broker sent them.
     publishes: mpsc::Sender<FromBroker>,
     health: Health,
     health_slot: usize,
@@ -293,47 +294,104 @@ struct Connection {
     retry_max: Duration,
 }
 
+/// How one connection (epoch) ended.
+enum ConnectionEnd {
+    /// Shutdown: the client and event loop are kept to flush the final acks.
+    Stop(AsyncClient, Box<rumqttc::EventLoop>),
+    /// The pipeline is gone.
+    PipelineGone,
+    Failed(rumqttc::ConnectionError),
+}
+
 impl Connection {
-    /// Polls the event loop. Besides publishes it tracks PUBACK delivery: a PUBACK handed to
-    /// rumqttc may still be lost (a killed process's socket is reset with unsent or unread data),
-    /// so "sent" proves nothing. The broker handles a client's packets in order, so once the
-    /// PINGRESP to a PINGREQ written after a PUBACK arrives, that PUBACK was processed and its
-    /// dedupe row can be retired.
+    /// Connects, reconnects with capped backoff, and hands the pipeline what the broker sends.
+    /// Besides publishes it tracks PUBACK delivery: a PUBACK handed to rumqttc may still be lost
+    /// (a killed process's socket is reset with unsent or unread data), so "sent" proves
+    /// nothing. The broker handles a client's packets in order, so once the PINGRESP to a
+    /// PINGREQ written after a PUBACK arrives, that PUBACK was processed.
     async fn run(mut self) {
         let mut backoff = self.retry_initial;
         // The last failure logged at WARN: a different one is logged again (a wrong password
         // after a network outage must not hide behind "already logged").
         let mut down_logged: Option<String> = None;
-        // PUBACKs written since the last PINGREQ, and those written before the outstanding one
-        // (sets: at tens of thousands of messages per second a list grew to ~1M entries per
-        // keep-alive; a packet id acknowledged twice in one keep-alive is one entry, not two).
-        let mut written = PkidSet::default();
-        let mut before_ping = PkidSet::default();
+        let mut epoch: u32 = 0;
+        // Confirmed PUBACKs the pipeline had no room for yet (they survive a reconnect: they
+        // were processed).
+        let mut confirmed = PkidCounts::default();
+        loop {
+            let end = self
+                .connection(&mut epoch, &mut confirmed, &mut backoff, &mut down_logged)
+                .await;
+            let e = match end {
+                ConnectionEnd::Stop(client, eventloop) => {
+                    Self::flush_and_leave(client, eventloop).await;
+                    break;
+                }
+                ConnectionEnd::PipelineGone => break,
+                ConnectionEnd::Failed(e) => e,
+            };
+            // The failed connection's client and event loop are gone: acks still queued in them
+            // are dropped (the broker redelivers those messages; module doc).
+            let detail = describe_connection_error(&e, &self.endpoint);
+            self.health.set(self.health_slot, false, detail.clone());
+            let kind = failure_kind(&e);
+            if down_logged.as_deref() != Some(kind) {
+                if kind == "network" || kind == "other" {
+                    tracing::warn!(broker = %self.broker, error = %e, "{detail}; retrying with backoff");
+                } else {
+                    // Refused login, TLS failure: configuration, someone has to act.
+                    tracing::error!(broker = %self.broker, error = %e, "{detail}; retrying with backoff");
+                }
+                down_logged = Some(kind.to_string());
+            } else {
+                tracing::debug!(broker = %self.broker, error = %e, "MQTT reconnect failed");
+            }
+            let jittered = backoff.mul_f64(0.5 + rand::random::<f64>() * 0.5);
+            tokio::select! {
+                _ = self.stop.cancelled() => break,
+                _ = tokio::time::sleep(jittered) => {}
+            }
+            backoff = (backoff * 2).min(self.retry_max);
+        }
+        self.health.set(self.health_slot, false, "stopped");
+    }
+
+    /// One connection attempt and, once connected, its whole life.
+    async fn connection(
+        &mut self,
+        epoch: &mut u32,
+        confirmed: &mut PkidCounts,
+        backoff: &mut Duration,
+        down_logged: &mut Option<String>,
+    ) -> ConnectionEnd {
+        let (client, mut eventloop) = AsyncClient::new(self.options.clone(), REQUEST_QUEUE);
+        // PUBACKs written since the last PINGREQ, and those written before the outstanding one.
+        let mut written = PkidCounts::default();
+        let mut before_ping = PkidCounts::default();
         loop {
             let polled = tokio::select! {
-                _ = self.stop.cancelled() => break,
-                ev = self.eventloop.poll() => ev,
+                _ = self.stop.cancelled() => return ConnectionEnd::Stop(client, Box::new(eventloop)),
+                ev = eventloop.poll() => ev,
             };
-            match polled {
-                Ok(MqttEvent::Incoming(Incoming::Publish(p))) => {
-                    // Blocks while the pipeline is full: backpressure to the broker.
-                    tokio::select! {
-                        _ = self.stop.cancelled() => break,
-                        sent = self.publishes.send(FromBroker::Publish(p)) => if sent.is_err() { break },
-                    }
-                }
+            let to_pipeline = match polled {
+                Ok(MqttEvent::Incoming(Incoming::Publish(p))) => FromBroker::Publish(p),
                 Ok(MqttEvent::Incoming(Incoming::ConnAck(ack))) => {
-                    backoff = self.retry_initial;
-                    down_logged = None;
+                    *backoff = self.retry_initial;
+                    *down_logged = None;
+                    *epoch = epoch.wrapping_add(1);
                     let filters = self
                         .topics
                         .iter()
                         .map(|t| SubscribeFilter::new(t.clone(), QoS::AtLeastOnce));
-                    if let Err(e) = self.client.try_subscribe_many(filters) {
+                    if let Err(e) = client.try_subscribe_many(filters) {
                         tracing::error!(broker = %self.broker, error = %e, "cannot queue MQTT subscription");
                     }
                     tracing::info!(broker = %self.broker, session_present = ack.session_present, "connected to MQTT broker");
                     self.health.set(self.health_slot, true, "connected");
+                    FromBroker::Connected {
+                        epoch: *epoch,
+                        client: client.clone(),
+                    }
                 }
                 Ok(MqttEvent::Incoming(Incoming::SubAck(s))) => {
                     if s.return_codes
@@ -349,84 +407,93 @@ impl Connection {
                     } else {
                         self.health.set(self.health_slot, true, SUBSCRIBED);
                     }
+                    continue;
                 }
-                Ok(MqttEvent::Outgoing(Outgoing::PubAck(pkid))) => written.insert(pkid),
-                Ok(MqttEvent::Outgoing(Outgoing::PingReq)) => before_ping.absorb(&mut written),
+                Ok(MqttEvent::Outgoing(Outgoing::PubAck(pkid))) => {
+                    written.add(pkid, 1);
+                    continue;
+                }
+                Ok(MqttEvent::Outgoing(Outgoing::PingReq)) => {
+                    before_ping.absorb(&mut written);
+                    continue;
+                }
                 Ok(MqttEvent::Incoming(Incoming::PingResp)) => {
-                    if !before_ping.is_empty() {
-                        // Behind every publish read before this PINGRESP (module doc). If the
-                        // pipeline is busy the confirmation is dropped: rows stay (safe).
-                        let _ = self
-                            .publishes
-                            .try_send(FromBroker::Confirmed(before_ping.take()));
-                    }
+                    // Behind every publish read before this PINGRESP (module doc).
+                    confirmed.absorb(&mut before_ping);
+                    self.offer_confirmations(confirmed);
+                    continue;
                 }
-                Ok(_) => {}
-                Err(e) => {
-                    written.clear();
-                    before_ping.clear();
-                    let detail = describe_connection_error(&e, &self.endpoint);
-                    self.health.set(self.health_slot, false, detail.clone());
-                    let kind = failure_kind(&e);
-                    if down_logged.as_deref() != Some(kind) {
-                        if kind == "network" || kind == "other" {
-                            tracing::warn!(broker = %self.broker, error = %e, "{detail}; retrying with backoff");
-                        } else {
-                            // Refused login, TLS failure: configuration, someone has to act.
-                            tracing::error!(broker = %self.broker, error = %e, "{detail}; retrying with backoff");
-                        }
-                        down_logged = Some(kind.to_string());
-                    } else {
-                        tracing::debug!(broker = %self.broker, error = %e, "MQTT reconnect failed");
-                    }
-                    let jittered = backoff.mul_f64(0.5 + rand::random::<f64>() * 0.5);
-                    tokio::select! {
-                        _ = self.stop.cancelled() => break,
-                        _ = tokio::time::sleep(jittered) => {}
-                    }
-                    backoff = (backoff * 2).min(self.retry_max);
-                }
+                Ok(_) => continue,
+                Err(e) => return ConnectionEnd::Failed(e),
+            };
+            self.offer_confirmations(confirmed);
+            // Blocks while the pipeline is full: backpressure to the broker.
+            tokio::select! {
+                _ = self.stop.cancelled() => return ConnectionEnd::Stop(client, Box::new(eventloop)),
+                sent = self.publishes.send(to_pipeline) => if sent.is_err() {
+                    return ConnectionEnd::PipelineGone;
+                },
             }
         }
-        // Flush what the pipeline queued (final acks), then leave the session in place.
-        let _ = self.client.try_disconnect();
+    }
+
+    /// Hands confirmed PUBACK counts to the pipeline if it has room; otherwise they wait (behind
+    /// later publishes, which is still after every publish read before their PINGRESP).
+    fn offer_confirmations(&self, confirmed: &mut PkidCounts) {
+        if confirmed.is_empty() {
+            return;
+        }
+        if let Ok(permit) = self.publishes.try_reserve() {
+            permit.send(FromBroker::Confirmed(confirmed.take()));
+        }
+    }
+
+    /// Flushes what the pipeline queued (final acks), then leaves the session in place.
+    async fn flush_and_leave(client: AsyncClient, mut eventloop: Box<rumqttc::EventLoop>) {
+        let _ = client.try_disconnect();
         let deadline = tokio::time::sleep(Duration::from_secs(2));
         tokio::pin!(deadline);
         loop {
             tokio::select! {
                 _ = &mut deadline => break,
-                ev = self.eventloop.poll() => match ev {
+                ev = eventloop.poll() => match ev {
                     Ok(MqttEvent::Outgoing(Outgoing::Disconnect)) | Err(_) => break,
                     Ok(_) => {}
                 },
             }
         }
-        self.health.set(self.health_slot, false, "stopped");
     }
 }
 
 /// What the connection loop hands the pipeline, in the order it read it from the broker.
 #[derive(Debug)]
 enum FromBroker {
+    /// A new connection: messages after this arrived on it and are acknowledged through
+    /// `client` only (module doc).
+    Connected {
+        epoch: u32,
+        client: AsyncClient,
+    },
     Publish(Publish),
-    /// Packet ids whose PUBACK the broker has certainly processed (see [`Connection::run`]).
-    Confirmed(Vec<u16>),
+    /// `(packet id, count)`: PUBACKs the broker has certainly processed (see [`Connection::run`]).
+    Confirmed(Vec<(u16, u16)>),
 }
 
 /// What acknowledging a message needs, kept instead of the [`Publish`] itself.
 ///
 /// A received `Publish` is a slice of rumqttc's socket read buffer: its payload `Bytes` keeps the
 /// whole read chunk (kilobytes, holding many messages) alive. Holding publishes until their
-/// commit therefore pinned one chunk per few messages, and mosquitto 2.0.11 does not hold its
-/// in-flight window (`max_inflight_messages`) once PUBACKs flow, so tens of thousands of messages
-/// could be between receipt and PUBACK during a burst: that was most of the agent's peak RSS
-/// (heaptrack, 2026-11-23: ~46 MB of pinned read chunks and an 18 MB ack queue at a 300,000-scan
-/// fill). A publish is dropped as soon as it is normalised; only these 12 bytes wait.
+/// commit therefore pinned one chunk per few messages, and mosquitto 2.0.11 puts a reconnecting
+/// session's whole queue in flight, so hundreds of thousands of messages could be between
+/// receipt and PUBACK during a burst: that was most of the agent's peak RSS (heaptrack,
+/// 2026-11-23: ~46 MB of pinned read chunks and an 18 MB ack queue at a 300,000-scan fill). A
+/// publish is dropped as soon as it is normalised; only these 8 bytes wait.
 #[derive(Debug, Clone, Copy)]
 struct AckRef {
     pkid: u16,
     qos: QoS,
-    hash: [u8; 8],
+    /// The connection it arrived on.
+    epoch: u32,
 }
 
 impl AckRef {
@@ -438,65 +505,64 @@ impl AckRef {
     }
 }
 
-/// A set of MQTT packet ids (8 KiB, whatever the message rate).
+/// A count per MQTT packet id (128 KiB, whatever the message rate: at tens of thousands of
+/// messages per second a list of ids grew to ~1M entries per keep-alive). Counts saturate;
+/// an undercount only retires fewer entries (safe).
 #[derive(Debug, Clone)]
-struct PkidSet {
-    bits: Vec<u64>,
-    len: usize,
+struct PkidCounts {
+    counts: Vec<u16>,
+    /// Ids with a non-zero count.
+    ids: usize,
 }
 
-impl Default for PkidSet {
+impl Default for PkidCounts {
     fn default() -> Self {
-        PkidSet {
-            bits: vec![0; 1024],
-            len: 0,
+        PkidCounts {
+            counts: vec![0; 1 << 16],
+            ids: 0,
         }
     }
 }
 
-impl PkidSet {
-    fn insert(&mut self, pkid: u16) {
-        let (word, bit) = (usize::from(pkid) / 64, pkid % 64);
-        if let Some(w) = self.bits.get_mut(word) {
-            if *w & (1 << bit) == 0 {
-                *w |= 1 << bit;
-                self.len += 1;
+impl PkidCounts {
+    fn add(&mut self, pkid: u16, n: u16) {
+        if let Some(c) = self.counts.get_mut(usize::from(pkid)) {
+            if *c == 0 && n > 0 {
+                self.ids += 1;
             }
+            *c = c.saturating_add(n);
         }
     }
 
     fn is_empty(&self) -> bool {
-        self.len == 0
+        self.ids == 0
     }
 
     fn clear(&mut self) {
-        if self.len > 0 {
-            self.bits.iter_mut().for_each(|w| *w = 0);
-            self.len = 0;
+        if self.ids > 0 {
+            self.counts.iter_mut().for_each(|c| *c = 0);
+            self.ids = 0;
         }
     }
 
-    /// Moves every id of `other` into this set.
-    fn absorb(&mut self, other: &mut PkidSet) {
+    /// Adds every count of `other` to this one; `other` is empty afterwards.
+    fn absorb(&mut self, other: &mut PkidCounts) {
         if other.is_empty() {
             return;
         }
-        for (w, o) in self.bits.iter_mut().zip(other.bits.iter()) {
-            *w |= *o;
+        for (c, o) in self.counts.iter_mut().zip(other.counts.iter()) {
+            *c = c.saturating_add(*o);
         }
-        self.len = self.bits.iter().map(|w| w.count_ones() as usize).sum();
+        self.ids = self.counts.iter().filter(|c| **c > 0).count();
         other.clear();
     }
 
-    /// The ids in ascending order; the set is empty afterwards.
-    fn take(&mut self) -> Vec<u16> {
-        let mut out = Vec::with_capacity(self.len);
-        for (i, w) in self.bits.iter().enumerate() {
-            let mut w = *w;
-            while w != 0 {
-                let bit = w.trailing_zeros() as usize;
-                out.extend(u16::try_from(i * 64 + bit).ok());
-                w &= w - 1;
+    /// The non-zero `(id, count)` pairs in ascending id order; empty afterwards.
+    fn take(&mut self) -> Vec<(u16, u16)> {
+        let mut out = Vec::with_capacity(self.ids);
+        for (pkid, c) in self.counts.iter().enumerate() {
+            if *c > 0 {
+                out.extend(u16::try_from(pkid).ok().map(|p| (p, *c)));
             }
         }
         self.clear();
@@ -516,18 +582,17 @@ struct Pipeline {
     /// `None` once shutdown started (dropping it lets the writer finish).
     ingest: Option<mpsc::Sender<IngestItem>>,
     committed: mpsc::Receiver<Committed>,
-    /// Publishes, and packet ids whose PUBACK the broker has processed, in broker order.
+    /// Connections, publishes, and PUBACKs the broker has processed, in broker order.
     publishes: mpsc::Receiver<FromBroker>,
-    client: AsyncClient,
-    /// Hash of the last message acknowledged under each packet id, until confirmed.
-    acked: HashMap<u16, [u8; 8]>,
+    /// The current connection's epoch and client (acks go only through it).
+    session: Option<(u32, AsyncClient)>,
     /// Messages sent to the writer and not yet committed, by token (see [`AckRef`]).
     pending: HashMap<u64, AckRef>,
     next_token: u64,
     /// Acks the rumqttc request channel had no room for yet.
     unsent_acks: VecDeque<AckRef>,
-    /// Confirmed `(pkid, hash)` pairs to retire with the next item.
-    retire: Vec<(u16, [u8; 8])>,
+    /// Confirmed `(pkid, count)` PUBACKs to retire with the next item.
+    retire: Vec<(u16, u16)>,
     /// Items the writer had no room for yet (in order).
     waiting: VecDeque<IngestItem>,
     cancel: CancellationToken,
@@ -549,7 +614,11 @@ impl Pipeline {
                     _ => return Err(MqttError::WriterGone { broker: self.broker.clone() }),
                 },
                 p = self.publishes.recv(), if self.waiting.is_empty() => match p {
-                    Some(FromBroker::Confirmed(pkids)) => self.confirmed(pkids),
+                    Some(FromBroker::Confirmed(counts)) => self.retire.extend(counts),
+                    Some(FromBroker::Connected { epoch, client }) => {
+                        self.session = Some((epoch, client));
+                        self.flush_acks();
+                    }
                     Some(FromBroker::Publish(p)) => {
                         self.waiting = self.items_for(p);
                         while !self.waiting.is_empty() {
@@ -573,16 +642,6 @@ impl Pipeline {
         }
         self.shutdown().await;
         Ok(())
-    }
-
-    /// The broker processed the PUBACKs of `pkids`: their dedupe rows go with the next item. Every
-    /// publish the broker sent before processing them was handled before this (one channel).
-    fn confirmed(&mut self, pkids: Vec<u16>) {
-        for pkid in pkids {
-            if let Some(hash) = self.acked.remove(&pkid) {
-                self.retire.push((pkid, hash));
-            }
-        }
     }
 
     /// Stops feeding the writer, then acknowledges whatever it still commits (bounded wait).
@@ -679,7 +738,7 @@ impl Pipeline {
             AckRef {
                 pkid: p.pkid,
                 qos: p.qos,
-                hash,
+                epoch: self.session.as_ref().map_or(0, |(e, _)| *e),
             },
         );
         // `p` (and with it the read chunk its payload points into) is released here.
@@ -695,20 +754,26 @@ impl Pipeline {
         self.flush_acks();
     }
 
+    /// Hands queued acks to the current connection's client, in order. An ack of a message from
+    /// an earlier connection is dropped: the broker redelivered that message on the current one
+    /// and its copy is acknowledged instead (module doc).
     fn flush_acks(&mut self) {
         while let Some(a) = self.unsent_acks.front().copied() {
-            match self.client.try_ack(&a.ack_publish()) {
+            let Some((epoch, client)) = self.session.as_ref() else {
+                break;
+            };
+            if a.epoch != *epoch {
+                self.unsent_acks.pop_front();
+                continue;
+            }
+            match client.try_ack(&a.ack_publish()) {
                 Ok(()) => {
-                    if a.qos != QoS::AtMostOnce {
-                        self.acked.insert(a.pkid, a.hash);
-                    }
                     self.unsent_acks.pop_front();
                 }
+                // Full, or the connection's event loop is gone (a new epoch is on its way).
                 Err(rumqttc::ClientError::TryRequest(_)) => break,
                 Err(e) => {
-                    // The event loop is gone (shutdown): the broker redelivers, dedupe recognises it.
                     tracing::debug!(broker = %self.broker, error = %e, "cannot queue PUBACK");
-                    self.unsent_acks.clear();
                     break;
                 }
             }
@@ -771,20 +836,26 @@ mod tests {
     use rumqttc::{ConnectReturnCode, ConnectionError};
 
     #[test]
-    fn a_pkid_set_holds_each_id_once_and_hands_them_over_in_order() {
-        let mut written = PkidSet::default();
+    fn pkid_counts_add_up_per_id_and_hand_them_over_in_id_order() {
+        let mut written = PkidCounts::default();
         for pkid in [7, 65535, 1, 7, 64, 63] {
-            written.insert(pkid);
+            written.add(pkid, 1);
         }
-        let mut before_ping = PkidSet::default();
-        before_ping.insert(2);
-        before_ping.insert(64);
+        let mut before_ping = PkidCounts::default();
+        before_ping.add(2, 1);
+        before_ping.add(64, 1);
         before_ping.absorb(&mut written);
         assert!(written.is_empty());
-        assert_eq!(before_ping.take(), vec![1, 2, 7, 63, 64, 65535]);
+        assert_eq!(
+            before_ping.take(),
+            vec![(1, 1), (2, 1), (7, 2), (63, 1), (64, 2), (65535, 1)]
+        );
         assert!(before_ping.is_empty());
-        assert_eq!(before_ping.take(), Vec::<u16>::new());
-        written.insert(0);
+        assert_eq!(before_ping.take(), Vec::<(u16, u16)>::new());
+        written.add(0, u16::MAX);
+        written.add(0, 1);
+        assert_eq!(written.take(), vec![(0, u16::MAX)], "counts saturate");
+        written.add(3, 1);
         written.clear();
         assert!(written.is_empty());
     }
@@ -794,7 +865,7 @@ mod tests {
         let a = AckRef {
             pkid: 4242,
             qos: QoS::AtLeastOnce,
-            hash: [0; 8],
+            epoch: 3,
         };
         let p = a.ack_publish();
         assert_eq!((p.pkid, p.qos), (4242, QoS::AtLeastOnce));

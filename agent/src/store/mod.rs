@@ -34,19 +34,19 @@
 //! |-----------------|--------------------------------------|-------|
 //! | `events`        | `u64` seq (redb: 8 bytes little-endian) | postcard-encoded [`scanbridge_protocol::Event`] (the event's own `seq` field equals the key) |
 //! | `meta`          | `&str` name (UTF-8)                  | `u64` (8 bytes little-endian) |
-//! | `mqtt_inflight` | `(&str broker name, u16 packet id)` (redb tuple: 4-byte LE length of the name, name bytes, 2-byte LE packet id) | `[u8; 8]`: FNV-1a 64 of (topic length as u32 LE, topic bytes, payload bytes), little-endian |
+//! | `mqtt_unconfirmed` | `(&str broker name, u16 packet id)` (redb tuple: 4-byte LE length of the name, name bytes, 2-byte LE packet id) | `&[u8]`: 1 to 32 hashes of 8 bytes, oldest first, each FNV-1a 64 of (topic length as u32 LE, topic bytes, payload bytes), little-endian — since schema 3 |
 //! | `meta_text`     | `&str` name (UTF-8)                  | `&str` (UTF-8) — since schema 2 |
 //! | `scan_ids`, `scan_id_order` | (device, scan id); counter | scan-id dedupe, see [`dedupe`] (created on first use, ignored by older agents) |
 //!
 //! `meta` keys:
-//! - `schema_version` — layout version of this file (currently [`SCHEMA_VERSION`] = 2).
+//! - `schema_version` — layout version of this file (currently [`SCHEMA_VERSION`] = 3).
 //! - `next_seq` — the seq the next committed event gets. Starts at 1, only grows, is written in
 //!   the same transaction as the events it numbers, so a seq is never reused — also after a crash,
 //!   and also after every event has been deleted.
 //! - `backlog_events` / `backlog_bytes` — count and total value bytes of rows in `events`.
 //! - `quarantine_count` — quarantined payloads committed since the store was created.
 //!
-//! `mqtt_inflight` is the redelivery-dedupe record described in [`writer`].
+//! `mqtt_unconfirmed` is the redelivery-dedupe record described in [`writer`] and [`redelivery`].
 //!
 //! `meta_text` keys: `site` — the site whose events this store holds, bound at the first open by
 //! an agent configured for it ([`Store::bind_site`]); `upgraded_from` — the schema the file had
@@ -57,18 +57,20 @@
 //! | version | written by | layout |
 //! |---|---|---|
 //! | 1 | the first release | `events`, `meta`, `mqtt_inflight` |
-//! | 2 | this release | + `meta_text` (site binding) |
+//! | 2 | 2026-11 | + `meta_text` (site binding) |
+//! | 3 | this release | `mqtt_inflight` (one hash per packet id) → `mqtt_unconfirmed` (a list per packet id; each old row becomes a one-entry list) |
 //!
 //! Opening reads `schema_version` first, in a read transaction: a file from a *newer* agent is
 //! refused before anything is written ([`StoreError::NewerSchema`]), so an accidental downgrade
 //! cannot damage it. An older file is upgraded step by step ([`migrate`]) in the same durable
 //! write transaction that stamps the new version: an upgrade either happens completely or not
-//! at all. Events, seqs, counters and dedupe rows are never rewritten by an upgrade. A new store
+//! at all. Events, seqs and counters are never rewritten by an upgrade; dedupe rows are carried over. A new store
 //! is created at the current version. `agent/tests/store_upgrade.rs` opens a committed schema-1
 //! file (`agent/tests/fixtures/`) and forwards its backlog.//!
 //! redb's file does not shrink when events are deleted; freed pages are reused by later writes.
 
 pub mod dedupe;
+pub mod redelivery;
 pub mod writer;
 
 use std::path::{Path, PathBuf};
@@ -86,9 +88,14 @@ pub use writer::{
 pub const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
 /// `meta`: counter name → value.
 pub const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
-/// `mqtt_inflight`: (broker, packet id) → hash of topic + payload.
+/// `mqtt_inflight` (schemas 1 and 2): (broker, packet id) → hash of topic + payload. Replaced by
+/// [`MQTT_UNCONFIRMED`]; read only by the upgrade.
 pub const MQTT_INFLIGHT: TableDefinition<(&str, u16), [u8; 8]> =
     TableDefinition::new("mqtt_inflight");
+/// `mqtt_unconfirmed` (schema 3): (broker, packet id) → unconfirmed hashes, oldest first
+/// ([`redelivery::PkidHashes`]).
+pub const MQTT_UNCONFIRMED: TableDefinition<(&str, u16), &[u8]> =
+    TableDefinition::new("mqtt_unconfirmed");
 /// `meta_text` (schema 2): text facts about the store (`site`, `upgraded_from`).
 pub const META_TEXT: TableDefinition<&str, &str> = TableDefinition::new("meta_text");
 /// `meta_text` key: the site the store belongs to.
@@ -101,7 +108,7 @@ pub const META_BACKLOG_BYTES: &str = "backlog_bytes";
 pub const META_QUARANTINE_COUNT: &str = "quarantine_count";
 
 /// The layout version this build writes (see the module doc for the history).
-pub const SCHEMA_VERSION: u64 = 2;
+pub const SCHEMA_VERSION: u64 = 3;
 /// redb page cache. redb's default (1 GiB) would let a large backlog inflate the agent's memory;
 /// the access pattern (append at the end, read and delete at the front) needs little cache.
 /// Measured (release, 2-core box): 2 MiB keeps peak RSS at ~18-20 MB with a 300k-event backlog
@@ -558,10 +565,24 @@ impl Store {
         })
     }
 
-    /// Number of `mqtt_inflight` rows (diagnostics and tests).
+    /// Number of packet ids with unconfirmed messages (`mqtt_unconfirmed` rows; diagnostics and
+    /// tests).
     pub fn mqtt_inflight_len(&self) -> Result<u64, StoreError> {
         let tx = self.db()?.begin_read()?;
-        Ok(tx.open_table(MQTT_INFLIGHT)?.len()?)
+        Ok(tx.open_table(MQTT_UNCONFIRMED)?.len()?)
+    }
+
+    /// Unconfirmed message hashes recorded under `(broker, pkid)`, oldest first (tests).
+    pub fn mqtt_unconfirmed(
+        &self,
+        broker: &str,
+        pkid: u16,
+    ) -> Result<redelivery::PkidHashes, StoreError> {
+        let tx = self.db()?.begin_read()?;
+        let t = tx.open_table(MQTT_UNCONFIRMED)?;
+        let v = t.get((broker, pkid))?;
+        Ok(v.map(|g| redelivery::PkidHashes::decode(g.value()))
+            .unwrap_or_default())
     }
 }
 
@@ -582,13 +603,30 @@ fn stored_schema_version(db: &Database) -> Result<Option<u64>, StoreError> {
 }
 
 /// Upgrades the layout from `from` to [`SCHEMA_VERSION`] inside `tx` (the caller stamps the
-/// version and commits). Each step only adds; nothing existing is rewritten.
+/// version and commits). Steps add tables or carry rows over; events and counters are never
+/// rewritten.
 pub fn migrate(tx: &redb::WriteTransaction, from: u64) -> Result<(), StoreError> {
     let mut v = from;
     while v < SCHEMA_VERSION {
         match v {
             // 1 → 2: the `meta_text` table (site binding); the site is bound at first open.
             1 => {
+                let mut t = tx.open_table(META_TEXT)?;
+                t.insert("upgraded_from", from.to_string().as_str())?;
+            }
+            // 2 → 3: one hash per packet id becomes a list per packet id (each row a one-entry
+            // list), so copies of every generation of a reused id are recognised.
+            2 => {
+                {
+                    let mut to = tx.open_table(MQTT_UNCONFIRMED)?;
+                    let old = tx.open_table(MQTT_INFLIGHT)?;
+                    for row in old.iter()? {
+                        let (k, v) = row?;
+                        let (broker, pkid) = k.value();
+                        to.insert((broker, pkid), v.value().as_slice())?;
+                    }
+                }
+                tx.delete_table(MQTT_INFLIGHT)?;
                 let mut t = tx.open_table(META_TEXT)?;
                 t.insert("upgraded_from", from.to_string().as_str())?;
             }
@@ -624,7 +662,7 @@ fn init_tables(db: &Database) -> Result<(MetaValues, Option<UnixMicros>), StoreE
     let (values, oldest) = {
         let mut meta = tx.open_table(META)?;
         let events = tx.open_table(EVENTS)?;
-        tx.open_table(MQTT_INFLIGHT)?;
+        tx.open_table(MQTT_UNCONFIRMED)?;
         tx.open_table(META_TEXT)?;
         meta.insert(META_SCHEMA_VERSION, SCHEMA_VERSION)?;
         let mut values = MetaValues::read(&meta)?;

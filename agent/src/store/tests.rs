@@ -48,7 +48,7 @@ fn mqtt_item(
     pkid: u16,
     payload: &str,
     dup: bool,
-    retire: Vec<(u16, [u8; 8])>,
+    retire: Vec<(u16, u16)>,
 ) -> IngestItem {
     IngestItem {
         source: 0,
@@ -182,48 +182,66 @@ fn a_redelivery_of_a_message_never_committed_is_stored() {
 }
 
 #[test]
-fn a_dup_publish_whose_pkid_row_holds_another_hash_is_stored_and_counted() {
+fn copies_of_every_message_in_flight_under_one_reused_pkid_are_recognised() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = open(&dir);
+    // The broker sent A and then B under pkid 7 (its queue was deeper than 65,535 ids), both
+    // committed; after a crash it redelivers both with DUP set: neither is stored again.
     commit_batch(&store, &mut [mqtt_item(0, 7, "A", false, vec![])]).expect("commit");
-    // The broker reused pkid 7 for B while A was still in flight, then redelivered both: the row
-    // vouches for A only, so B's copy is stored and counted (the diagnostic for that case).
     commit_batch(&store, &mut [mqtt_item(1, 7, "B", false, vec![])]).expect("commit");
-    let report = commit_batch(&store, &mut [mqtt_item(2, 7, "A", true, vec![])]).expect("commit");
+    drop(store);
+    let store = open(&dir);
+    let report = commit_batch(
+        &store,
+        &mut [
+            mqtt_item(2, 7, "A", true, vec![]),
+            mqtt_item(3, 7, "B", true, vec![]),
+        ],
+    )
+    .expect("commit");
+    assert_eq!((report.stored, report.already_committed), (0, 2));
+    assert_eq!(seqs(&store), vec![1, 2]);
+    // A third message under 7 that was in flight but never received comes back with DUP set:
+    // stored (and counted as a DUP the record did not know).
+    let report = commit_batch(&store, &mut [mqtt_item(4, 7, "C", true, vec![])]).expect("commit");
     assert_eq!((report.stored, report.dup_hash_mismatch), (1, 1));
-    let report = commit_batch(&store, &mut [mqtt_item(3, 7, "A", true, vec![])]).expect("commit");
-    assert_eq!(
-        (
-            report.stored,
-            report.already_committed,
-            report.dup_hash_mismatch
-        ),
-        (0, 1, 0)
-    );
 }
 
 #[test]
-fn acknowledged_pkids_are_retired_in_the_next_commit_but_a_reused_pkid_keeps_its_row() {
+fn confirmed_pubacks_retire_the_oldest_entries_of_their_pkid_in_the_next_commit() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = open(&dir);
-    let ha = message_hash("scanbridge/SC-01/scan", b"A");
+    let h = |p: &str| message_hash("scanbridge/SC-01/scan", p.as_bytes());
     commit_batch(&store, &mut [mqtt_item(0, 7, "A", false, vec![])]).expect("commit");
     assert_eq!(store.mqtt_inflight_len().expect("len"), 1);
-    // PUBACK for 7 sent; the next message retires it.
-    commit_batch(&store, &mut [mqtt_item(1, 8, "B", false, vec![(7, ha)])]).expect("commit");
+    // The broker processed A's PUBACK: the next message retires it; only pkid 8 remains.
+    commit_batch(&store, &mut [mqtt_item(1, 8, "B", false, vec![(7, 1)])]).expect("commit");
     assert_eq!(
         store.mqtt_inflight_len().expect("len"),
         1,
         "only pkid 8 remains"
     );
-    // pkid 8 is reused for C in the same transaction that retires B's row: C's row survives.
-    let hb = message_hash("scanbridge/SC-01/scan", b"B");
-    commit_batch(&store, &mut [mqtt_item(2, 8, "C", false, vec![(8, hb)])]).expect("commit");
-    let report = commit_batch(&store, &mut [mqtt_item(3, 8, "C", true, vec![])]).expect("commit");
-    assert_eq!(
-        report.already_committed, 1,
-        "C's dedupe row must survive B's retirement"
-    );
+    // pkid 8 is used again for C (in flight beside B) and then for D in the transaction that
+    // retires one PUBACK for 8: B, the oldest, goes; C and D stay recognisable.
+    commit_batch(&store, &mut [mqtt_item(2, 8, "C", false, vec![])]).expect("commit");
+    commit_batch(&store, &mut [mqtt_item(3, 8, "D", false, vec![(8, 1)])]).expect("commit");
+    let left = store.mqtt_unconfirmed("site", 8).expect("record");
+    assert!(!left.contains(&h("B")) && left.contains(&h("C")) && left.contains(&h("D")));
+    let report = commit_batch(
+        &store,
+        &mut [
+            mqtt_item(4, 8, "C", true, vec![]),
+            mqtt_item(5, 8, "D", true, vec![]),
+        ],
+    )
+    .expect("commit");
+    assert_eq!(report.already_committed, 2);
+    // Retiring more than is recorded empties the record and removes the row.
+    commit_batch(&store, &mut [mqtt_item(6, 9, "E", false, vec![(8, 5)])]).expect("commit");
+    assert!(store
+        .mqtt_unconfirmed("site", 8)
+        .expect("record")
+        .is_empty());
 }
 
 fn writer_fixture(
@@ -473,7 +491,7 @@ fn a_schema_1_store_is_upgraded_in_place_with_its_events_seqs_and_dedupe_rows() 
         .collect();
     write_v1(&path, &events);
     let store = Store::open(&path, 1 << 30).expect("open v1");
-    assert_eq!(store.schema_version().ok(), Some(2));
+    assert_eq!(store.schema_version().ok(), Some(SCHEMA_VERSION));
     assert_eq!(
         store.meta_text("upgraded_from").ok().flatten().as_deref(),
         Some("1")
@@ -481,10 +499,15 @@ fn a_schema_1_store_is_upgraded_in_place_with_its_events_seqs_and_dedupe_rows() 
     assert_eq!(store.read_oldest_blocking(10).expect("read"), events);
     assert_eq!(store.stats().next_seq, 8);
     assert_eq!(store.mqtt_inflight_len().expect("rows"), 1);
+    // The old one-hash row became a one-entry record: a DUP copy of it is still recognised.
+    assert_eq!(
+        store.mqtt_unconfirmed("site", 7).expect("record").encode(),
+        vec![7u8; 8]
+    );
     drop(store);
     // Opening again is a no-op upgrade.
     let store = Store::open(&path, 1 << 30).expect("reopen");
-    assert_eq!(store.schema_version().ok(), Some(2));
+    assert_eq!(store.schema_version().ok(), Some(SCHEMA_VERSION));
     assert_eq!(store.read_oldest_blocking(10).expect("read").len(), 3);
 }
 

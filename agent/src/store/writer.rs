@@ -19,23 +19,25 @@
 //!
 //! # MQTT redelivery dedupe
 //!
-//! If the agent dies after a commit but before the PUBACK left, the broker (persistent session)
-//! redelivers that message on the next connection with `dup = 1` and the **same packet id**.
-//! Storing it again would duplicate the event. So, in the same transaction that stores a message,
-//! the writer records `mqtt_inflight[(broker, pkid)] = hash(topic, payload)`. When a message
-//! arrives with `dup = 1` and the row for its pkid holds the same hash, that message is already
-//! committed: it is acknowledged without being stored again ([`redelivery_decision`]). Any other
-//! case is stored (a `dup = 0` message is always new: the broker reuses a packet id only after
-//! our PUBACK for its previous use).
+//! If the agent dies (or the connection drops) after a commit but before the broker processed
+//! the PUBACK, the broker (persistent session) redelivers that message on the next connection
+//! with `dup = 1` and the **same packet id**. Storing it again would duplicate the event. So, in
+//! the same transaction that stores a message, the writer appends `hash(topic, payload)` to
+//! `mqtt_unconfirmed[(broker, pkid)]`, the list of messages committed under that id whose PUBACK
+//! the broker has not been seen to process ([`super::redelivery`]: why a list — mosquitto keeps
+//! several messages in flight under one id when its queue is deep). A message with `dup = 1`
+//! whose hash is in the list is already committed: it is acknowledged without being stored again
+//! ([`redelivery_decision`]). Any other message is stored (a `dup = 0` message was never sent
+//! before).
 //!
-//! Rows are retired lazily. A PUBACK handed to the MQTT client is not yet a PUBACK the broker
-//! processed (a killed process's socket can be reset with it unsent), so a row is retired only
-//! once the broker has *confirmed* the PUBACK (a PINGREQ written after it was answered; the broker
-//! handles a client's packets in order). The source then attaches `(pkid, hash)` to its next item
-//! and that transaction removes the row if it still holds that hash (retirements are applied
-//! before the item's own insert, in channel order, so a reused pkid's fresh row is never removed).
-//! A storing message also overwrites any older row for its pkid, so the table never holds more
-//! than 65 535 rows per broker.
+//! Entries are retired lazily. A PUBACK handed to the MQTT client is not yet a PUBACK the broker
+//! processed (a killed process's socket can be reset with it unsent), so entries are retired only
+//! once the broker has *confirmed* PUBACKs (a PINGREQ written after them was answered; the broker
+//! handles a client's packets in order). The source then attaches `(pkid, count)` pairs to its
+//! next item and that transaction drops the `count` oldest entries of each list before the item's
+//! own decision (in channel order: every copy the broker redelivered before the confirmation was
+//! decided on first). A list holds at most [`super::redelivery::MAX_PER_PKID`] entries (oldest
+//! dropped), so the table stays bounded.
 //!
 //! # Scan-id dedupe
 //!
@@ -45,12 +47,12 @@
 //! committed is acknowledged and not stored; check, insert and prune happen in this same
 //! transaction ([`super::dedupe`]). Items without an id never touch those tables.
 //!
-//! Residual risk (documented, not handled): a row not yet retired (PUBACK received by the broker
-//! but not yet confirmed to us, at most one keep-alive interval) whose pkid the broker reuses for
-//! a *byte-identical* message (same topic and payload), which the agent then dies before
-//! committing and which comes back with `dup = 1`, would be taken for the old one. That takes
-//! 65 535 messages within one keep-alive interval (mosquitto allocates packet ids sequentially),
-//! an identical payload, and a crash in a window of milliseconds.
+//! Residual risk (documented, not handled): an entry not yet retired whose packet id the broker
+//! reuses for a *byte-identical* message (same topic and payload) that the agent never committed
+//! and that comes back with `dup = 1` would be taken for the committed one. That takes an
+//! identical payload under the same packet id (65,535 messages apart) within the unconfirmed
+//! window, and a crash or reconnect while it was in flight; scan ids ([`super::dedupe`]) make
+//! even that case exact.
 
 use std::time::{Duration, Instant};
 
@@ -60,7 +62,9 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::dedupe::{DedupePolicy, DedupeTx};
-use super::{MetaValues, Store, StoreError, EVENTS, META, MQTT_INFLIGHT};
+use super::redelivery::PkidHashes;
+pub use super::redelivery::{redelivery_decision, RedeliveryDecision};
+use super::{MetaValues, Store, StoreError, EVENTS, META, MQTT_UNCONFIRMED};
 use crate::config::StoreConfig;
 
 /// Index of a registered source (its slot for [`Committed`] notices).
@@ -77,8 +81,9 @@ pub struct MqttMark {
     pub hash: [u8; 8],
     /// The PUBLISH's DUP flag.
     pub dup: bool,
-    /// `(pkid, hash)` pairs whose PUBACK has been sent since the source's previous item.
-    pub retire: Vec<(u16, [u8; 8])>,
+    /// `(pkid, count)`: the broker has processed `count` more PUBACKs for `pkid` since the
+    /// source's previous item (their oldest entries are dropped before this item is decided).
+    pub retire: Vec<(u16, u16)>,
     /// Further events decoded from the same message (a PLC tag message with several values).
     /// They are stored right after the item's `event`, in the same transaction, get the next
     /// seqs, and share the message's redelivery decision and its one acknowledgement.
@@ -106,27 +111,6 @@ pub struct Committed {
     pub tokens: Vec<u64>,
 }
 
-/// What to do with an MQTT message given the `mqtt_inflight` row for its packet id.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RedeliveryDecision {
-    /// New message (or one never committed): store it and record its hash.
-    Store,
-    /// A redelivery of a message committed before: acknowledge, do not store again.
-    AlreadyCommitted,
-}
-
-/// Pure dedupe rule; see the module doc.
-pub fn redelivery_decision(
-    dup: bool,
-    recorded: Option<[u8; 8]>,
-    hash: [u8; 8],
-) -> RedeliveryDecision {
-    match recorded {
-        Some(r) if dup && r == hash => RedeliveryDecision::AlreadyCommitted,
-        _ => RedeliveryDecision::Store,
-    }
-}
-
 /// FNV-1a 64 over (topic length as u32 LE, topic, payload): stable across builds and platforms.
 pub fn message_hash(topic: &str, payload: &[u8]) -> [u8; 8] {
     const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
@@ -147,11 +131,11 @@ pub struct CommitReport {
     pub already_committed: u64,
     /// Scan copies recognised by `(device, id)`: acknowledged, not stored.
     pub duplicates: u64,
-    /// DUP publishes whose packet id row holds another message's hash: stored as new. Either a
-    /// genuinely new message or a copy the row cannot vouch for (the broker reused the packet id
-    /// while the first use was still in flight) — the latter would be a duplicate event. Counted
-    /// to tell the two apart in the field (the long disk-full scenario's open defect).
+    /// DUP publishes whose packet id has unconfirmed entries, none of them theirs: stored as new
+    /// (a message sent before the connection dropped and never received, normally).
     pub dup_hash_mismatch: u64,
+    /// Entries dropped from full per-packet-id lists ([`super::redelivery::MAX_PER_PKID`]).
+    pub evicted: u64,
     pub first_seq: Option<u64>,
     pub last_seq: Option<u64>,
 }
@@ -380,11 +364,12 @@ impl Writer {
                 tokens.push(item.token);
             }
         }
-        if report.dup_hash_mismatch > 0 {
-            tracing::warn!(
-                count = report.dup_hash_mismatch,
+        if report.dup_hash_mismatch > 0 || report.evicted > 0 {
+            tracing::debug!(
+                dup_not_recorded = report.dup_hash_mismatch,
+                evicted = report.evicted,
                 first_seq = report.first_seq,
-                "redelivered (DUP) MQTT messages whose packet id was last used by another message were stored as new; if the broker reused packet ids still in flight these are duplicates"
+                "redelivery record: DUP messages stored as new, oldest entries dropped"
             );
         }
         if report.stored > 0 {
@@ -436,34 +421,46 @@ pub fn commit_batch_with(
     let (values, oldest) = {
         let mut meta = tx.open_table(META)?;
         let mut events = tx.open_table(EVENTS)?;
-        let mut inflight = tx.open_table(MQTT_INFLIGHT)?;
+        let mut unconfirmed = tx.open_table(MQTT_UNCONFIRMED)?;
         let mut values = MetaValues::read(&meta)?;
         let mut buf = Vec::with_capacity(256);
         // Opened by the first item with a scan id only: batches without ids never touch it.
         let mut ids: Option<DedupeTx<'_>> = None;
         for item in batch.iter_mut() {
             if let Some(m) = &item.mqtt {
-                for (pkid, hash) in &m.retire {
-                    let holds = inflight
-                        .get((m.broker.as_str(), *pkid))?
-                        .map(|g| g.value() == *hash)
-                        .unwrap_or(false);
-                    if holds {
-                        inflight.remove((m.broker.as_str(), *pkid))?;
+                let broker = m.broker.as_str();
+                for (pkid, n) in &m.retire {
+                    let Some(mut record) = unconfirmed
+                        .get((broker, *pkid))?
+                        .map(|g| PkidHashes::decode(g.value()))
+                    else {
+                        continue;
+                    };
+                    record.retire_oldest(usize::from(*n));
+                    if record.is_empty() {
+                        unconfirmed.remove((broker, *pkid))?;
+                    } else {
+                        unconfirmed.insert((broker, *pkid), record.encode().as_slice())?;
                     }
                 }
-                let key = (m.broker.as_str(), m.pkid);
-                let recorded = inflight.get(key)?.map(|g| g.value());
-                match redelivery_decision(m.dup, recorded, m.hash) {
+                let key = (broker, m.pkid);
+                let mut record = unconfirmed
+                    .get(key)?
+                    .map(|g| PkidHashes::decode(g.value()))
+                    .unwrap_or_default();
+                match redelivery_decision(m.dup, &record, m.hash) {
                     RedeliveryDecision::AlreadyCommitted => {
                         report.already_committed += 1;
                         continue;
                     }
                     RedeliveryDecision::Store => {
-                        if m.dup && recorded.is_some() {
+                        if m.dup && !record.is_empty() {
                             report.dup_hash_mismatch += 1;
                         }
-                        inflight.insert(key, m.hash)?;
+                        if record.push(m.hash) {
+                            report.evicted += 1;
+                        }
+                        unconfirmed.insert(key, record.encode().as_slice())?;
                     }
                 }
             }
@@ -523,41 +520,6 @@ fn needs_reopen(e: &StoreError) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    const H1: [u8; 8] = [1, 2, 3, 4, 5, 6, 7, 8];
-    const H2: [u8; 8] = [8, 7, 6, 5, 4, 3, 2, 1];
-
-    #[test]
-    fn a_redelivered_message_with_the_recorded_hash_is_already_committed() {
-        assert_eq!(
-            redelivery_decision(true, Some(H1), H1),
-            RedeliveryDecision::AlreadyCommitted
-        );
-    }
-
-    #[test]
-    fn a_first_delivery_is_stored_even_when_a_stale_row_has_the_same_hash() {
-        assert_eq!(
-            redelivery_decision(false, Some(H1), H1),
-            RedeliveryDecision::Store
-        );
-    }
-
-    #[test]
-    fn a_redelivery_that_was_never_committed_is_stored() {
-        assert_eq!(
-            redelivery_decision(true, None, H1),
-            RedeliveryDecision::Store
-        );
-    }
-
-    #[test]
-    fn a_redelivery_whose_pkid_row_belongs_to_another_message_is_stored() {
-        assert_eq!(
-            redelivery_decision(true, Some(H2), H1),
-            RedeliveryDecision::Store
-        );
-    }
 
     #[test]
     fn message_hash_separates_topic_from_payload_and_is_stable() {

@@ -140,3 +140,90 @@ async fn the_broker_queues_an_outage_of_scans_for_a_stopped_agent_and_drops_none
 
     stack.ensure_all_running().expect("no process died");
 }
+
+/// mosquitto 2.0.11 puts a reconnecting session's whole queue in flight at once (its in-flight
+/// window is not applied to queued messages at reconnect; `broker_pkid_reuse.rs` measures it), so
+/// a queue deeper than 65,535 messages has several messages in flight under one packet id. An
+/// agent killed while it drains such a queue gets every one of them again, DUP set, on restart:
+/// it must recognise each copy of a scan it committed, whichever generation of the packet id it
+/// came under, and store every scan exactly once. (Before the fix: one dedupe row per packet id
+/// recognised only the newest generation; the older copies were stored again.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_killed_while_draining_a_deep_broker_queue_stores_every_scan_once() {
+    let n = if long() { 600_000 } else { 200_000 };
+    let opts = StackOptions {
+        proxies: true,
+        agent: AgentTuning {
+            retry_max_ms: Some(1_000),
+            ..AgentTuning::default()
+        },
+        ..StackOptions::default()
+    };
+    let dir = StateDir::temp("broker-queue-kill").expect("state dir");
+    let mut stack = Stack::start(dir, &opts).await.expect("chain up");
+    let catalog = Catalog::seed(&stack.sim, 4, 200, 5, "WH-BK")
+        .await
+        .expect("seed");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(0xb0d);
+    let (plan, _expected) = plan_counts(&catalog, n, &mut rng);
+    let relay = stack.relay_proxy.as_ref().unwrap();
+    relay.set_mode(Mode::Blackhole);
+    relay.reset_all();
+
+    stack
+        .agent
+        .stop(Duration::from_secs(20))
+        .expect("stop the agent");
+    let mut publisher = Publisher::connect(stack.mosquitto.port(), "scanner-broker-kill")
+        .await
+        .expect("publisher");
+    publish_plan(&mut publisher, "SC-01", &plan, None)
+        .await
+        .expect("publish");
+    let (fence_code, _) = catalog.fence_product.clone();
+    let (loc_code, _) = catalog.locations[0].clone();
+    let fence = ScanPayload::count("SC-01", &fence_code, &loc_code, FENCE_QTY);
+    publisher
+        .publish(&topic_for("SC-01"), fence.to_bytes())
+        .await
+        .expect("publish the fence");
+    publisher
+        .wait_all_acked(Duration::from_secs(600))
+        .await
+        .expect("the broker PUBACKed every scan");
+    assert!(
+        !stack.mosquitto.dropped_messages(),
+        "mosquitto dropped scans"
+    );
+
+    let want = (n + 1) as f64;
+    let timeout = Duration::from_secs(if long() { 1800 } else { 300 });
+    let mut kills = 0;
+    stack.agent.restart().expect("start the agent");
+    for fraction in [0.25, 0.5, 0.75] {
+        let at = agent_metric_until(&stack, "scanbridge_agent_backlog_events", timeout, |b| {
+            b >= want * fraction
+        })
+        .await;
+        stack.agent.kill_hard().expect("SIGKILL the agent");
+        kills += 1;
+        eprintln!("SIGKILL {kills} with {at} events committed");
+        stack.agent.restart().expect("restart the agent");
+    }
+    let backlog = agent_metric_until(&stack, "scanbridge_agent_backlog_events", timeout, |b| {
+        b >= want
+    })
+    .await;
+    // A copy stored twice raises the count past `want`; look again a little later for copies
+    // still on their way.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let settled =
+        agent_metric_until(&stack, "scanbridge_agent_backlog_events", timeout, |_| true).await;
+    eprintln!("{kills} kills: {backlog} events, {settled} after 3 s, {want} published");
+    assert_eq!(
+        (backlog, settled),
+        (want, want),
+        "the agent stored redelivered copies of scans it had committed (or lost some)"
+    );
+    stack.ensure_all_running().expect("no process died");
+}
