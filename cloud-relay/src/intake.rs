@@ -12,6 +12,8 @@
 //! | events not consecutive from `first_seq`        | 400    |
 //! | store busy or failing                          | 503 + `Retry-After` |
 //!
+//! The batch is stored as the bytes it arrived in (one inbox row per batch, see
+//! `crate::inbox`); it is decoded here only to check it and to find its quarantined payloads.
 //! The answer is sent only after the inbox transaction committed with immediate durability.
 //! An empty batch is a heartbeat: its status is stored, `Ack.upto` is `first_seq - 1`.
 
@@ -137,12 +139,6 @@ pub async fn post_batch(
         ),
         other => tracing::warn!(site = %site, error = %other, "refusing a batch"),
     })?;
-    let encoded = batch
-        .events
-        .iter()
-        .map(postcard::to_allocvec)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| IntakeError::Internal(e.to_string()))?;
 
     let permit = tokio::time::timeout(
         STORE_QUEUE_TIMEOUT,
@@ -160,7 +156,8 @@ pub async fn post_batch(
     let queued = std::time::Instant::now();
     let accepted = tokio::task::spawn_blocking(move || {
         let _permit = permit;
-        inbox.accept_batch(&site_name, &batch, &encoded, crate::now_micros())
+        // The body as received is what the inbox stores (no per-event re-encoding).
+        inbox.accept_batch(&site_name, &batch, &body, crate::now_micros())
     })
     .await
     .map_err(|e| IntakeError::StoreUnavailable(e.to_string()))?

@@ -8,8 +8,9 @@
 use redb::ReadableTable;
 use scanbridge_protocol::{Event, EventBody};
 
+use super::rows::{self, INBOX_BATCHES};
 use super::{
-    Inbox, InboxError, QuarantineEntry, AGENT_STATUS, INBOX, INTAKE_LOG, PUSH_CURSOR, QUARANTINE,
+    Inbox, InboxError, QuarantineEntry, AGENT_STATUS, INTAKE_LOG, PUSH_CURSOR, QUARANTINE,
     SITE_HIGHEST,
 };
 
@@ -57,11 +58,6 @@ pub struct BarcodeMatches {
     pub truncated: bool,
 }
 
-fn decode(bytes: &[u8]) -> Result<Event, String> {
-    postcard::from_bytes::<Event>(bytes)
-        .map_err(|e| format!("stored event bytes do not decode: {e}"))
-}
-
 fn stored_at_in(
     log: &impl ReadableTable<(&'static str, u64), (i64, u64)>,
     site: &str,
@@ -100,18 +96,19 @@ impl Inbox {
             .get(site)?
             .map_or(0, |v| v.value());
         let highest_seq = txn.open_table(SITE_HIGHEST)?.get(site)?.map(|v| v.value());
-        let inbox = txn.open_table(INBOX)?;
+        let inbox = txn.open_table(INBOX_BATCHES)?;
         let log = txn.open_table(INTAKE_LOG)?;
         let mut oldest_unpushed = None;
-        if let Some(row) = inbox.range((site, cursor)..=(site, u64::MAX))?.next() {
-            let (key, value) = row?;
-            let seq = key.value().1;
+        if let Some(stored) = rows::events_from(&inbox, site, cursor, 1)?
+            .into_iter()
+            .next()
+        {
             // An undecodable event still counts as unpushed; its age is then unknown (0).
-            let received_at = decode(value.value()).map_or(0, |e| e.received_at);
+            let received_at = stored.event.map_or(0, |e| e.received_at);
             oldest_unpushed = Some(OldestUnpushed {
-                seq,
+                seq: stored.seq,
                 received_at,
-                stored_at: stored_at_in(&log, site, seq)?,
+                stored_at: stored_at_in(&log, site, stored.seq)?,
             });
         }
         Ok(PushState {
@@ -131,15 +128,15 @@ impl Inbox {
     /// One stored event, or `None` when the relay does not have it.
     pub fn event(&self, site: &str, seq: u64) -> Result<Option<StoredEventAt>, InboxError> {
         let txn = self.db.begin_read()?;
-        let inbox = txn.open_table(INBOX)?;
-        let Some(bytes) = inbox.get((site, seq))? else {
+        let inbox = txn.open_table(INBOX_BATCHES)?;
+        let Some(event) = rows::event_at(&inbox, site, seq)? else {
             return Ok(None);
         };
         let log = txn.open_table(INTAKE_LOG)?;
         Ok(Some(StoredEventAt {
             seq,
             stored_at: stored_at_in(&log, site, seq)?,
-            event: decode(bytes.value()),
+            event,
         }))
     }
 
@@ -150,16 +147,14 @@ impl Inbox {
         limit: usize,
     ) -> Result<Vec<StoredEventAt>, InboxError> {
         let txn = self.db.begin_read()?;
-        let inbox = txn.open_table(INBOX)?;
+        let inbox = txn.open_table(INBOX_BATCHES)?;
         let log = txn.open_table(INTAKE_LOG)?;
         let mut out = Vec::new();
-        for row in inbox.range((site, 0)..=(site, u64::MAX))?.rev().take(limit) {
-            let (key, value) = row?;
-            let seq = key.value().1;
+        for stored in rows::events_newest_first(&inbox, site, limit)? {
             out.push(StoredEventAt {
-                seq,
-                stored_at: stored_at_in(&log, site, seq)?,
-                event: decode(value.value()),
+                seq: stored.seq,
+                stored_at: stored_at_in(&log, site, stored.seq)?,
+                event: stored.event,
             });
         }
         Ok(out)
@@ -196,24 +191,32 @@ impl Inbox {
         max_scanned: usize,
     ) -> Result<BarcodeMatches, InboxError> {
         let txn = self.db.begin_read()?;
-        let inbox = txn.open_table(INBOX)?;
+        let inbox = txn.open_table(INBOX_BATCHES)?;
         let mut hits = Vec::new();
         let mut truncated = false;
-        for (scanned, row) in inbox.iter()?.rev().enumerate() {
-            if scanned >= max_scanned {
-                truncated = true;
-                break;
-            }
+        let mut scanned = 0usize;
+        'rows: for row in inbox.iter()?.rev() {
             let (key, value) = row?;
-            let (site, seq) = key.value();
-            let Ok(event) = decode(value.value()) else {
-                continue;
-            };
-            if event_matches(&event, code) {
-                hits.push((site.to_string(), seq));
-                if hits.len() >= max_hits {
+            let (site, first) = key.value();
+            let (last, format, bytes) = value.value();
+            for stored in rows::decode_row(first, last, format, bytes)
+                .into_iter()
+                .rev()
+            {
+                if scanned >= max_scanned {
                     truncated = true;
-                    break;
+                    break 'rows;
+                }
+                scanned += 1;
+                let Ok(event) = stored.event else {
+                    continue;
+                };
+                if event_matches(&event, code) {
+                    hits.push((site.to_string(), stored.seq));
+                    if hits.len() >= max_hits {
+                        truncated = true;
+                        break 'rows;
+                    }
                 }
             }
         }
@@ -272,10 +275,6 @@ mod tests {
             .enumerate()
             .map(|(i, b)| event(first + i as u64, b))
             .collect();
-        let encoded: Vec<Vec<u8>> = events
-            .iter()
-            .map(|e| postcard::to_allocvec(e).expect("encode"))
-            .collect();
         let batch = Batch {
             site: site.into(),
             agent: "gw".into(),
@@ -283,8 +282,9 @@ mod tests {
             events,
             status: None,
         };
+        let body = scanbridge_protocol::encode(&batch).expect("encode");
         inbox
-            .accept_batch(site, &batch, &encoded, now)
+            .accept_batch(site, &batch, &body, now)
             .expect("accept");
     }
 

@@ -31,10 +31,11 @@ use std::collections::BTreeMap;
 use redb::{ReadableTable, TableDefinition};
 use scanbridge_protocol::Event;
 
+use super::rows::{self, INBOX_BATCHES};
 use super::{
-    add, counter, decode_event, seqs_from, Inbox, InboxError, Outcome, StoredEvent, COUNTERS,
-    DEAD_LETTERS, INBOX, KIND_APPLIED, KIND_DEAD_LETTERED, KIND_HELD, KIND_QUARANTINED, OUTCOMES,
-    PUSH_CURSOR, PUSH_INFLIGHT,
+    add, counter, seqs_from, Inbox, InboxError, Outcome, StoredEvent, COUNTERS, DEAD_LETTERS,
+    KIND_APPLIED, KIND_DEAD_LETTERED, KIND_HELD, KIND_QUARANTINED, OUTCOMES, PUSH_CURSOR,
+    PUSH_INFLIGHT,
 };
 
 pub(super) const DEAD_LETTER_STATE: TableDefinition<(&str, u64), (u8, i64, &str, &str)> =
@@ -218,14 +219,12 @@ pub struct FlowView {
 
 /// A stored event by its key, decoded (or why not: gone from the inbox, or undecodable).
 fn stored_event(
-    inbox: &redb::ReadOnlyTable<(&str, u64), &[u8]>,
+    inbox: &impl rows::Rows,
     site: &str,
     seq: u64,
 ) -> Result<Result<Event, String>, InboxError> {
-    Ok(match inbox.get((site, seq))? {
-        Some(bytes) => decode_event(bytes.value()),
-        None => Err("the event is no longer in the inbox".to_string()),
-    })
+    Ok(rows::event_at(inbox, site, seq)?
+        .unwrap_or_else(|| Err("the event is no longer in the inbox".to_string())))
 }
 
 fn non_empty(s: &str) -> Option<String> {
@@ -259,7 +258,7 @@ impl Inbox {
                 }
                 None => (DeadLetterState::Open, at, None, None),
             };
-        let event = stored_event(&txn.open_table(INBOX)?, site, seq)?;
+        let event = stored_event(&txn.open_table(INBOX_BATCHES)?, site, seq)?;
         let mut held = Vec::new();
         for row in txn.open_table(HELD)?.range(seqs_from(site, 0))? {
             let (key, value) = row?;
@@ -400,7 +399,7 @@ impl Inbox {
     /// Requeued events (up to `limit`), blocked documents and the flow state of a site.
     pub fn flow_view(&self, site: &str, limit: usize) -> Result<FlowView, InboxError> {
         let txn = self.db.begin_read()?;
-        let inbox = txn.open_table(INBOX)?;
+        let inbox = txn.open_table(INBOX_BATCHES)?;
         let mut view = FlowView::default();
         for row in txn
             .open_table(REQUEUE)?

@@ -12,7 +12,7 @@
 //!
 //! | table            | key                          | value                                                   |
 //! |------------------|------------------------------|---------------------------------------------------------|
-//! | `inbox`          | `(site: &str, seq: u64)`     | `&[u8]`: the `scanbridge_protocol::Event`, postcard bytes exactly as the agent encoded them inside the batch (no envelope) |
+//! | `inbox_batches`  | `(site: &str, first_seq: u64)` | `(last_seq: u64, format: u8, bytes: &[u8])`: one row per stored batch, the enveloped `Batch` exactly as the agent POSTed it (layout, formats and the upgrade from the per-event `inbox` table of older relays in [`rows`]) |
 //! | `site_highest`   | `site: &str`                 | `u64`: highest seq ever received for the site            |
 //! | `agent_status`   | `site: &str`                 | `(received_at: i64, agent: &str, status: &[u8])`; `status` is an enveloped `AgentStatus` (`scanbridge_protocol::encode`, magic + version + CRC), empty when the last batch carried none |
 //! | `push_cursor`    | `site: &str`                 | `u64`: next seq the pusher has to handle; every seq below has an outcome |
@@ -26,7 +26,8 @@
 //! The dead-letter lifecycle, held and requeued events, Odoo references of applied events and
 //! the flows' state live in more tables, described in [`lifecycle`].
 //!
-//! Invariants: an `inbox` row is never overwritten (insert-if-absent = dedupe by `(site, seq)`);
+//! Invariants: an event is stored once and never overwritten: intake stores only the seqs of a
+//! batch that no `inbox_batches` row covers yet, the rest are duplicates (dedupe by `(site, seq)`);
 //! `push_cursor` and the `outcomes`/`dead_letters` rows of the events it passes are written in
 //! the same transaction; every seq below the cursor has an outcome (held events included).
 
@@ -37,7 +38,6 @@ use std::sync::Arc;
 use redb::{Database, Durability, ReadableTable, TableDefinition};
 use scanbridge_protocol::{Batch, Event, EventBody};
 
-const INBOX: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("inbox");
 const SITE_HIGHEST: TableDefinition<&str, u64> = TableDefinition::new("site_highest");
 const AGENT_STATUS: TableDefinition<&str, (i64, &str, &[u8])> =
     TableDefinition::new("agent_status");
@@ -52,6 +52,8 @@ const COUNTERS: TableDefinition<(&str, &str), u64> = TableDefinition::new("count
 const INTAKE_LOG: TableDefinition<(&str, u64), (i64, u64)> = TableDefinition::new("intake_log");
 
 pub mod fleet;
+mod rows;
+use rows::INBOX_BATCHES;
 
 pub mod lifecycle;
 pub use lifecycle::{
@@ -190,7 +192,7 @@ impl Inbox {
         let mut txn = db.begin_write().map_err(|e| open_err(e.into()))?;
         txn.set_durability(Durability::Immediate);
         {
-            txn.open_table(INBOX)?;
+            txn.open_table(INBOX_BATCHES)?;
             txn.open_table(SITE_HIGHEST)?;
             txn.open_table(AGENT_STATUS)?;
             txn.open_table(PUSH_CURSOR)?;
@@ -203,17 +205,19 @@ impl Inbox {
             txn.open_table(INTAKE_LOG)?;
         }
         txn.commit()?;
+        rows::migrate_legacy(&db, rows::MIGRATE_CHUNK)?;
         Ok(Inbox { db: Arc::new(db) })
     }
 
-    /// Stores a batch (already checked by intake) for `site`: inserts events that are absent,
-    /// counts the ones already there, records quarantined payloads and the agent status, and
-    /// commits durably. `encoded` holds each event's postcard bytes, in batch order.
+    /// Stores a batch (already checked by intake: events consecutive from `first_seq`) for
+    /// `site`: stores the events no row holds yet as one row over `body` (the enveloped batch
+    /// exactly as received, which must be the bytes `batch` was decoded from), counts the ones
+    /// already there, records quarantined payloads and the agent status, and commits durably.
     pub fn accept_batch(
         &self,
         site: &str,
         batch: &Batch,
-        encoded: &[Vec<u8>],
+        body: &[u8],
         now: i64,
     ) -> Result<Accepted, InboxError> {
         let txn = self.write_txn()?;
@@ -222,28 +226,37 @@ impl Inbox {
             duplicates: 0,
         };
         {
-            let mut inbox = txn.open_table(INBOX)?;
-            let mut quarantine = txn.open_table(QUARANTINE)?;
             let mut quarantined = 0u64;
             let mut stored_range: Option<(u64, u64)> = None;
-            // Seqs of this batch already stored (a resend): one range scan over the batch's
-            // seqs instead of a lookup per event; usually it finds nothing.
-            let present = present_seqs(&inbox, site, &batch.events)?;
-            for (event, bytes) in batch.events.iter().zip(encoded) {
-                if present.binary_search(&event.seq).is_ok() {
-                    accepted.duplicates += 1;
-                    continue;
+            if let (Some(lo), Some(hi)) = (batch.events.first(), batch.events.last()) {
+                let (lo, hi) = (lo.seq, hi.seq);
+                let mut inbox = txn.open_table(INBOX_BATCHES)?;
+                // Seqs of this batch already stored (a resend): usually one lookup finds none.
+                let present = rows::stored_ranges(&inbox, site, lo, hi)?;
+                let new = rows::uncovered(&present, lo, hi);
+                for &(first, last) in &new {
+                    inbox.insert((site, first), (last, rows::FORMAT_BATCH, body))?;
                 }
-                inbox.insert((site, event.seq), bytes.as_slice())?;
-                accepted.inserted += 1;
-                stored_range =
-                    Some(stored_range.map_or((event.seq, event.seq), |(f, _)| (f, event.seq)));
-                if let EventBody::Quarantined(q) = &event.body {
-                    quarantine.insert(
-                        (site, event.seq),
-                        (event.received_at, q.raw.as_slice(), q.reason.as_str()),
-                    )?;
-                    quarantined += 1;
+                stored_range = new.first().zip(new.last()).map(|(f, l)| (f.0, l.1));
+                let mut quarantine = None;
+                for event in &batch.events {
+                    if !new.iter().any(|&(f, l)| f <= event.seq && event.seq <= l) {
+                        accepted.duplicates += 1;
+                        continue;
+                    }
+                    accepted.inserted += 1;
+                    if let EventBody::Quarantined(q) = &event.body {
+                        if quarantine.is_none() {
+                            quarantine = Some(txn.open_table(QUARANTINE)?);
+                        }
+                        if let Some(table) = quarantine.as_mut() {
+                            table.insert(
+                                (site, event.seq),
+                                (event.received_at, q.raw.as_slice(), q.reason.as_str()),
+                            )?;
+                        }
+                        quarantined += 1;
+                    }
                 }
             }
             if let Some((first, last)) = stored_range {
@@ -319,14 +332,7 @@ impl Inbox {
             .get(site)?
             .map_or(0, |v| v.value());
         let inflight = txn.open_table(PUSH_INFLIGHT)?.get(site)?.map(|v| v.value());
-        let inbox = txn.open_table(INBOX)?;
-        let mut events = Vec::new();
-        for row in inbox.range(seqs_from(site, cursor))?.take(limit) {
-            let (key, value) = row?;
-            let seq = key.value().1;
-            let event = decode_event(value.value());
-            events.push(StoredEvent { seq, event });
-        }
+        let events = rows::events_from(&txn.open_table(INBOX_BATCHES)?, site, cursor, limit)?;
         Ok(Pending {
             cursor,
             inflight,
@@ -447,35 +453,9 @@ impl Inbox {
     }
 }
 
-/// The seqs of `events` already in `inbox` for `site`, sorted: one range scan from the lowest to
-/// the highest seq of the batch (intake checked they are consecutive).
-fn present_seqs(
-    inbox: &impl ReadableTable<(&'static str, u64), &'static [u8]>,
-    site: &str,
-    events: &[Event],
-) -> Result<Vec<u64>, InboxError> {
-    let (Some(lo), Some(hi)) = (
-        events.iter().map(|e| e.seq).min(),
-        events.iter().map(|e| e.seq).max(),
-    ) else {
-        return Ok(Vec::new());
-    };
-    let mut present = Vec::new();
-    for row in inbox.range((site, lo)..=(site, hi))? {
-        present.push(row?.0.value().1);
-    }
-    Ok(present)
-}
-
 /// The keys of one site's rows in a `(site, seq)` table, from `first` on.
 fn seqs_from(site: &str, first: u64) -> RangeInclusive<(&str, u64)> {
     (site, first)..=(site, u64::MAX)
-}
-
-/// An event's stored postcard bytes, decoded; `Err` says why they do not decode.
-fn decode_event(bytes: &[u8]) -> Result<Event, String> {
-    postcard::from_bytes::<Event>(bytes)
-        .map_err(|e| format!("stored event bytes do not decode: {e}"))
 }
 
 fn add(
@@ -538,10 +518,6 @@ mod tests {
 
     /// Stores `events` as one batch of site WH01 without agent status, at time 1.
     pub(super) fn store(inbox: &Inbox, events: Vec<Event>) -> Accepted {
-        let encoded: Vec<Vec<u8>> = events
-            .iter()
-            .map(|e| postcard::to_allocvec(e).expect("encode"))
-            .collect();
         let batch = Batch {
             site: "WH01".into(),
             agent: "gw".into(),
@@ -549,8 +525,9 @@ mod tests {
             events,
             status: None,
         };
+        let body = scanbridge_protocol::encode(&batch).expect("encode");
         inbox
-            .accept_batch("WH01", &batch, &encoded, 1)
+            .accept_batch("WH01", &batch, &body, 1)
             .expect("accept")
     }
 
