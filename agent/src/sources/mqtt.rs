@@ -74,10 +74,21 @@ use crate::store::{Committed, IngestItem, MqttMark, SourceId};
 pub const MAX_PACKET_BYTES: usize = 1024 * 1024;
 /// Publishes buffered between the connection loop and the pipeline loop.
 const PUBLISH_QUEUE: usize = 1024;
-/// rumqttc request channel depth (acks and subscriptions).
-const REQUEST_QUEUE: usize = 16 * 1024;
+/// rumqttc request channel depth (subscriptions, and the one PUBACK per ack batch that goes
+/// through it; the others are written directly, see [`AckBatch`]).
+const REQUEST_QUEUE: usize = 1024;
+/// Ack batches buffered between the pipeline and the connection loop.
+const ACK_BATCH_QUEUE: usize = 64;
+/// Most PUBACKs in one [`AckBatch`].
+const MAX_ACK_BATCH: usize = 4096;
 /// MQTT keep-alive; each PINGREQ/PINGRESP round trip also confirms the PUBACKs written before it.
-const KEEP_ALIVE: Duration = Duration::from_secs(10);
+/// rumqttc drops the connection when a PINGRESP has not arrived by the next PINGREQ, and the
+/// broker sends it behind everything it has queued for this client: mosquitto 2.0.11 puts a
+/// reconnecting session's whole queue in flight, so draining a deep queue put the PINGRESP
+/// hundreds of thousands of messages back (10 s was too short for 500,000 scans on a loaded
+/// two-core box: "Last pingreq isn't acked", reconnect). The broker is normally on the same box,
+/// so a dead connection is still noticed by TCP at once; 30 s is only the silent-hang bound.
+const KEEP_ALIVE: Duration = Duration::from_secs(30);
 /// Health detail once every topic filter is subscribed.
 pub const SUBSCRIBED: &str = "connected, subscribed";
 /// How long shutdown waits for outstanding commit notices to acknowledge.
@@ -237,6 +248,7 @@ impl MqttSource {
             }
         };
         let (pub_tx, pub_rx) = mpsc::channel(PUBLISH_QUEUE);
+        let (ack_tx, ack_rx) = mpsc::channel(ACK_BATCH_QUEUE);
         // The connection loop stops only after the pipeline has acknowledged what it could.
         let conn_stop = CancellationToken::new();
         let connection = Connection {
@@ -245,6 +257,7 @@ impl MqttSource {
             topics: cfg.topics.clone(),
             options,
             publishes: pub_tx,
+            ack_batches: ack_rx,
             health,
             health_slot,
             stop: conn_stop.clone(),
@@ -262,6 +275,7 @@ impl MqttSource {
             committed,
             publishes: pub_rx,
             session: None,
+            ack_batches: ack_tx,
             pending: HashMap::new(),
             next_token: 0,
             unsent_acks: VecDeque::new(),
@@ -287,6 +301,8 @@ struct Connection {
     options: MqttOptions,
     /// Publishes, connection changes and PUBACK confirmations, in the order the broker sent them.
     publishes: mpsc::Sender<FromBroker>,
+    /// PUBACKs from the pipeline, written straight into the connection's write buffer.
+    ack_batches: mpsc::Receiver<AckBatch>,
     health: Health,
     health_slot: usize,
     stop: CancellationToken,
@@ -368,7 +384,14 @@ impl Connection {
         // PUBACKs written since the last PINGREQ, and those written before the outstanding one.
         let mut written = PkidCounts::default();
         let mut before_ping = PkidCounts::default();
+        // This connection's epoch, once the broker accepted it (no PUBACK is written before).
+        let mut connected: Option<u32> = None;
         loop {
+            if let Some(epoch) = connected {
+                if let Err(e) = self.write_acks(&mut eventloop, &client, epoch) {
+                    return ConnectionEnd::Failed(rumqttc::ConnectionError::MqttState(e));
+                }
+            }
             let polled = tokio::select! {
                 _ = self.stop.cancelled() => return ConnectionEnd::Stop(client, Box::new(eventloop)),
                 ev = eventloop.poll() => ev,
@@ -379,6 +402,7 @@ impl Connection {
                     *backoff = self.retry_initial;
                     *down_logged = None;
                     *epoch = epoch.wrapping_add(1);
+                    connected = Some(*epoch);
                     let filters = self
                         .topics
                         .iter()
@@ -437,6 +461,48 @@ impl Connection {
         }
     }
 
+    /// Writes the PUBACKs the pipeline batched for this connection into rumqttc's write buffer, in
+    /// order, each with its `Outgoing::PubAck` event (counted for confirmation like any other).
+    /// rumqttc sends one queued request per poll while it reads up to ten packets per poll, so
+    /// PUBACKs queued as requests fell tens of thousands behind under a burst (and each cost a
+    /// socket write); written here they leave with the next flush. The last PUBACK of what was
+    /// taken goes through the request channel instead: that request is what makes the event
+    /// loop flush, after the others are in the buffer.
+    fn write_acks(
+        &mut self,
+        eventloop: &mut rumqttc::EventLoop,
+        client: &AsyncClient,
+        epoch: u32,
+    ) -> Result<(), rumqttc::StateError> {
+        let mut last = None;
+        while let Ok(batch) = self.ack_batches.try_recv() {
+            // Acks of an earlier connection are dropped with it (module doc).
+            if batch.epoch != epoch {
+                continue;
+            }
+            for pkid in batch.pkids {
+                if let Some(prev) = last.replace(pkid) {
+                    eventloop
+                        .state
+                        .handle_outgoing_packet(rumqttc::Request::PubAck(rumqttc::PubAck::new(
+                            prev,
+                        )))?;
+                }
+            }
+        }
+        if let Some(pkid) = last {
+            let mut ack = Publish::new(String::new(), QoS::AtLeastOnce, Vec::new());
+            ack.pkid = pkid;
+            if client.try_ack(&ack).is_err() {
+                // The request channel is full: those requests make the event loop flush.
+                eventloop
+                    .state
+                    .handle_outgoing_packet(rumqttc::Request::PubAck(rumqttc::PubAck::new(pkid)))?;
+            }
+        }
+        Ok(())
+    }
+
     /// Hands confirmed PUBACK counts to the pipeline if it has room; otherwise they wait (behind
     /// later publishes, which is still after every publish read before their PINGRESP).
     fn offer_confirmations(&self, confirmed: &mut PkidCounts) {
@@ -477,6 +543,14 @@ enum FromBroker {
     Publish(Publish),
     /// `(packet id, count)`: PUBACKs the broker has certainly processed (see [`Connection::run`]).
     Confirmed(Vec<(u16, u16)>),
+}
+
+/// PUBACKs (QoS 1) for the connection `epoch`, in commit order, from the pipeline to the
+/// connection loop ([`Connection::write_acks`]).
+#[derive(Debug)]
+struct AckBatch {
+    epoch: u32,
+    pkids: Vec<u16>,
 }
 
 /// What acknowledging a message needs, kept instead of the [`Publish`] itself.
@@ -584,8 +658,10 @@ struct Pipeline {
     committed: mpsc::Receiver<Committed>,
     /// Connections, publishes, and PUBACKs the broker has processed, in broker order.
     publishes: mpsc::Receiver<FromBroker>,
-    /// The current connection's epoch and client (acks go only through it).
+    /// The current connection's epoch and client (acks go only to it).
     session: Option<(u32, AsyncClient)>,
+    /// Bulk PUBACKs to the connection loop (see [`AckBatch`]).
+    ack_batches: mpsc::Sender<AckBatch>,
     /// Messages sent to the writer and not yet committed, by token (see [`AckRef`]).
     pending: HashMap<u64, AckRef>,
     next_token: u64,
@@ -754,27 +830,54 @@ impl Pipeline {
         self.flush_acks();
     }
 
-    /// Hands queued acks to the current connection's client, in order. An ack of a message from
-    /// an earlier connection is dropped: the broker redelivered that message on the current one
-    /// and its copy is acknowledged instead (module doc).
+    /// Hands queued acks to the current connection, in order. An ack of a message from an
+    /// earlier connection is dropped: the broker redelivered that message on the current one and
+    /// its copy is acknowledged instead (module doc). QoS 1 acks go in batches to the connection
+    /// loop, which writes them straight into the connection ([`Connection::write_acks`]); the
+    /// last of each batch goes through the client's request channel, which wakes the event
+    /// loop so the connection loop takes the batch.
     fn flush_acks(&mut self) {
-        while let Some(a) = self.unsent_acks.front().copied() {
+        loop {
             let Some((epoch, client)) = self.session.as_ref() else {
-                break;
+                return;
             };
-            if a.epoch != *epoch {
+            let epoch = *epoch;
+            while self.unsent_acks.front().is_some_and(|a| a.epoch != epoch) {
                 self.unsent_acks.pop_front();
-                continue;
             }
+            let run = self
+                .unsent_acks
+                .iter()
+                .take(MAX_ACK_BATCH)
+                .take_while(|a| a.qos == QoS::AtLeastOnce && a.epoch == epoch)
+                .count();
+            if run >= 2 {
+                let pkids = self
+                    .unsent_acks
+                    .iter()
+                    .take(run - 1)
+                    .map(|a| a.pkid)
+                    .collect();
+                match self.ack_batches.try_send(AckBatch { epoch, pkids }) {
+                    Ok(()) => {
+                        self.unsent_acks.drain(..run - 1);
+                    }
+                    // Full (retried on the next tick) or the connection loop is gone (shutdown).
+                    Err(_) => return,
+                }
+            }
+            let Some(a) = self.unsent_acks.front().copied() else {
+                return;
+            };
             match client.try_ack(&a.ack_publish()) {
                 Ok(()) => {
                     self.unsent_acks.pop_front();
                 }
                 // Full, or the connection's event loop is gone (a new epoch is on its way).
-                Err(rumqttc::ClientError::TryRequest(_)) => break,
+                Err(rumqttc::ClientError::TryRequest(_)) => return,
                 Err(e) => {
                     tracing::debug!(broker = %self.broker, error = %e, "cannot queue PUBACK");
-                    break;
+                    return;
                 }
             }
         }
