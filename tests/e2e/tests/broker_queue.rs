@@ -147,7 +147,9 @@ async fn the_broker_queues_an_outage_of_scans_for_a_stopped_agent_and_drops_none
 /// agent killed while it drains such a queue gets every one of them again, DUP set, on restart:
 /// it must recognise each copy of a scan it committed, whichever generation of the packet id it
 /// came under, and store every scan exactly once. (Before the fix: one dedupe row per packet id
-/// recognised only the newest generation; the older copies were stored again.)
+/// recognised only the newest generation; the older copies were stored again: 86,527 of 200,000
+/// after three kills.) A broker restart between the kills adds a reconnect with PUBACKs of the
+/// old connection still queued.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_agent_killed_while_draining_a_deep_broker_queue_stores_every_scan_once() {
     let n = if long() { 600_000 } else { 200_000 };
@@ -200,11 +202,18 @@ async fn an_agent_killed_while_draining_a_deep_broker_queue_stores_every_scan_on
     let timeout = Duration::from_secs(if long() { 1800 } else { 300 });
     let mut kills = 0;
     stack.agent.restart().expect("start the agent");
-    for fraction in [0.25, 0.5, 0.75] {
+    // SIGKILL the agent, restart the broker under it (a reconnect: PUBACKs still queued for the
+    // old connection must not be sent on the new one), SIGKILL the agent again.
+    for (fraction, broker_restart) in [(0.25, false), (0.5, true), (0.75, false)] {
         let at = agent_metric_until(&stack, "scanbridge_agent_backlog_events", timeout, |b| {
             b >= want * fraction
         })
         .await;
+        if broker_restart {
+            stack.mosquitto.restart().await.expect("restart the broker");
+            eprintln!("broker restarted with {at} events committed");
+            continue;
+        }
         stack.agent.kill_hard().expect("SIGKILL the agent");
         kills += 1;
         eprintln!("SIGKILL {kills} with {at} events committed");
