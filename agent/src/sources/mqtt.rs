@@ -1,16 +1,18 @@
-//! The MQTT source: one rumqttc 0.24 client per configured broker, QoS 1 subscriptions, a
+//! The MQTT source: one rumqttc 0.24 client per broker connection, QoS 1 subscriptions, a
 //! persistent session (`clean_session = false`, stable client id) and **manual acknowledgements**:
 //! a PUBACK is sent only after the store writer reports the message committed.
 //!
 //! Two loops run concurrently inside [`MqttSource::run`] (joined, not spawned):
-//! - the *connection* loop owns the rumqttc `EventLoop`; it is never cancelled mid-poll (rumqttc's
-//!   flush is not cancel-safe) except at final shutdown. It reconnects with capped backoff when the
-//!   broker is down, unreachable at start or restarting, (re)subscribes on every CONNACK, and passes
-//!   each PUBLISH to the pipeline loop over a bounded channel.
+//! - the *connection* loop owns the rumqttc `EventLoop` (a new one per connection); it is never
+//!   cancelled mid-poll (rumqttc's flush is not cancel-safe) except at final shutdown. It
+//!   reconnects with capped backoff when the broker is down, unreachable at start or restarting,
+//!   (re)subscribes on every CONNACK, passes each PUBLISH to the pipeline loop over a bounded
+//!   channel, and writes the pipeline's PUBACK batches into the connection between polls.
 //! - the *pipeline* loop normalises each PUBLISH, sends it to the writer (bounded; the depth of
-//!   that channel plus the broker's in-flight window is the pipeline depth), receives commit
-//!   notices and acknowledges with `AsyncClient::try_ack` — it never awaits the request channel,
-//!   so commit notices always drain and the writer never waits on a source.
+//!   that channel plus what the broker has in flight is the pipeline depth), receives commit
+//!   notices and acknowledges: batches to the connection loop, one `AsyncClient::try_ack` per
+//!   batch to wake it — it never awaits either, so commit notices always drain and the writer
+//!   never waits on a source.
 //!
 //! Payloads are decoded per topic (`[[mqtt.formats]]`, see [`crate::normalise`]); a message may
 //! yield several events (PLC tag values), which travel as one [`IngestItem`] (the rest in
