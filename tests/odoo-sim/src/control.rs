@@ -556,82 +556,144 @@ pub fn master_data(db: &Db) -> (Vec<Value>, Vec<Value>) {
     (products, locations)
 }
 
-/// `GET /__sim/state`.
-pub fn state(sim: &Sim) -> Value {
+/// One member of the `/__sim/state` object: a small value, or a list of rows built one at a
+/// time (a million moves are never held as one JSON tree).
+enum Part<'a> {
+    Value(Value),
+    Rows(Vec<i64>, Box<dyn Fn(i64) -> Value + 'a>),
+}
+
+/// The members of `/__sim/state`, sorted by name (the order `serde_json` writes an object in).
+fn state_parts<'a>(sim: &Sim, db: &'a Db) -> Vec<(&'static str, Part<'a>)> {
     let stats = sim.stats();
     let faults = sim.faults();
-    sim.read(|db| {
-        let quants: Vec<Value> = db
-            .all_ids("stock.quant")
-            .into_iter()
-            .map(|q| quant::dump(db, q))
-            .collect();
-        let moves: Vec<Value> = db
-            .all_ids("stock.move")
-            .into_iter()
-            .map(|m| move_::dump(db, m))
-            .collect();
-        let (products, locations) = master_data(db);
-        let pickings: Vec<Value> = db
-            .all_ids(picking::P)
-            .into_iter()
-            .map(|p| picking::dump(db, p))
-            .collect();
-        let move_lines: Vec<Value> = db
-            .all_ids(move_line::ML)
-            .into_iter()
-            .map(|l| move_line::dump(db, l))
-            .collect();
-        let lots: Vec<Value> = db
-            .all_ids(lot::L)
-            .into_iter()
-            .map(|l| {
-                json!({"id": l, "name": db.str(lot::L, l, "name"),
-                       "product_id": db.m2o(lot::L, l, "product_id")})
-            })
-            .collect();
-        let picking_types: Vec<Value> = db
-            .all_ids(picking::T)
-            .into_iter()
-            .map(|t| picking::dump_type(db, t))
-            .collect();
-        let pk_model = if db.version.major() >= 19 {
-            "product.uom"
+    let (products, locations) = master_data(db);
+    let pk_model = if db.version.major() >= 19 {
+        "product.uom"
+    } else {
+        "product.packaging"
+    };
+    let packaging = move |i: i64| {
+        let qty = if pk_model == "product.uom" {
+            db.m2o(pk_model, i, "uom_id")
+                .map(|u| db.float("uom.uom", u, "relative_factor"))
+                .unwrap_or(1.0)
         } else {
-            "product.packaging"
+            db.float(pk_model, i, "qty")
         };
-        let packagings: Vec<Value> = db
-            .all_ids(pk_model)
+        json!({"id": i, "barcode": db.str(pk_model, i, "barcode"), "qty": qty,
+               "product_id": db.m2o(pk_model, i, "product_id")})
+    };
+    let lot = move |l: i64| {
+        json!({"id": l, "name": db.str(lot::L, l, "name"),
+               "product_id": db.m2o(lot::L, l, "product_id")})
+    };
+    let mut parts: Vec<(&'static str, Part<'a>)> = vec![
+        (
+            "pickings",
+            Part::Rows(
+                db.all_ids(picking::P),
+                Box::new(move |p| picking::dump(db, p)),
+            ),
+        ),
+        (
+            "move_lines",
+            Part::Rows(
+                db.all_ids(move_line::ML),
+                Box::new(move |l| move_line::dump(db, l)),
+            ),
+        ),
+        ("lots", Part::Rows(db.all_ids(lot::L), Box::new(lot))),
+        (
+            "picking_types",
+            Part::Rows(
+                db.all_ids(picking::T),
+                Box::new(move |t| picking::dump_type(db, t)),
+            ),
+        ),
+        (
+            "packagings",
+            Part::Rows(db.all_ids(pk_model), Box::new(packaging)),
+        ),
+        ("version", Part::Value(sim.config.version.major().into())),
+        (
+            "quants",
+            Part::Rows(
+                db.all_ids("stock.quant"),
+                Box::new(move |q| quant::dump(db, q)),
+            ),
+        ),
+        (
+            "moves",
+            Part::Rows(
+                db.all_ids("stock.move"),
+                Box::new(move |m| move_::dump(db, m)),
+            ),
+        ),
+        (
+            "xmlids",
+            Part::Rows(
+                db.all_ids(ir_model_data::M),
+                Box::new(move |i| ir_model_data::dump_one(db, i)),
+            ),
+        ),
+        ("calls", Part::Value(json!(stats.calls))),
+        ("rpc_total", Part::Value(stats.rpc_total.into())),
+        ("json2_total", Part::Value(stats.json2_total.into())),
+        ("products", Part::Value(Value::Array(products))),
+        ("locations", Part::Value(Value::Array(locations))),
+        ("faults", Part::Value(json!(faults))),
+    ];
+    parts.sort_by_key(|(k, _)| *k);
+    parts
+}
+
+/// `GET /__sim/state` as one JSON value (for tests; the server streams [`state_json`]).
+pub fn state(sim: &Sim) -> Value {
+    sim.read(|db| {
+        let map: Map<String, Value> = state_parts(sim, db)
             .into_iter()
-            .map(|i| {
-                let qty = if pk_model == "product.uom" {
-                    db.m2o(pk_model, i, "uom_id")
-                        .map(|u| db.float("uom.uom", u, "relative_factor"))
-                        .unwrap_or(1.0)
-                } else {
-                    db.float(pk_model, i, "qty")
+            .map(|(k, part)| {
+                let v = match part {
+                    Part::Value(v) => v,
+                    Part::Rows(ids, row) => Value::Array(ids.into_iter().map(row).collect()),
                 };
-                json!({"id": i, "barcode": db.str(pk_model, i, "barcode"), "qty": qty,
-                       "product_id": db.m2o(pk_model, i, "product_id")})
+                (k.to_owned(), v)
             })
             .collect();
-        json!({
-            "pickings": pickings,
-            "move_lines": move_lines,
-            "lots": lots,
-            "picking_types": picking_types,
-            "packagings": packagings,
-            "version": sim.config.version.major(),
-            "quants": quants,
-            "moves": moves,
-            "xmlids": ir_model_data::dump(db),
-            "calls": stats.calls,
-            "rpc_total": stats.rpc_total,
-            "json2_total": stats.json2_total,
-            "products": products,
-            "locations": locations,
-            "faults": faults,
-        })
+        Value::Object(map)
+    })
+}
+
+/// `GET /__sim/state` serialised, byte for byte what `state(sim).to_string()` gives, written
+/// row by row: the transient memory of a dump is its text, not a JSON tree of every record
+/// (which, with a million moves, cost gigabytes per poll and fragmented the heap).
+pub fn state_json(sim: &Sim) -> Result<Vec<u8>, serde_json::Error> {
+    sim.read(|db| {
+        let mut out: Vec<u8> = Vec::new();
+        out.push(b'{');
+        for (n, (key, part)) in state_parts(sim, db).into_iter().enumerate() {
+            if n > 0 {
+                out.push(b',');
+            }
+            serde_json::to_writer(&mut out, key)?;
+            out.push(b':');
+            match part {
+                Part::Value(v) => serde_json::to_writer(&mut out, &v)?,
+                Part::Rows(ids, row) => {
+                    out.push(b'[');
+                    for (i, id) in ids.into_iter().enumerate() {
+                        if i > 0 {
+                            out.push(b',');
+                        }
+                        serde_json::to_writer(&mut out, &row(id))?;
+                    }
+                    out.push(b']');
+                }
+            }
+        }
+        out.push(b'}');
+        Ok(out)
     })
 }
 
@@ -641,4 +703,96 @@ pub fn faults(sim: &Sim, body: &[u8]) -> Result<Value, ControlError> {
     let f = sim.update_faults(update);
     tracing::info!(?f, "fault injection updated");
     Ok(serde_json::to_value(f)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sim::SimConfig;
+    use crate::version::OdooVersion;
+
+    fn kwargs(v: Value) -> Map<String, Value> {
+        obj(v)
+    }
+
+    #[test]
+    fn the_streamed_state_is_byte_for_byte_the_state_value() {
+        for version in [OdooVersion::V17, OdooVersion::V19] {
+            let sim = Sim::new(SimConfig {
+                version,
+                db_name: "scanbridge".into(),
+                login: "scanbridge".into(),
+                api_key: "k".into(),
+                user_name: "Administrator".into(),
+            })
+            .unwrap_or_else(|e| panic!("{e}"));
+            let body = json!({
+                "products": [
+                    {"barcode": "4006381333931", "name": "Widget", "default_code": "W1",
+                     "weight": 0.5,
+                     "packagings": [{"barcode": "14006381333938", "qty": 12}]},
+                    {"barcode": "4006381334006", "name": "Gadget", "tracking": "lot"}
+                ],
+                "locations": [{"barcode": "WH-STOCK-A01", "name": "A01"}],
+                "lots": [{"product": "4006381334006", "name": "LOT-1"}],
+                "quants": [{"product": "4006381333931", "location": "WH-STOCK-A01",
+                            "quantity": 4}],
+                "pickings": [{"name": "WH/IN/00012", "type": "incoming", "state": "confirmed",
+                              "partner": "Azure Interior",
+                              "moves": [{"product": "4006381333931", "qty": 5}]}]
+            });
+            let seeded = seed(&sim, body.to_string().as_bytes()).unwrap_or_else(|e| panic!("{e}"));
+            let widget = seeded["products"]["4006381333931"]
+                .as_i64()
+                .unwrap_or_default();
+            let a01 = seeded["locations"]["WH-STOCK-A01"]
+                .as_i64()
+                .unwrap_or_default();
+            let loaded = sim
+                .execute_kw(
+                    2,
+                    "stock.quant",
+                    "load",
+                    vec![
+                        json!([
+                            "id",
+                            "product_id/.id",
+                            "location_id/.id",
+                            "inventory_quantity"
+                        ]),
+                        json!([["scanbridge.SC-01_1", widget, a01, 7.0]]),
+                    ],
+                    kwargs(json!({"context": {"inventory_mode": true}})),
+                )
+                .unwrap_or_else(|e| panic!("{e}"))
+                .unwrap_or_default();
+            sim.execute_kw(
+                2,
+                "stock.quant",
+                "action_apply_inventory",
+                vec![loaded["ids"].clone()],
+                kwargs(json!({"context": {"inventory_mode": true,
+                                          "inventory_name": "scanbridge:SC-01:1-1"}})),
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
+            sim.count_call("stock.quant", "load");
+
+            let value = state(&sim);
+            for list in [
+                "moves",
+                "move_lines",
+                "pickings",
+                "xmlids",
+                "quants",
+                "lots",
+            ] {
+                assert!(
+                    value[list].as_array().is_some_and(|a| !a.is_empty()),
+                    "{list} empty in {value}"
+                );
+            }
+            let streamed = state_json(&sim).unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(String::from_utf8_lossy(&streamed), value.to_string());
+        }
+    }
 }

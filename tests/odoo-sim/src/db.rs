@@ -2,11 +2,12 @@
 //! types and labels) and an in-memory table per model. Pure data and plain functions; the model
 //! behaviour (`models/`) and the transaction boundary (`rpc/service.rs`) build on it.
 //!
-//! Storage convention: a record is a JSON object holding every field of its model; many2one
-//! values are stored as the bare id (or `null`), unset values as `null`. `read` converts to the
-//! wire form (`[id, "display name"]`, `false`) in [`Db::read_value`]. `Db` is `Clone`: a call runs
-//! on a copy and the copy replaces the original only when the call succeeded (one transaction per
-//! call, like Odoo's one cursor per RPC).
+//! Storage convention: a record holds one JSON value per field of its model, in schema order
+//! ([`Row`]); many2one values are stored as the bare id (or `null`), unset values as `null`.
+//! `read` converts to the wire form (`[id, "display name"]`, `false`) in [`Db::read_value`].
+//! Every change is journaled: a call that fails is rolled back to where it started
+//! ([`Db::savepoint`], [`Db::rollback_to`]), one transaction per call like Odoo's one cursor per
+//! RPC, without copying the database.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -580,16 +581,51 @@ impl Schema {
     }
 }
 
-/// One model's rows. Rows are shared (`Arc`) so that copying a table for a transaction copies
-/// pointers, not records; a row is copied when it is first written (`Arc::make_mut`).
+/// One stored row: the value of every field of its model in schema order (`null` in the slots
+/// of one2many fields, which are read from the comodel), plus the values of names the schema
+/// does not declare (none in practice; kept so that a stray write is not lost).
+///
+/// Positional storage is what keeps a million applied moves affordable: a `serde_json::Map`
+/// per row cost a B-tree node set and a heap-allocated key per field (about 3.5 KB per
+/// `stock.move`); a boxed slice costs one `Value` (32 bytes) per field.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Row {
+    vals: Box<[Value]>,
+    extra: Option<Box<Record>>,
+}
+
+/// One model's rows, by id.
 #[derive(Debug, Clone, Default)]
 pub struct Table {
-    rows: BTreeMap<i64, Arc<Record>>,
+    rows: BTreeMap<i64, Row>,
     next_id: i64,
 }
 
-/// The whole database of one simulated Odoo instance. Cloning is cheap (copy-on-write tables),
-/// which is what makes "run each call on a copy" affordable.
+/// One entry of the undo journal: what to put back to roll a change back.
+#[derive(Debug, Clone)]
+enum Undo {
+    /// The row `id` of `model` as it was before a change (`None`: it did not exist).
+    Row {
+        model: &'static str,
+        id: i64,
+        old: Option<Row>,
+    },
+    /// The id sequence of `model` before an insert.
+    NextId { model: &'static str, old: i64 },
+}
+
+/// A point in the undo journal to roll back to ([`Db::savepoint`], [`Db::rollback_to`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Savepoint(usize);
+
+/// The whole database of one simulated Odoo instance.
+///
+/// Transactions are an undo journal, not copies: every change records the row as it was, a
+/// [`Savepoint`] is a position in that journal and [`Db::rollback_to`] puts the recorded rows
+/// (and id sequences) back in reverse order, re-deriving the indexes. A call therefore costs
+/// what it changes, not what the database holds (a copy per call cost a pass over every
+/// table it wrote, a million rows in the long scenarios). `Db` is still `Clone` (tables are
+/// shared until written), for tests.
 #[derive(Debug, Clone)]
 pub struct Db {
     /// The version impersonated.
@@ -600,6 +636,8 @@ pub struct Db {
     xids: Arc<HashMap<(String, String), i64>>,
     /// `(product, location, lot)` → `stock.quant` ids, ascending (what `_gather` searches).
     quant_keys: Arc<HashMap<QuantKey, Vec<i64>>>,
+    /// Changes since the last [`Db::commit`], oldest first.
+    journal: Vec<Undo>,
 }
 
 /// The strict `_gather` key of a quant: product, location, lot.
@@ -697,6 +735,7 @@ impl Db {
             tables,
             xids: Arc::new(HashMap::new()),
             quant_keys: Arc::new(HashMap::new()),
+            journal: Vec::new(),
         }
     }
 
@@ -712,31 +751,106 @@ impl Db {
         &self.schema
     }
 
+    /// The current position of the undo journal.
+    pub fn savepoint(&self) -> Savepoint {
+        Savepoint(self.journal.len())
+    }
+
+    /// Undo every change made since `sp` (newest first), indexes included.
+    pub fn rollback_to(&mut self, sp: Savepoint) {
+        while self.journal.len() > sp.0 {
+            let Some(undo) = self.journal.pop() else {
+                break;
+            };
+            match undo {
+                Undo::NextId { model, old } => {
+                    if let Some(t) = self.tables.get_mut(model) {
+                        Arc::make_mut(t).next_id = old;
+                    }
+                }
+                Undo::Row { model, id, old } => {
+                    let old_xid = (model == "ir.model.data")
+                        .then(|| self.xid_key(id))
+                        .flatten();
+                    let old_quant = (model == "stock.quant")
+                        .then(|| self.quant_key(id))
+                        .flatten();
+                    if let Some(t) = self.tables.get_mut(model) {
+                        let t = Arc::make_mut(t);
+                        match old {
+                            Some(row) => {
+                                t.rows.insert(id, row);
+                            }
+                            None => {
+                                t.rows.remove(&id);
+                            }
+                        }
+                    }
+                    if model == "ir.model.data" {
+                        self.reindex_xid(id, old_xid);
+                    } else if model == "stock.quant" {
+                        self.reindex_quant(id, old_quant);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Make every change so far permanent (forget the undo journal).
+    pub fn commit(&mut self) {
+        self.journal.clear();
+    }
+
     fn table(&self, model: &str) -> Option<&Table> {
         self.tables.get(model).map(|t| &**t)
     }
 
-    fn table_mut(&mut self, model: &str) -> Result<&mut Table, OdooError> {
-        self.tables
-            .get_mut(model)
-            .map(Arc::make_mut)
-            .ok_or_else(|| OdooError::user_error(format!("Object {model} doesn't exist")))
+    /// The position of `field` in the rows of `model`.
+    fn slot(&self, model: &str, field: &str) -> Option<usize> {
+        self.schema
+            .model(model)
+            .and_then(|m| m.fields.iter().position(|f| f.name == field))
     }
 
-    fn row_mut(&mut self, model: &str, id: i64) -> Option<&mut Record> {
-        let table = self.tables.get_mut(model).map(Arc::make_mut)?;
-        table.rows.get_mut(&id).map(Arc::make_mut)
+    /// The row `id` of `model` for writing; its current state is journaled first.
+    fn row_mut(&mut self, model: &str, id: i64) -> Option<&mut Row> {
+        let (key, table) = self.tables.iter_mut().find(|(k, _)| **k == model)?;
+        let row = Arc::make_mut(table).rows.get_mut(&id)?;
+        self.journal.push(Undo::Row {
+            model: key,
+            id,
+            old: Some(row.clone()),
+        });
+        Some(row)
+    }
+
+    /// Store `value` under `field` in a row (the slot, or the spill-over map for a name the
+    /// schema does not declare).
+    fn put(row: &mut Row, slot: Option<usize>, field: String, value: Value) {
+        match slot.and_then(|i| row.vals.get_mut(i)) {
+            Some(v) => *v = value,
+            None => {
+                row.extra
+                    .get_or_insert_with(Default::default)
+                    .insert(field, value);
+            }
+        }
+    }
+
+    /// Store one value in an existing row (journaled; no computed fields, no indexes).
+    fn put_value(&mut self, model: &str, id: i64, field: &str, value: Value) {
+        let slot = self.slot(model, field);
+        if let Some(row) = self.row_mut(model, id) {
+            Self::put(row, slot, field.to_owned(), value);
+        }
     }
 
     fn xid_key(&self, id: i64) -> Option<(String, String)> {
-        let rec = self.get("ir.model.data", id)?;
-        let field = |f: &str| {
-            rec.get(f)
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_owned()
-        };
-        Some((field("module"), field("name")))
+        const M: &str = "ir.model.data";
+        if !self.exists(M, id) {
+            return None;
+        }
+        Some((self.str(M, id, "module"), self.str(M, id, "name")))
     }
 
     /// The `ir.model.data` id of `module.name` (indexed).
@@ -747,8 +861,11 @@ impl Db {
     }
 
     fn quant_key(&self, id: i64) -> Option<QuantKey> {
-        let rec = self.get("stock.quant", id)?;
-        let m2o = |f: &str| rec.get(f).and_then(as_id);
+        const Q: &str = "stock.quant";
+        if !self.exists(Q, id) {
+            return None;
+        }
+        let m2o = |f: &str| self.m2o(Q, id, f);
         Some((m2o("product_id"), m2o("location_id"), m2o("lot_id")))
     }
 
@@ -800,11 +917,9 @@ impl Db {
         self.table(model).is_some_and(|t| t.rows.contains_key(&id))
     }
 
-    /// The stored record.
-    pub fn get(&self, model: &str, id: i64) -> Option<&Record> {
-        self.table(model)
-            .and_then(|t| t.rows.get(&id))
-            .map(|r| &**r)
+    /// The stored row.
+    fn row(&self, model: &str, id: i64) -> Option<&Row> {
+        self.table(model).and_then(|t| t.rows.get(&id))
     }
 
     /// All ids of a model, ascending.
@@ -817,9 +932,17 @@ impl Db {
     /// The stored value of one field (`null` when the record or field is missing).
     pub fn value(&self, model: &str, id: i64, field: &str) -> &Value {
         static NULL: Value = Value::Null;
-        self.get(model, id)
-            .and_then(|r| r.get(field))
-            .unwrap_or(&NULL)
+        let Some(row) = self.row(model, id) else {
+            return &NULL;
+        };
+        match self.slot(model, field).and_then(|i| row.vals.get(i)) {
+            Some(v) => v,
+            None => row
+                .extra
+                .as_ref()
+                .and_then(|e| e.get(field))
+                .unwrap_or(&NULL),
+        }
     }
 
     /// Float convenience over [`Db::value`].
@@ -883,22 +1006,49 @@ impl Db {
 
     /// Low-level insert: fills defaults, assigns the next id, no checks beyond the schema.
     pub fn insert(&mut self, model: &str, values: Record) -> Result<i64, OdooError> {
-        let def = self.model(model)?.clone();
-        let mut rec = Record::new();
-        for field in &def.fields {
-            if matches!(field.ty, FieldType::One2many(..)) {
-                continue;
-            }
-            rec.insert(field.name.to_owned(), self.default_value(model, field));
-        }
+        let schema = Arc::clone(&self.schema);
+        let def = schema
+            .model(model)
+            .ok_or_else(|| OdooError::user_error(format!("Object {model} doesn't exist")))?;
+        let mut row = Row {
+            vals: def
+                .fields
+                .iter()
+                .map(|field| match field.ty {
+                    FieldType::One2many(..) => Value::Null,
+                    _ => self.default_value(model, field),
+                })
+                .collect(),
+            extra: None,
+        };
         for (k, v) in values {
-            rec.insert(k, v);
+            let slot = def.fields.iter().position(|f| f.name == k);
+            Self::put(&mut row, slot, k, v);
         }
-        let table = self.table_mut(model)?;
+        let (key, table) = self
+            .tables
+            .iter_mut()
+            .find(|(k, _)| **k == model)
+            .ok_or_else(|| OdooError::user_error(format!("Object {model} doesn't exist")))?;
+        let table = Arc::make_mut(table);
         let id = table.next_id;
         table.next_id += 1;
-        rec.insert("id".into(), Value::from(id));
-        table.rows.insert(id, Arc::new(rec));
+        Self::put(
+            &mut row,
+            def.fields.iter().position(|f| f.name == "id"),
+            "id".into(),
+            Value::from(id),
+        );
+        table.rows.insert(id, row);
+        self.journal.push(Undo::NextId {
+            model: key,
+            old: id,
+        });
+        self.journal.push(Undo::Row {
+            model: key,
+            id,
+            old: None,
+        });
         self.refresh_computed(model, id);
         if model == "ir.model.data" {
             self.reindex_xid(id, None);
@@ -910,22 +1060,35 @@ impl Db {
 
     /// Low-level delete.
     pub fn remove(&mut self, model: &str, id: i64) {
-        let old = if model == "ir.model.data" {
-            self.xid_key(id)
-        } else {
-            None
-        };
-        if let Some(t) = self.tables.get_mut(model).map(Arc::make_mut) {
-            t.rows.remove(&id);
+        let old_xid = (model == "ir.model.data")
+            .then(|| self.xid_key(id))
+            .flatten();
+        let old_quant = (model == "stock.quant")
+            .then(|| self.quant_key(id))
+            .flatten();
+        if let Some((key, t)) = self.tables.iter_mut().find(|(k, _)| **k == model) {
+            if let Some(row) = Arc::make_mut(t).rows.remove(&id) {
+                self.journal.push(Undo::Row {
+                    model: key,
+                    id,
+                    old: Some(row),
+                });
+            }
         }
-        if old.is_some() {
-            self.reindex_xid(id, old);
+        if old_xid.is_some() {
+            self.reindex_xid(id, old_xid);
+        }
+        if old_quant.is_some() {
+            self.reindex_quant(id, old_quant);
         }
     }
 
     /// Low-level update of stored values (no business rules).
     pub fn set(&mut self, model: &str, id: i64, values: Record) -> Result<(), OdooError> {
-        self.model(model)?;
+        let schema = Arc::clone(&self.schema);
+        let def = schema
+            .model(model)
+            .ok_or_else(|| OdooError::user_error(format!("Object {model} doesn't exist")))?;
         let old = if model == "ir.model.data" {
             self.xid_key(id)
         } else {
@@ -936,11 +1099,12 @@ impl Db {
         } else {
             None
         };
-        let rec = self
+        let row = self
             .row_mut(model, id)
             .ok_or_else(|| OdooError::missing(model, &[id], 1))?;
         for (k, v) in values {
-            rec.insert(k, v);
+            let slot = def.fields.iter().position(|f| f.name == k);
+            Self::put(row, slot, k, v);
         }
         self.refresh_computed(model, id);
         if model == "ir.model.data" {
@@ -980,9 +1144,7 @@ impl Db {
                         }
                         _ => name,
                     };
-                    if let Some(rec) = self.row_mut(model, loc) {
-                        rec.insert("complete_name".into(), complete.into());
-                    }
+                    self.put_value(model, loc, "complete_name", complete.into());
                     let children: Vec<i64> = self
                         .all_ids(model)
                         .into_iter()
@@ -999,10 +1161,8 @@ impl Db {
                     None => self.value(model, id, "name").clone(),
                 };
                 let qty = self.value(model, id, "product_uom_qty").clone();
-                if let Some(rec) = self.row_mut(model, id) {
-                    rec.insert("reference".into(), name);
-                    rec.insert("product_qty".into(), qty);
-                }
+                self.put_value(model, id, "reference", name);
+                self.put_value(model, id, "product_qty", qty);
             }
             "ir.model.data" => {
                 let complete = format!(
@@ -1010,16 +1170,12 @@ impl Db {
                     self.str(model, id, "module"),
                     self.str(model, id, "name")
                 );
-                if let Some(rec) = self.row_mut(model, id) {
-                    rec.insert("complete_name".into(), complete.into());
-                }
+                self.put_value(model, id, "complete_name", complete.into());
             }
             "product.product" if !self.version.has_is_storable() => {
                 // 17: `type` is computed from `detailed_type`.
                 let dt = self.value(model, id, "detailed_type").clone();
-                if let Some(rec) = self.row_mut(model, id) {
-                    rec.insert("type".into(), dt);
-                }
+                self.put_value(model, id, "type", dt);
             }
             _ => {}
         }
@@ -1027,17 +1183,19 @@ impl Db {
 
     /// Ids of `comodel` records whose many2one `inverse` is `id` (a one2many read), id order.
     pub fn one2many_ids(&self, comodel: &str, inverse: &str, id: i64) -> Vec<i64> {
+        let Some(slot) = self.slot(comodel, inverse) else {
+            return Vec::new();
+        };
         self.table(comodel)
             .map(|t| {
                 t.rows
                     .iter()
-                    .filter(|(_, r)| r.get(inverse).and_then(as_id) == Some(id))
+                    .filter(|(_, r)| r.vals.get(slot).and_then(as_id) == Some(id))
                     .map(|(k, _)| *k)
                     .collect()
             })
             .unwrap_or_default()
     }
-
     /// `display_name` of a record (each model's `_compute_display_name` / `_rec_name`).
     pub fn display_name(&self, model: &str, id: i64) -> String {
         match model {
@@ -1265,6 +1423,62 @@ mod tests {
         let _ = db.set1("product.product", id, "name", "Gadget".into());
         assert_eq!(snapshot.str("product.product", id, "name"), "Widget");
         assert_eq!(db.str("product.product", id, "name"), "Gadget");
+    }
+
+    #[test]
+    fn rolling_back_to_a_savepoint_restores_rows_ids_and_indexes() {
+        let mut db = Db::empty(OdooVersion::V18);
+        let mut x = Record::new();
+        x.insert("module".into(), "scanbridge".into());
+        x.insert("name".into(), "WH01_1".into());
+        x.insert("model".into(), "stock.quant".into());
+        x.insert("res_id".into(), 1.into());
+        let kept = db.insert("ir.model.data", x.clone()).unwrap_or_default();
+        let mut q = Record::new();
+        q.insert("product_id".into(), 7.into());
+        q.insert("location_id".into(), 9.into());
+        let quant = db.insert("stock.quant", q.clone()).unwrap_or_default();
+        db.commit();
+        let before = db.all_ids("ir.model.data");
+
+        let outer = db.savepoint();
+        let _ = db.set1("ir.model.data", kept, "name", "WH01_9".into());
+        x.insert("name".into(), "WH01_1".into());
+        let added = db.insert("ir.model.data", x).unwrap_or_default();
+        let inner = db.savepoint();
+        db.remove("stock.quant", quant);
+        assert!(db.quants_by_key((Some(7), Some(9), None)).is_empty());
+        db.rollback_to(inner);
+        assert_eq!(db.quants_by_key((Some(7), Some(9), None)), &[quant]);
+        assert_eq!(db.xid_lookup("scanbridge", "WH01_1"), Some(added));
+        let _ = db.set1("stock.quant", quant, "location_id", 10.into());
+        db.rollback_to(outer);
+
+        assert_eq!(db.all_ids("ir.model.data"), before);
+        assert_eq!(db.str("ir.model.data", kept, "name"), "WH01_1");
+        assert_eq!(
+            db.str("ir.model.data", kept, "complete_name"),
+            "scanbridge.WH01_1"
+        );
+        assert_eq!(db.xid_lookup("scanbridge", "WH01_1"), Some(kept));
+        assert_eq!(db.xid_lookup("scanbridge", "WH01_9"), None);
+        assert_eq!(db.quants_by_key((Some(7), Some(9), None)), &[quant]);
+        assert!(db.quants_by_key((Some(7), Some(10), None)).is_empty());
+        // The id sequence was rolled back too: the next insert reuses the undone id.
+        let again = db.insert("stock.quant", q).unwrap_or_default();
+        assert_eq!(again, quant + 1);
+    }
+
+    #[test]
+    fn a_value_outside_the_schema_is_kept_and_read_back() {
+        let mut db = Db::empty(OdooVersion::V17);
+        let mut p = Record::new();
+        p.insert("name".into(), "Widget".into());
+        p.insert("x_note".into(), "kept".into());
+        let id = db.insert("product.product", p).unwrap_or_default();
+        assert_eq!(db.str("product.product", id, "x_note"), "kept");
+        assert_eq!(db.str("product.product", id, "name"), "Widget");
+        assert_eq!(db.value("product.product", id, "nope"), &Value::Null);
     }
 
     #[test]

@@ -137,7 +137,20 @@ async fn sim_seed(State(sim): State<Arc<Sim>>, body: Bytes) -> Response {
 }
 
 async fn sim_state(State(sim): State<Arc<Sim>>) -> Response {
-    json_response(&control::state(&sim))
+    match control::state_json(&sim) {
+        Ok(body) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/json")],
+            body,
+        )
+            .into_response(),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            format!("cannot serialise the simulator state: {e}"),
+        )
+            .into_response(),
+    }
 }
 
 async fn sim_faults(State(sim): State<Arc<Sim>>, body: Bytes) -> Response {

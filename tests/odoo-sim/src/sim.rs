@@ -1,5 +1,5 @@
 //! The simulator instance shared by all connections: configuration, the database behind a
-//! mutex (calls are serialised, each one a transaction on a copy), fault settings, call
+//! mutex (calls are serialised, each one a transaction rolled back on error), fault settings, call
 //! statistics and the per-IP login failure book of the cooldown.
 //!
 //! Mirrors the transaction boundary of `odoo/service/model.py` `execute` (one cursor per call,
@@ -92,16 +92,35 @@ impl Sim {
         })
     }
 
-    /// Run `f` as one transaction: on a copy, committed only on `Ok`.
+    /// Run `f` as one transaction: committed only on `Ok`; an error (or a panic) rolls every
+    /// change of `f` back through the database's undo journal.
     pub fn transaction<T>(
         &self,
         f: impl FnOnce(&mut Db) -> Result<T, OdooError>,
     ) -> Result<T, OdooError> {
         let mut guard = lock(&self.db);
-        let mut work = guard.clone();
-        let out = f(&mut work)?;
-        *guard = work;
-        Ok(out)
+        // Whatever a previous panic left uncommitted was rolled back below; start clean.
+        guard.commit();
+        let start = guard.savepoint();
+        let db: &mut Db = &mut guard;
+        let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(db)));
+        match out {
+            Ok(Ok(v)) => {
+                guard.commit();
+                Ok(v)
+            }
+            Ok(Err(e)) => {
+                guard.rollback_to(start);
+                guard.commit();
+                Err(e)
+            }
+            Err(panic) => {
+                guard.rollback_to(start);
+                guard.commit();
+                drop(guard);
+                std::panic::resume_unwind(panic)
+            }
+        }
     }
 
     /// Read-only access.

@@ -8,7 +8,8 @@ use serde_json::{json, Map, Value};
 use crate::db::Db;
 use crate::rpc::errors::OdooError;
 
-const M: &str = "ir.model.data";
+/// The model name.
+pub const M: &str = "ir.model.data";
 
 /// One external id row.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,15 +70,15 @@ pub fn register(
 
 /// All xids as `{"module","name","model","res_id"}`, in id order (for `/__sim/state`).
 pub fn dump(db: &Db) -> Vec<Value> {
-    db.all_ids(M)
-        .into_iter()
-        .map(|i| {
-            json!({
-                "module": db.str(M, i, "module"),
-                "name": db.str(M, i, "name"),
-                "model": db.str(M, i, "model"),
-                "res_id": db.value(M, i, "res_id"),
-            })
-        })
-        .collect()
+    db.all_ids(M).into_iter().map(|i| dump_one(db, i)).collect()
+}
+
+/// One xid as `{"module","name","model","res_id"}` (a row of [`dump`]).
+pub fn dump_one(db: &Db, i: i64) -> Value {
+    json!({
+        "module": db.str(M, i, "module"),
+        "name": db.str(M, i, "name"),
+        "model": db.str(M, i, "model"),
+        "res_id": db.value(M, i, "res_id"),
+    })
 }

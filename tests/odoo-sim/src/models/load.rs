@@ -433,7 +433,7 @@ pub fn load(
         .and_then(Value::as_str)
         .unwrap_or("__import__")
         .to_owned();
-    let snapshot = db.clone();
+    let snapshot = db.savepoint();
     let mut messages: Vec<Value> = Vec::new();
     let mut rows: Vec<Row> = Vec::new();
     for (index, cells) in rows_in.iter().enumerate() {
@@ -499,18 +499,18 @@ pub fn load(
     // flush(): the whole batch in one savepoint, else row by row to collect the errors.
     let mut ids: Vec<i64> = Vec::new();
     let batch: Vec<&Row> = rows.iter().collect();
-    let before_batch = db.clone();
+    let before_batch = db.savepoint();
     match load_records(db, model, &batch, uid, ctx, &current_module) {
         Ok(done) => ids.extend(done),
         Err(_) => {
-            *db = before_batch;
+            db.rollback_to(before_batch);
             let mut errors = 0usize;
             for (i, row) in rows.iter().enumerate() {
-                let savepoint = db.clone();
+                let savepoint = db.savepoint();
                 match load_records(db, model, &[row], uid, ctx, &current_module) {
                     Ok(done) => ids.extend(done),
                     Err(e) => {
-                        *db = savepoint;
+                        db.rollback_to(savepoint);
                         messages.push(row_error_message(&e, row.index));
                         errors += 1;
                     }
@@ -527,7 +527,7 @@ pub fn load(
     }
     let failed = messages.iter().any(|m| m["type"] == "error");
     if failed {
-        *db = snapshot;
+        db.rollback_to(snapshot);
     }
     Ok(json!({
         "ids": if failed { Value::Bool(false) } else { json!(ids) },
