@@ -39,6 +39,8 @@ const STORE_QUEUE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Bytes of an oversized body read and discarded before answering 413, so the client (still
 /// sending) sees the answer instead of a broken pipe.
 const DRAIN_LIMIT: usize = 64 * 1024 * 1024;
+/// Most bytes reserved for a request body up front (from its Content-Length).
+const PREALLOC_LIMIT: usize = 1024 * 1024;
 /// Longest time spent reading one request body.
 const BODY_TIMEOUT: Duration = Duration::from_secs(60);
 /// Concurrent batch transactions queued on the store.
@@ -190,8 +192,11 @@ pub async fn post_batch(
 /// [`DRAIN_LIMIT`] before [`IntakeError::BodyTooLarge`] is returned.
 async fn read_body(body: Body, limit: usize) -> Result<Bytes, IntakeError> {
     use hyper::body::Body as _;
+    // A body with a Content-Length is read into one allocation of that size; a claimed length
+    // past [`PREALLOC_LIMIT`] is not reserved before its bytes arrive.
+    let expected = usize::try_from(body.size_hint().lower()).unwrap_or(usize::MAX);
     let mut body = std::pin::pin!(body);
-    let mut buf = Vec::new();
+    let mut buf = Vec::with_capacity(expected.min(limit).min(PREALLOC_LIMIT));
     let mut total = 0usize;
     loop {
         let frame = std::future::poll_fn(|cx| body.as_mut().poll_frame(cx)).await;
