@@ -1,16 +1,17 @@
 //! The broker behaviour the agent's redelivery record is built for
-//! (`agent/src/store/redelivery.rs`): mosquitto 2.0.11 puts a reconnecting persistent session's
-//! whole queue in flight at once (its `max_inflight_messages` is not applied to queued messages
-//! at reconnect) and allocates packet ids sequentially, so with more than 65,535 messages queued
-//! it sends a message under a packet id whose previous message the client has not acknowledged.
+//! (`agent/src/store/redelivery.rs`): mosquitto allocates packet ids sequentially, so with more
+//! than 65,535 messages queued for a reconnecting persistent session it sends a message under a
+//! packet id whose previous message the client has not acknowledged. With the shipped fragment
+//! (`max_inflight_messages 0`: no window, see its comment) the whole queue goes in flight at
+//! once; with a window it happens too, only a little later (measured on 2.0.11 with a window of
+//! 1,000: no PUBACK, 1,000 in flight; each PUBACK it processes lets about 1,000 more out, 10
+//! PUBACKs gave 11,000 in flight).
 //!
 //! Measured here with a plain rumqttc subscriber: 200,000 messages queued, the session
 //! reconnects, acknowledges its first few messages and then nothing, and reads until a packet
-//! id comes round again. (Without any PUBACK mosquitto holds its window of 1,000; measured on
-//! 2.0.11, each PUBACK it processes lets about 1,000 more out: 10 PUBACKs, 11,000 in flight.) The test fails if
-//! mosquitto stops doing this: the agent would still be right, but
-//! `broker_queue.rs`'s deep-queue SIGKILL test would then no longer exercise reused packet ids
-//! and needs another way to.
+//! id comes round again. The test fails if mosquitto stops doing this: the agent would still be
+//! right, but `broker_queue.rs`'s deep-queue SIGKILL test would then no longer exercise reused
+//! packet ids and needs another way to.
 
 #![allow(clippy::unwrap_used)]
 
@@ -51,9 +52,9 @@ async fn mosquitto_sends_messages_under_packet_ids_still_in_flight_after_a_deep_
         .set_manual_acks(true)
         .set_keep_alive(Duration::from_secs(10));
     let (client, mut el) = AsyncClient::new(o, 1024);
-    // The subscriber acknowledges its first ACKED messages only: a broker holding its in-flight
-    // window (`max_inflight_messages` in deploy/mosquitto/scanbridge.conf) would stop sending
-    // after that many more; one that does not sends on until a packet id comes round again.
+    // The subscriber acknowledges its first ACKED messages only: a broker holding an in-flight
+    // window would stop sending after that many more; mosquitto sends on until a packet id
+    // comes round again.
     let mut seen = vec![false; 1 << 16];
     let mut received = 0usize;
     let mut reused = None;
