@@ -65,18 +65,46 @@ fn main() -> anyhow::Result<()> {
         .iter()
         .flat_map(|p| lids.iter().map(move |l| (*p, *l)))
         .collect();
+    // The e2e plan: rounds over every (product, location) pair in a shuffled order, each
+    // count one more than the pair's previous one; chunks of at most 500 cut before a pair
+    // repeats (the relay's `chunk_len`).
+    let mut plan: Vec<(usize, f64)> = Vec::with_capacity(n);
+    let mut order: Vec<usize> = (0..pairs.len()).collect();
+    let mut rng: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut counts = vec![0.0f64; pairs.len()];
+    while plan.len() < n {
+        for i in (1..order.len()).rev() {
+            rng = rng
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            order.swap(i, (rng >> 33) as usize % (i + 1));
+        }
+        for &i in &order {
+            if plan.len() == n {
+                break;
+            }
+            counts[i] += 1.0;
+            plan.push((i, counts[i]));
+        }
+    }
     let rss0 = status_kib("VmRSS:");
     let started = Instant::now();
     let mut seq = 0usize;
     let mut chunk_no = 0usize;
     while seq < n {
-        let len = 500.min(n - seq);
+        let mut seen = std::collections::HashSet::new();
+        let len = plan[seq..]
+            .iter()
+            .take(500)
+            .take_while(|(pair, _)| seen.insert(*pair))
+            .count();
         let first = seq + 1;
         let rows: Vec<Value> = (0..len)
             .map(|i| {
                 let s = first + i;
-                let (p, l) = pairs[(s * 7) % pairs.len()];
-                json!([format!("scanbridge.SC-01_{s}"), p, l, (s % 13) as f64])
+                let (pair, qty) = plan[s - 1];
+                let (p, l) = pairs[pair];
+                json!([format!("scanbridge.SC-01_{s}"), p, l, qty])
             })
             .collect();
         let load = sim.execute_kw(
@@ -129,6 +157,24 @@ fn main() -> anyhow::Result<()> {
     let rss1 = status_kib("VmRSS:");
     let hwm = status_kib("VmHWM:");
     let moves = sim.read(|db| db.all_ids("stock.move").len());
+    // Every count is one more than the pair's previous one: every move is +1 out of the
+    // inventory adjustment location, and each pair's quant holds its last count.
+    let wrong = sim.read(|db| {
+        db.all_ids("stock.move")
+            .into_iter()
+            .filter(|m| {
+                (db.float("stock.move", *m, "product_uom_qty") - 1.0).abs() > 1e-9
+                    || db.str("stock.move", *m, "state") != "done"
+            })
+            .count()
+    });
+    let quants_ok = sim.read(|db| {
+        pairs.iter().enumerate().all(|(i, (p, l))| {
+            let q = db.quants_by_key((Some(*p), Some(*l), None));
+            q.len() == 1 && (db.float("stock.quant", q[0], "quantity") - counts[i]).abs() < 1e-9
+        })
+    });
+    println!("moves not +1/done: {wrong}; every pair's quant at its last count: {quants_ok}");
     println!(
         "counts {n}, moves {moves}, {:.1} s, VmRSS {rss0} -> {rss1} KiB, VmHWM {hwm} KiB, \
          {:.0} bytes/move (RSS growth), {:.0} bytes/move (HWM)",

@@ -97,6 +97,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             );
         }
     }
+    if let Some(path) = std::env::var_os("SCANBRIDGE_SIM_CALL_LOG") {
+        let path = std::path::PathBuf::from(path);
+        match sim.log_calls_to(&path) {
+            Ok(()) => tracing::info!(path = %path.display(), "logging every object call"),
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "cannot open the call log")
+            }
+        }
+    }
     let sim = Arc::new(sim);
     // SIGTERM is watched before "listening on" is printed: whoever waits for that line may stop
     // the simulator at once (the tests do), and an unwatched SIGTERM would kill it uncleanly.

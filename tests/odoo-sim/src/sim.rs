@@ -69,6 +69,8 @@ pub struct Sim {
     login_failures: Mutex<HashMap<IpAddr, (u32, Instant)>>,
     /// 19 logs once that `/jsonrpc` is deprecated.
     deprecation_logged: std::sync::atomic::AtomicBool,
+    /// Diagnostic call log ([`Sim::log_calls_to`]): one JSON line per object call.
+    call_log: Mutex<Option<std::io::BufWriter<std::fs::File>>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -89,7 +91,42 @@ impl Sim {
             stats: Mutex::new(Stats::default()),
             login_failures: Mutex::new(HashMap::new()),
             deprecation_logged: std::sync::atomic::AtomicBool::new(false),
+            call_log: Mutex::new(None),
         })
+    }
+
+    /// Append every object call from now on to `path` as one JSON line
+    /// `{"model","method","args","kwargs","ok"}` (`ok`: committed), written when the call has
+    /// finished (calls from one client, like the relay's pusher for one site, appear in their
+    /// order). A diagnostic for "what exactly did the relay send", off by default; the binary
+    /// turns it on when `SCANBRIDGE_SIM_CALL_LOG` names a file.
+    pub fn log_calls_to(&self, path: &std::path::Path) -> std::io::Result<()> {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)?;
+        *lock(&self.call_log) = Some(std::io::BufWriter::new(file));
+        Ok(())
+    }
+
+    fn log_call(
+        &self,
+        model: &str,
+        method: &str,
+        args: &[Value],
+        kwargs: &Map<String, Value>,
+        ok: bool,
+    ) {
+        use std::io::Write;
+        let mut log = lock(&self.call_log);
+        if let Some(w) = log.as_mut() {
+            let line = serde_json::json!({"model": model, "method": method, "args": args,
+                                          "kwargs": kwargs, "ok": ok});
+            if let Err(e) = writeln!(w, "{line}").and_then(|()| w.flush()) {
+                tracing::warn!(error = %e, "cannot write the call log; it is turned off");
+                *log = None;
+            }
+        }
     }
 
     /// Run `f` as one transaction: committed only on `Ok`; an error (or a panic) rolls every
@@ -238,7 +275,74 @@ impl Sim {
         args: Vec<Value>,
         kwargs: Map<String, Value>,
     ) -> Result<Option<Value>, OdooError> {
-        self.transaction(|db| models::call_kw(db, uid, model, method, args, kwargs))
-            .map_err(OdooError::into_client_error)
+        let logged = lock(&self.call_log)
+            .is_some()
+            .then(|| (args.clone(), kwargs.clone()));
+        let out = self.transaction(|db| models::call_kw(db, uid, model, method, args, kwargs));
+        if let Some((args, kwargs)) = logged {
+            self.log_call(model, method, &args, &kwargs, out.is_ok());
+        }
+        out.map_err(OdooError::into_client_error)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sim() -> Sim {
+        Sim::new(SimConfig {
+            version: OdooVersion::V17,
+            db_name: "scanbridge".into(),
+            login: "scanbridge".into(),
+            api_key: "k".into(),
+            user_name: "Administrator".into(),
+        })
+        .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn a_failed_call_leaves_nothing_and_the_call_log_records_both_outcomes() {
+        let sim = sim();
+        let path =
+            std::env::temp_dir().join(format!("odoo-sim-calls-{}.jsonl", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        sim.log_calls_to(&path).unwrap_or_else(|e| panic!("{e}"));
+        let before = sim.read(|db| db.all_ids("res.partner"));
+        // A create that fails after writing one record (the second dict names no field that
+        // exists) is rolled back as a whole.
+        let bad = sim.execute_kw(
+            2,
+            "res.partner",
+            "create",
+            vec![serde_json::json!([{"name": "Azure"}, {"nope": 1}])],
+            Map::new(),
+        );
+        assert!(bad.is_err(), "{bad:?}");
+        assert_eq!(sim.read(|db| db.all_ids("res.partner")), before);
+        let good = sim.execute_kw(
+            2,
+            "res.partner",
+            "create",
+            vec![serde_json::json!({"name": "Azure"})],
+            Map::new(),
+        );
+        assert!(good.is_ok(), "{good:?}");
+        assert_eq!(
+            sim.read(|db| db.all_ids("res.partner")).len(),
+            before.len() + 1
+        );
+
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        let lines: Vec<Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or(Value::Null))
+            .collect();
+        let _ = std::fs::remove_file(&path);
+        assert_eq!(lines.len(), 2, "{text}");
+        assert_eq!(lines[0]["method"], "create");
+        assert_eq!(lines[0]["ok"], false);
+        assert_eq!(lines[1]["ok"], true);
+        assert_eq!(lines[1]["args"][0]["name"], "Azure");
     }
 }
