@@ -12,7 +12,7 @@
 //!
 //! | table            | key                          | value                                                   |
 //! |------------------|------------------------------|---------------------------------------------------------|
-//! | `inbox_batches`  | `(site: &str, first_seq: u64)` | `(last_seq: u64, format: u8, bytes: &[u8])`: one row per stored batch, the enveloped `Batch` exactly as the agent POSTed it (layout, formats and the upgrade from the per-event `inbox` table of older relays in [`rows`]) |
+//! | `inbox_batches`  | `(site: &str, first_seq: u64)` | `(last_seq: u64, format: u8, bytes: &[u8])`: one row per stored batch, the enveloped `Batch` exactly as the agent POSTed it (layout, formats and the upgrade from the per-event `inbox` table of older relays in `inbox/rows.rs`) |
 //! | `site_highest`   | `site: &str`                 | `u64`: highest seq ever received for the site            |
 //! | `agent_status`   | `site: &str`                 | `(received_at: i64, agent: &str, status: &[u8])`; `status` is an enveloped `AgentStatus` (`scanbridge_protocol::encode`, magic + version + CRC), empty when the last batch carried none |
 //! | `push_cursor`    | `site: &str`                 | `u64`: next seq the pusher has to handle; every seq below has an outcome |
