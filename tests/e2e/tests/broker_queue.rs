@@ -52,9 +52,14 @@ async fn agent_metric_until(
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_broker_queues_an_outage_of_scans_for_a_stopped_agent_and_drops_none() {
-    let n = if long() { 1_000_000 } else { 500_000 };
+/// A chain with the relay blackholed (the agent's buffer keeps what it takes) and the agent
+/// stopped, and `n` counts plus a fence (the last scan) published and PUBACKed by the broker for
+/// it: the queue the tests drain. Returns the stack, the fence, and when publishing started.
+async fn queued_for_a_stopped_agent(
+    label: &str,
+    n: usize,
+    seed: u64,
+) -> (Stack, ScanPayload, Instant) {
     let opts = StackOptions {
         proxies: true,
         agent: AgentTuning {
@@ -63,12 +68,12 @@ async fn the_broker_queues_an_outage_of_scans_for_a_stopped_agent_and_drops_none
         },
         ..StackOptions::default()
     };
-    let dir = StateDir::temp("broker-queue").expect("state dir");
+    let dir = StateDir::temp(label).expect("state dir");
     let mut stack = Stack::start(dir, &opts).await.expect("chain up");
     let catalog = Catalog::seed(&stack.sim, 4, 200, 5, "WH-BQ")
         .await
         .expect("seed");
-    let mut rng = rand::rngs::StdRng::seed_from_u64(0xb0c);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let (plan, _expected) = plan_counts(&catalog, n, &mut rng);
     let relay = stack.relay_proxy.as_ref().unwrap();
     relay.set_mode(Mode::Blackhole);
@@ -79,7 +84,7 @@ async fn the_broker_queues_an_outage_of_scans_for_a_stopped_agent_and_drops_none
         .stop(Duration::from_secs(20))
         .expect("stop the agent");
     let started = Instant::now();
-    let mut publisher = Publisher::connect(stack.mosquitto.port(), "scanner-broker-queue")
+    let mut publisher = Publisher::connect(stack.mosquitto.port(), &format!("scanner-{label}"))
         .await
         .expect("publisher");
     publish_plan(&mut publisher, "SC-01", &plan, None)
@@ -96,6 +101,13 @@ async fn the_broker_queues_an_outage_of_scans_for_a_stopped_agent_and_drops_none
         .wait_all_acked(Duration::from_secs(600))
         .await
         .expect("the broker PUBACKed every scan");
+    (stack, fence, started)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_broker_queues_an_outage_of_scans_for_a_stopped_agent_and_drops_none() {
+    let n = if long() { 1_000_000 } else { 500_000 };
+    let (mut stack, fence, started) = queued_for_a_stopped_agent("broker-queue", n, 0xb0c).await;
     let payload_bytes: usize = fence.to_bytes().len() * (n + 1);
     let rss = vm_rss_kib(stack.mosquitto.process().pid()).unwrap_or(0);
     eprintln!(
@@ -153,46 +165,7 @@ async fn the_broker_queues_an_outage_of_scans_for_a_stopped_agent_and_drops_none
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_agent_killed_while_draining_a_deep_broker_queue_stores_every_scan_once() {
     let n = if long() { 600_000 } else { 200_000 };
-    let opts = StackOptions {
-        proxies: true,
-        agent: AgentTuning {
-            retry_max_ms: Some(1_000),
-            ..AgentTuning::default()
-        },
-        ..StackOptions::default()
-    };
-    let dir = StateDir::temp("broker-queue-kill").expect("state dir");
-    let mut stack = Stack::start(dir, &opts).await.expect("chain up");
-    let catalog = Catalog::seed(&stack.sim, 4, 200, 5, "WH-BK")
-        .await
-        .expect("seed");
-    let mut rng = rand::rngs::StdRng::seed_from_u64(0xb0d);
-    let (plan, _expected) = plan_counts(&catalog, n, &mut rng);
-    let relay = stack.relay_proxy.as_ref().unwrap();
-    relay.set_mode(Mode::Blackhole);
-    relay.reset_all();
-
-    stack
-        .agent
-        .stop(Duration::from_secs(20))
-        .expect("stop the agent");
-    let mut publisher = Publisher::connect(stack.mosquitto.port(), "scanner-broker-kill")
-        .await
-        .expect("publisher");
-    publish_plan(&mut publisher, "SC-01", &plan, None)
-        .await
-        .expect("publish");
-    let (fence_code, _) = catalog.fence_product.clone();
-    let (loc_code, _) = catalog.locations[0].clone();
-    let fence = ScanPayload::count("SC-01", &fence_code, &loc_code, FENCE_QTY);
-    publisher
-        .publish(&topic_for("SC-01"), fence.to_bytes())
-        .await
-        .expect("publish the fence");
-    publisher
-        .wait_all_acked(Duration::from_secs(600))
-        .await
-        .expect("the broker PUBACKed every scan");
+    let (mut stack, _, _) = queued_for_a_stopped_agent("broker-queue-kill", n, 0xb0d).await;
     assert!(
         !stack.mosquitto.dropped_messages(),
         "mosquitto dropped scans"
