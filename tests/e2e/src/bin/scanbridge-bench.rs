@@ -556,6 +556,9 @@ async fn drain_round(root: &Path, n: usize) -> anyhow::Result<DrainRound> {
     let api = StatusApi::new(opts.status_url().context("status API")?)?;
     let pid = agent.pid().context("agent pid")?;
     let codes = scanbridge_e2e::ean::generate(4, 1, 200);
+    // The fill loop reads the agent's metrics: wait until its status API answers (a poll right
+    // after the start could find nothing listening yet and end the round).
+    wait_metrics(&api, &mut agent, "the agent's status API", |_| true).await?;
 
     // Fill: n scans while the relay is unreachable. The publisher stays within 20,000 scans of
     // what the agent has committed, so mosquitto's per-client queue cap (max_queued_bytes) is
