@@ -149,13 +149,12 @@ fn applied_moves(state: &SimState, expected: &Expected) -> usize {
         .count()
 }
 
-/// Long variant, measured 2026-11-23 on the shared 2-core, 24 GiB machine (load 5-9): the
-/// 1,000,000 counts were committed and buffered behind the blackhole in 16 s (after the broker's
-/// max_queued_bytes fix; at the old 64 MiB mosquitto dropped 261,795 of them) and handed to the
-/// relay within minutes, but applying them in the Odoo simulator did not finish: 559,200 moves
-/// after 17 min, the push rate falling from ~670 to ~330 per second and the simulator at 10 GiB
-/// RSS, on course for ~18 GiB plus the final state dump. The run was stopped there; the
-/// simulator's memory per move, not the chain, bounds this variant on such a machine.
+/// Long variant, measured 2026-11-23 on the shared 2-core, 24 GiB machine (load 4-6): the
+/// 1,000,000 counts were committed and buffered behind the blackhole in 35 s, then drained and
+/// applied in Odoo in 272.6 s, exactly once and in order (309.7 s in all; the simulator ended at
+/// 1.69 GB RSS). Earlier runs stopped at 559,200 moves with the simulator at 10 GiB (one
+/// database copy per call, a JSON map per record; fixed in the simulator), and two runs failed
+/// on order until the broker fragment dropped its in-flight window (mosquitto 2.0.11 reordered).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_relay_blackholed_while_events_buffer_loses_nothing_once_it_returns() {
     let n = scaled(20_000, 1_000_000);
