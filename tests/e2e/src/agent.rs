@@ -13,6 +13,19 @@ use crate::error::{HarnessError, Result};
 use crate::process::{vm_hwm_kib, ChildProcess, LogPaths};
 use crate::relay::{toml_string, SiteBundle};
 
+/// The shipped systemd unit of the agent: the harness runs the agent with its `Environment=`.
+pub const AGENT_UNIT: &str = include_str!("../../../deploy/systemd/scanbridge-agent.service");
+
+/// The `Environment=NAME=value` settings of a systemd unit, in order (one assignment per line,
+/// as the shipped units write them; quoting is not interpreted).
+pub fn unit_environment(unit: &str) -> Vec<(String, String)> {
+    unit.lines()
+        .filter_map(|l| l.trim().strip_prefix("Environment="))
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect()
+}
+
 /// A station: the op and location a device's scans default to.
 #[derive(Debug, Clone)]
 pub struct Station {
@@ -187,6 +200,7 @@ impl Agent {
             .arg("--config")
             .arg(&self.config_path)
             .env("RUST_LOG", &self.rust_log)
+            .envs(unit_environment(AGENT_UNIT))
             .envs(self.env.iter().map(|(k, v)| (k, v)));
         self.process = Some(ChildProcess::spawn("the agent", cmd, self.logs.clone())?);
         self.starts += 1;
@@ -363,6 +377,21 @@ pub async fn check_config(path: &Path) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_unit_environment_is_read_in_order_and_the_shipped_unit_limits_malloc_arenas() {
+        let unit =
+            "[Service]\nEnvironment=A=1\n# Environment=B=2\n  Environment=C=x=y\nExecStart=/x\n";
+        assert_eq!(
+            unit_environment(unit),
+            vec![
+                ("A".to_string(), "1".to_string()),
+                ("C".to_string(), "x=y".to_string())
+            ]
+        );
+        assert!(unit_environment(AGENT_UNIT)
+            .contains(&("MALLOC_ARENA_MAX".to_string(), "2".to_string())));
+    }
 
     #[test]
     fn unlabelled_prometheus_samples_are_read_by_name() {

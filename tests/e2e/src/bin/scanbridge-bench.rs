@@ -877,9 +877,16 @@ fn print_table(cli: &Cli, res: &Results) {
     let now = time::OffsetDateTime::now_utc();
     println!();
     println!("Scanbridge bench, {now}");
+    let agent_env: Vec<String> =
+        scanbridge_e2e::agent::unit_environment(scanbridge_e2e::agent::AGENT_UNIT)
+            .into_iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
     println!(
-        "machine: {}; binaries: target/{profile}; mosquitto with deploy/mosquitto/scanbridge.conf",
-        machine()
+        "machine: {}; binaries: target/{profile}; mosquitto with deploy/mosquitto/scanbridge.conf; \
+         agent with the environment of its systemd unit ({})",
+        machine(),
+        agent_env.join(" ")
     );
     println!("command: {}", cli.command_line());
     println!(
