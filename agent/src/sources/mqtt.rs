@@ -476,6 +476,11 @@ impl Connection {
         client: &AsyncClient,
         epoch: u32,
     ) -> Result<(), rumqttc::StateError> {
+        let write = |eventloop: &mut rumqttc::EventLoop, pkid: u16| {
+            eventloop
+                .state
+                .handle_outgoing_packet(rumqttc::Request::PubAck(rumqttc::PubAck::new(pkid)))
+        };
         let mut last = None;
         while let Ok(batch) = self.ack_batches.try_recv() {
             // Acks of an earlier connection are dropped with it (module doc).
@@ -484,22 +489,19 @@ impl Connection {
             }
             for pkid in batch.pkids {
                 if let Some(prev) = last.replace(pkid) {
-                    eventloop
-                        .state
-                        .handle_outgoing_packet(rumqttc::Request::PubAck(rumqttc::PubAck::new(
-                            prev,
-                        )))?;
+                    write(eventloop, prev)?;
                 }
             }
         }
         if let Some(pkid) = last {
-            let mut ack = Publish::new(String::new(), QoS::AtLeastOnce, Vec::new());
-            ack.pkid = pkid;
-            if client.try_ack(&ack).is_err() {
+            let ack = AckRef {
+                pkid,
+                qos: QoS::AtLeastOnce,
+                epoch,
+            };
+            if client.try_ack(&ack.ack_publish()).is_err() {
                 // The request channel is full: those requests make the event loop flush.
-                eventloop
-                    .state
-                    .handle_outgoing_packet(rumqttc::Request::PubAck(rumqttc::PubAck::new(pkid)))?;
+                write(eventloop, pkid)?;
             }
         }
         Ok(())
