@@ -97,11 +97,12 @@ impl TlsBroker {
              cafile {ca}\ncertfile {cert}\nkeyfile {key}\n\
              require_certificate true\n\
              allow_anonymous false\npassword_file {passwd}\n\
-             persistence false\nmax_inflight_messages 1000\nmax_queued_messages 0\n",
+             {shipped}",
             ca = pki.path("ca.pem").display(),
             cert = pki.path("server.pem").display(),
             key = pki.path("server.key").display(),
             passwd = passwd.display(),
+            shipped = common::shipped_broker_settings(),
         );
         if running_as_root() {
             // Keep root so mosquitto can read the files of the test's temp directories.

@@ -419,7 +419,8 @@ impl LoggingBroker {
         std::fs::write(
             &conf,
             format!(
-                "listener {port} 127.0.0.1\nallow_anonymous true\nmax_inflight_messages 1000\nmax_queued_messages 0\npersistence false\nlog_dest stderr\nlog_type all\nconnection_messages true\n"
+                "listener {port} 127.0.0.1\nallow_anonymous true\n{}log_dest stderr\nlog_type all\nconnection_messages true\n",
+                common::shipped_broker_settings()
             ),
         )
         .unwrap();
