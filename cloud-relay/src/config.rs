@@ -25,6 +25,9 @@
 //! api_key_file = "/etc/scanbridge-relay/odoo-api-key"
 //! timeout_secs = 30         # optional
 //! max_chunk = 500           # optional
+//! [retention]               # optional
+//! keep_days = 30            # 0 = keep forever
+//! check_interval_secs = 3600
 //! ```
 
 use std::fmt;
@@ -90,6 +93,8 @@ pub struct Config {
     pub admin: Option<AdminConfig>,
     /// `[status]`: when a silent site counts as stale or offline.
     pub status: StatusConfig,
+    /// `[retention]`: how long finished events stay in the store.
+    pub retention: RetentionConfig,
 }
 
 impl Config {
@@ -159,6 +164,8 @@ struct RawConfig {
     admin: Option<RawAdmin>,
     #[serde(default)]
     status: RawStatus,
+    #[serde(default)]
+    retention: RawRetention,
 }
 
 #[derive(Deserialize)]
@@ -321,10 +328,12 @@ impl Config {
             Some(a) => Some(admin_config(a, &resolve, &invalid)?),
         };
         let status = status_config(&raw.status, &invalid)?;
+        let retention = retention_config(&raw.retention, &invalid)?;
 
         Ok(Config {
             admin,
             status,
+            retention,
             listen,
             state_dir: resolve(raw.state_dir),
             tls: TlsPaths {
@@ -488,6 +497,72 @@ fn status_config(
     })
 }
 
+// ---- [retention] ----
+
+/// Default `[retention] keep_days`.
+pub const DEFAULT_KEEP_DAYS: u32 = 30;
+/// Largest `[retention] keep_days` accepted (100 years; more is "forever": use 0).
+pub const MAX_KEEP_DAYS: u64 = 36_500;
+
+/// `[retention]`: finished events (applied, quarantined, closed dead letters) older than
+/// `keep_days` are removed from the store; see `crate::inbox::retention`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetentionConfig {
+    /// Days a finished event is kept after the relay stored it; 0 = keep forever (no pruning).
+    pub keep_days: u32,
+    /// How often the relay looks for prunable events.
+    pub check_interval: Duration,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        RetentionConfig {
+            keep_days: DEFAULT_KEEP_DAYS,
+            check_interval: Duration::from_secs(3600),
+        }
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawRetention {
+    keep_days: Option<u64>,
+    check_interval_secs: Option<u64>,
+}
+
+fn retention_config(
+    raw: &RawRetention,
+    invalid: &dyn Fn(&str, String) -> ConfigError,
+) -> Result<RetentionConfig, ConfigError> {
+    let defaults = RetentionConfig::default();
+    let keep_days = match raw.keep_days {
+        None => defaults.keep_days,
+        Some(d) if d > MAX_KEEP_DAYS => {
+            return Err(invalid(
+                "retention.keep_days",
+                format!(
+                    "{d} is more than {MAX_KEEP_DAYS} (100 years); use 0 to keep events forever"
+                ),
+            ))
+        }
+        Some(d) => u32::try_from(d).unwrap_or(u32::MAX),
+    };
+    let check_interval =
+        match raw.check_interval_secs {
+            None => defaults.check_interval,
+            Some(0) => return Err(invalid(
+                "retention.check_interval_secs",
+                "must be at least 1 (seconds between two looks for prunable events; default 3600)"
+                    .into(),
+            )),
+            Some(s) => Duration::from_secs(s),
+        };
+    Ok(RetentionConfig {
+        keep_days,
+        check_interval,
+    })
+}
+
 #[cfg(test)]
 mod admin_status_tests {
     use super::*;
@@ -530,6 +605,42 @@ mod admin_status_tests {
             msg.contains("admin.token_file") && msg.contains("line 14"),
             "{msg}"
         );
+    }
+
+    #[test]
+    fn retention_defaults_to_30_days_hourly_and_zero_keeps_forever() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let c = config(dir.path(), "").expect("valid");
+        assert_eq!(c.retention, RetentionConfig::default());
+        assert_eq!(
+            (c.retention.keep_days, c.retention.check_interval),
+            (30, Duration::from_secs(3600))
+        );
+        let c = config(
+            dir.path(),
+            "[retention]\nkeep_days = 0\ncheck_interval_secs = 5\n",
+        )
+        .expect("valid");
+        assert_eq!(
+            (c.retention.keep_days, c.retention.check_interval),
+            (0, Duration::from_secs(5))
+        );
+    }
+
+    #[test]
+    fn a_bad_retention_value_is_reported_with_key_and_line() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let err = config(dir.path(), "[retention]\ncheck_interval_secs = 0\n")
+            .expect_err("zero interval");
+        let msg = err.to_string();
+        assert!(
+            msg.contains("retention.check_interval_secs") && msg.contains("line 13"),
+            "{msg}"
+        );
+        let err = config(dir.path(), "[retention]\nkeep_days = 100000\n").expect_err("too long");
+        assert!(err.to_string().contains("retention.keep_days"), "{err}");
+        let err = config(dir.path(), "[retention]\nkeep_day = 3\n").expect_err("typo");
+        assert!(err.to_string().contains("keep_day"), "{err}");
     }
 
     #[test]

@@ -1,6 +1,6 @@
-//! Wires the relay's components together, in one place: the store, the HTTPS server and the
-//! Odoo pusher, sharing one [`CancellationToken`] for shutdown and one [`Notify`] so intake wakes
-//! the pusher. [`Relay::start`] validates and binds everything before returning (so a caller
+//! Wires the relay's components together, in one place: the store, the HTTPS server, the
+//! Odoo pusher and the retention loop ([`retention_loop`]), sharing one [`CancellationToken`] for
+//! shutdown and one [`Notify`] so intake wakes the pusher. [`Relay::start`] validates and binds everything before returning (so a caller
 //! knows the bound address); [`Relay::run`] runs until cancelled, then drains with a deadline.
 
 use std::net::SocketAddr;
@@ -11,7 +11,7 @@ use tokio::sync::{Notify, Semaphore};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Config;
+use crate::config::{Config, RetentionConfig};
 use crate::inbox::{run_blocking, Inbox, InboxError};
 use crate::intake::{IntakeState, STORE_SLOTS};
 use crate::odoo::client::OdooClient;
@@ -58,6 +58,8 @@ pub struct Relay {
     reload: Arc<Notify>,
     /// The admin listener (`[admin]`), when configured.
     admin: Option<crate::admin::AdminHandle>,
+    /// The retention loop (`[retention]`), unless `keep_days = 0`.
+    retention: Option<JoinHandle<()>>,
 }
 
 impl Relay {
@@ -127,6 +129,14 @@ impl Relay {
             wake,
             cancel.child_token(),
         );
+        let retention = (config.retention.keep_days > 0).then(|| {
+            tokio::spawn(retention_loop(
+                inbox.clone(),
+                config.retention,
+                cancel.child_token(),
+                crate::now_micros,
+            ))
+        });
         tracing::info!(addr = %local_addr, "listening on {local_addr}");
         Ok(Relay {
             local_addr,
@@ -136,6 +146,7 @@ impl Relay {
             pusher: tokio::spawn(pusher.run()),
             reload,
             admin,
+            retention,
         })
     }
 
@@ -167,10 +178,15 @@ impl Relay {
     /// Runs until the token is cancelled (or a task fails), then drains within [`DRAIN_DEADLINE`].
     pub async fn run(mut self) -> Result<(), RelayError> {
         let admin = self.admin.take();
+        let retention = self.retention.take();
         let result = self.run_site_and_pusher().await;
-        // The admin listener stops with the same token; wait for it so the store is released.
+        // The admin listener and the retention loop stop with the same token; wait for them so
+        // the store is released (the loop finishes its current step, one short transaction).
         if let Some(admin) = admin {
             drain(admin.task).await;
+        }
+        if let Some(retention) = retention {
+            drain(retention).await;
         }
         result
     }
@@ -225,6 +241,66 @@ impl Relay {
     }
 }
 
+/// Prunes finished events older than `keep_days` (see `crate::inbox::retention`): one pass
+/// over every site every `check_interval`, the first one interval after start (a restart does
+/// not add deletes to the pusher's catch-up), each site in bounded durable steps on the
+/// blocking pool, stopping between steps when `cancel` fires. A store error is logged and
+/// the pass is tried again at the next interval; it never stops the relay. `now` is the clock
+/// (µs; tests pass their own).
+pub async fn retention_loop(
+    inbox: Inbox,
+    config: RetentionConfig,
+    cancel: CancellationToken,
+    now: fn() -> i64,
+) {
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(config.check_interval) => {}
+        }
+        if let Err(e) = retention_pass(&inbox, config.keep_days, &cancel, now).await {
+            tracing::warn!(error = %e, "retention pass failed; trying again at the next interval");
+        }
+    }
+}
+
+/// One retention pass over every site.
+async fn retention_pass(
+    inbox: &Inbox,
+    keep_days: u32,
+    cancel: &CancellationToken,
+    now: fn() -> i64,
+) -> Result<(), InboxError> {
+    let sites = {
+        let inbox = inbox.clone();
+        run_blocking(move || inbox.site_ids()).await?
+    };
+    for site in sites {
+        if cancel.is_cancelled() {
+            return Ok(());
+        }
+        let started = std::time::Instant::now();
+        let (store, name, stop) = (inbox.clone(), site.clone(), cancel.clone());
+        let pass = run_blocking(move || {
+            store.prune_site(&name, keep_days, now(), &|| stop.is_cancelled())
+        })
+        .await?;
+        if pass.rows > 0 {
+            tracing::info!(
+                site = %site,
+                watermark = pass.through,
+                rows = pass.rows,
+                events = pass.events,
+                steps = pass.steps,
+                keep_days,
+                duration_ms = started.elapsed().as_millis() as u64,
+                "retention pruned finished events"
+            );
+        }
+    }
+    Ok(())
+}
+
 async fn drain<T>(handle: JoinHandle<T>) {
     if tokio::time::timeout(DRAIN_DEADLINE, handle).await.is_err() {
         tracing::warn!("drain deadline reached");
@@ -236,5 +312,85 @@ fn flatten(r: Result<Result<(), RelayError>, tokio::task::JoinError>) -> Result<
         Ok(r) => r,
         Err(e) if e.is_cancelled() => Ok(()),
         Err(e) => Err(RelayError::Panic(e.to_string())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use scanbridge_protocol::{Batch, Event, EventBody, Quarantined, Source};
+
+    /// A clock three days after the test batches were stored (at 1 µs).
+    fn three_days_later() -> i64 {
+        3 * 86_400 * 1_000_000
+    }
+
+    #[tokio::test]
+    async fn the_retention_loop_prunes_on_its_interval_and_stops_when_cancelled() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let inbox = Inbox::open(&dir.path().join("relay.redb")).expect("open");
+        let events = (1..=3)
+            .map(|seq| Event {
+                seq,
+                captured_at: 0,
+                received_at: 0,
+                source: Source::Serial {
+                    port: "/dev/ttyUSB0".into(),
+                },
+                device: "SC-01".into(),
+                body: EventBody::Quarantined(Quarantined {
+                    raw: vec![0xff],
+                    reason: "not UTF-8".into(),
+                }),
+            })
+            .collect();
+        let batch = Batch {
+            site: "WH01".into(),
+            agent: "gw".into(),
+            first_seq: 1,
+            events,
+            status: None,
+        };
+        let body = scanbridge_protocol::encode(&batch).expect("encode");
+        inbox
+            .accept_batch("WH01", &batch, &body, 1)
+            .expect("accept");
+        let cancel = CancellationToken::new();
+        let config = RetentionConfig {
+            keep_days: 1,
+            check_interval: Duration::from_millis(20),
+        };
+        let task = tokio::spawn(retention_loop(
+            inbox.clone(),
+            config,
+            cancel.clone(),
+            three_days_later,
+        ));
+        // Not pushed yet: the loop keeps looking and prunes nothing.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(inbox.pruned_through("WH01").expect("read"), None);
+        let quarantined = crate::inbox::Outcome::Quarantined {
+            reason: "not UTF-8".into(),
+        };
+        let outcomes: Vec<_> = (1..=3).map(|s| (s, quarantined.clone())).collect();
+        inbox
+            .commit_outcomes("WH01", 4, &outcomes, 1)
+            .expect("commit");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while inbox.stats("WH01").expect("stats").pruned_through != Some(3) {
+            assert!(tokio::time::Instant::now() < deadline, "never pruned");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(inbox.quarantine("WH01").expect("quarantine").is_empty());
+        assert_eq!(
+            inbox.stats("WH01").expect("stats").quarantined,
+            3,
+            "counters stay"
+        );
+        cancel.cancel();
+        tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .expect("the loop stops promptly")
+            .expect("no panic");
     }
 }

@@ -131,6 +131,16 @@ pub fn render(sites: &[SiteStatus]) -> Result<String, std::fmt::Error> {
         "scanbridge_quarantined",
         "Payloads the agent could not decode, received as quarantine records",
     );
+    let pruned = counter(
+        &mut registry,
+        "scanbridge_events_pruned",
+        "Finished events removed from the relay's store by retention ([retention] keep_days)",
+    );
+    let pruned_through = gauge(
+        &mut registry,
+        "scanbridge_site_pruned_through_seq",
+        "Retention watermark: every seq up to this one is finished and pruned",
+    );
     let cert = gauge(
         &mut registry,
         "scanbridge_site_cert_expiry_timestamp_seconds",
@@ -173,6 +183,10 @@ pub fn render(sites: &[SiteStatus]) -> Result<String, std::fmt::Error> {
         dead.get_or_create(&l).inc_by(s.dead_letters_total);
         dead_open.get_or_create(&l).set(s.dead_letters_open as f64);
         quarantined.get_or_create(&l).inc_by(s.quarantined);
+        pruned.get_or_create(&l).inc_by(s.events_pruned);
+        if let Some(seq) = s.pruned_through_seq {
+            pruned_through.get_or_create(&l).set(seq as f64);
+        }
         if let Some(t) = s.cert_not_after_unix {
             cert.get_or_create(&l).set(t);
         }
@@ -196,6 +210,8 @@ mod tests {
             ..Inputs::default()
         };
         inputs.stats.received = 7;
+        inputs.stats.pruned = 5;
+        inputs.stats.pruned_through = Some(9);
         let s = derive(inputs, 2_000_000, &StatusConfig::default());
         record_rpc("stock.quant", "load", Some("transient"));
         let text = render(&[s]).expect("render");
@@ -210,6 +226,8 @@ mod tests {
             "scanbridge_dead_letters_total{site=\"WH01\"}",
             "scanbridge_dead_letters_open{site=\"WH01\"}",
             "scanbridge_quarantined_total{site=\"WH01\"}",
+            "scanbridge_events_pruned_total{site=\"WH01\"} 5",
+            "scanbridge_site_pruned_through_seq{site=\"WH01\"} 9",
             "scanbridge_odoo_rpc_total{model=\"stock.quant\",method=\"load\"}",
             "scanbridge_odoo_rpc_errors_total{class=\"transient\"}",
         ] {

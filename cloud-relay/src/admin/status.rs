@@ -81,6 +81,10 @@ pub struct SiteStatus {
     pub dead_letters_total: u64,
     pub dead_letters_open: u64,
     pub quarantined: u64,
+    /// Finished events removed by retention (`[retention] keep_days`).
+    pub events_pruned: u64,
+    /// Retention's watermark: every seq up to it is finished and pruned.
+    pub pruned_through_seq: Option<u64>,
     pub cert_not_after: Option<String>,
     pub cert_not_after_unix: Option<f64>,
     pub cert_expires_in_days: Option<f64>,
@@ -199,6 +203,8 @@ pub fn derive(inputs: Inputs, now: i64, thresholds: &StatusConfig) -> SiteStatus
         dead_letters_total: stats.dead_lettered,
         dead_letters_open,
         quarantined: stats.quarantined,
+        events_pruned: stats.pruned,
+        pruned_through_seq: stats.pruned_through,
         cert_not_after: cert.map(rfc3339),
         cert_not_after_unix: cert.map(secs),
         cert_expires_in_days: cert.map(|c| secs(c - now) / 86_400.0),

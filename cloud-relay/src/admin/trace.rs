@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::admin::status::rfc3339;
 use crate::inbox::fleet::StoredEventAt;
+use crate::inbox::retention::Pruned;
 use crate::inbox::{Inbox, InboxError, OdooRef, Outcome};
 use scanbridge_protocol::{Event, EventBody, Source};
 
@@ -20,7 +21,8 @@ pub const BARCODE_MAX_SCANNED: usize = 500_000;
 /// One step of an event's path.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Step {
-    /// received_at_agent, stored_at_relay, applied_in_odoo, dead_lettered, quarantined, waiting.
+    /// received_at_agent, stored_at_relay, applied_in_odoo, dead_lettered, quarantined, waiting,
+    /// or pruned (the only step of an event retention removed).
     pub step: String,
     /// RFC 3339, when known.
     pub at: Option<String>,
@@ -174,10 +176,13 @@ pub fn recent(inbox: &Inbox, site: &str, limit: usize) -> Result<Vec<EventView>,
     Ok(out)
 }
 
-/// The path of `(site, seq)`; `None` when the relay never stored it (blocking).
+/// The path of `(site, seq)`; `None` when the relay never stored it (blocking). An event
+/// retention removed answers with one step, `pruned`.
 pub fn trace_seq(inbox: &Inbox, site: &str, seq: u64) -> Result<Option<Trace>, InboxError> {
     let Some(stored) = inbox.event(site, seq)? else {
-        return Ok(None);
+        return Ok(inbox
+            .pruned(site, seq)?
+            .map(|p| pruned_trace(site, seq, &p)));
     };
     let outcome = inbox.outcome(site, seq)?;
     let view = event_view(&stored, outcome.as_ref());
@@ -260,6 +265,26 @@ pub fn trace_seq(inbox: &Inbox, site: &str, seq: u64) -> Result<Option<Trace>, I
         event: Some(view),
         steps,
     }))
+}
+
+/// The trace of an event retention removed: it was finished (applied, quarantined, or a dead
+/// letter skipped or resolved) and is no longer stored.
+fn pruned_trace(site: &str, seq: u64, pruned: &Pruned) -> Trace {
+    Trace {
+        site: site.to_string(),
+        seq,
+        event: None,
+        steps: vec![Step {
+            model: None,
+            record_id: None,
+            step: "pruned".into(),
+            at: Some(rfc3339(pruned.pruned_at)),
+            detail: format!(
+                "pruned after {} days (finished: applied, quarantined or a closed dead letter); the relay keeps no copy, Odoo has the record",
+                pruned.keep_days
+            ),
+        }],
+    }
 }
 
 /// The words of an applied outcome: the Odoo record the event wrote, and by which call.

@@ -58,7 +58,8 @@ pub struct BarcodeMatches {
     pub truncated: bool,
 }
 
-fn stored_at_in(
+/// When the relay stored `(site, seq)`, from the `intake_log` row covering it.
+pub(super) fn stored_at_in(
     log: &impl ReadableTable<(&'static str, u64), (i64, u64)>,
     site: &str,
     seq: u64,

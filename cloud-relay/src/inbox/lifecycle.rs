@@ -127,7 +127,7 @@ impl DeadLetterState {
         }
     }
 
-    fn from_code(code: u8) -> DeadLetterState {
+    pub(super) fn from_code(code: u8) -> DeadLetterState {
         match code {
             2 => DeadLetterState::ReplayRequested,
             3 => DeadLetterState::Skipped,

@@ -24,12 +24,15 @@
 //! | `intake_log`     | `(site: &str, first_seq: u64)` | `(stored_at: i64, last_seq: u64)`: when the relay stored the newly inserted events `first_seq..=last_seq` of one batch (for the trace; one row per batch, see [`fleet`]) |
 //!
 //! The dead-letter lifecycle, held and requeued events, Odoo references of applied events and
-//! the flows' state live in more tables, described in [`lifecycle`].
+//! the flows' state live in more tables, described in [`lifecycle`]. Retention (pruning finished
+//! events older than `[retention] keep_days`, and the per-site watermark `pruned_through` below
+//! which every seq counts as a duplicate) is described in [`retention`].
 //!
 //! Invariants: an event is stored once and never overwritten: intake stores only the seqs of a
 //! batch that no `inbox_batches` row covers yet, the rest are duplicates (dedupe by `(site, seq)`);
 //! `push_cursor` and the `outcomes`/`dead_letters` rows of the events it passes are written in
-//! the same transaction; every seq below the cursor has an outcome (held events included).
+//! the same transaction; every seq below the cursor has an outcome (held events included) or
+//! was pruned (`<= pruned_through`, see [`retention`]).
 
 use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
@@ -56,6 +59,7 @@ mod rows;
 use rows::INBOX_BATCHES;
 
 pub mod lifecycle;
+pub mod retention;
 pub use lifecycle::{
     DeadLetterDetail, DeadLetterState, DeadLetterSummary, FlowView, OdooRef, ReplayResult,
     StepCommit,
@@ -68,6 +72,8 @@ pub mod counter {
     pub const APPLIED: &str = "applied";
     pub const DEAD_LETTERED: &str = "dead_lettered";
     pub const QUARANTINED: &str = "quarantined";
+    /// Finished events removed by retention (see [`super::retention`]).
+    pub const PRUNED: &str = "pruned";
 }
 
 const KIND_APPLIED: u8 = 1;
@@ -173,6 +179,10 @@ pub struct SiteStats {
     pub quarantined: u64,
     pub cursor: u64,
     pub highest_seq: Option<u64>,
+    /// Finished events removed by retention.
+    pub pruned: u64,
+    /// Every seq up to this one was pruned (retention's watermark), if any.
+    pub pruned_through: Option<u64>,
 }
 
 /// Handle to the store; cheap to clone.
@@ -202,6 +212,7 @@ impl Inbox {
             txn.open_table(QUARANTINE)?;
             txn.open_table(COUNTERS)?;
             lifecycle::create_tables(&txn)?;
+            retention::create_tables(&txn)?;
             txn.open_table(INTAKE_LOG)?;
         }
         txn.commit()?;
@@ -232,7 +243,15 @@ impl Inbox {
                 let (lo, hi) = (lo.seq, hi.seq);
                 let mut inbox = txn.open_table(INBOX_BATCHES)?;
                 // Seqs of this batch already stored (a resend): usually one lookup finds none.
-                let present = rows::stored_ranges(&inbox, site, lo, hi)?;
+                // Seqs up to the retention watermark were stored, applied and pruned: duplicates.
+                let mut present = rows::stored_ranges(&inbox, site, lo, hi)?;
+                let pruned = txn
+                    .open_table(retention::PRUNED_THROUGH)?
+                    .get(site)?
+                    .map(|v| v.value().0);
+                if let Some(through) = pruned {
+                    present.insert(0, (0, through));
+                }
                 let new = rows::uncovered(&present, lo, hi);
                 for &(first, last) in &new {
                     inbox.insert((site, first), (last, rows::FORMAT_BATCH, body))?;
@@ -383,6 +402,11 @@ impl Inbox {
                 .get(site)?
                 .map_or(0, |v| v.value()),
             highest_seq: txn.open_table(SITE_HIGHEST)?.get(site)?.map(|v| v.value()),
+            pruned: get(counter::PRUNED)?,
+            pruned_through: txn
+                .open_table(retention::PRUNED_THROUGH)?
+                .get(site)?
+                .map(|v| v.value().0),
         })
     }
 

@@ -17,7 +17,8 @@
 //!
 //! Invariants: rows of one site never overlap (intake inserts only the seqs no row covers, so an
 //! event is stored once and a re-sent or overlapping batch is a duplicate); a row is never
-//! overwritten or removed. Because rows are disjoint and keyed by their first seq, their last
+//! overwritten, and removed only whole by retention (`super::retention`, below the site's
+//! watermark, which intake then treats as stored). Because rows are disjoint and keyed by their first seq, their last
 //! seqs increase with the key: the row holding seq `s` is the last row keyed `<= s`, if its
 //! `last_seq >= s`.
 //!
