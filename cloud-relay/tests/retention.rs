@@ -165,7 +165,7 @@ async fn pruned_events_stay_applied_once_resends_are_duplicates_and_open_dead_le
     assert_eq!(trace.steps.len(), 1);
     assert_eq!(trace.steps[0].step, "pruned");
     assert!(
-        trace.steps[0].detail.contains("after 1 days"),
+        trace.steps[0].detail.contains("pruned after 1 day "),
         "{:?}",
         trace.steps
     );

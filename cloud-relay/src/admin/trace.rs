@@ -280,8 +280,9 @@ fn pruned_trace(site: &str, seq: u64, pruned: &Pruned) -> Trace {
             step: "pruned".into(),
             at: Some(rfc3339(pruned.pruned_at)),
             detail: format!(
-                "pruned after {} days (finished: applied, quarantined or a closed dead letter); the relay keeps no copy, Odoo has the record",
-                pruned.keep_days
+                "pruned after {} day{} (finished: applied, quarantined or a closed dead letter); the relay keeps no copy, Odoo has the record",
+                pruned.keep_days,
+                if pruned.keep_days == 1 { "" } else { "s" }
             ),
         }],
     }
