@@ -241,23 +241,29 @@ impl Relay {
     }
 }
 
+/// The first retention pass runs this long after start (or after `check_interval`, if shorter):
+/// late enough not to compete with agents reconnecting and draining at start-up, soon enough that
+/// a relay restarted more often than `check_interval` (hourly by default) still prunes.
+const RETENTION_FIRST_PASS: Duration = Duration::from_secs(60);
+
 /// Prunes finished events older than `keep_days` (see `crate::inbox::retention`): one pass
-/// over every site every `check_interval`, the first one interval after start (a restart does
-/// not add deletes to the pusher's catch-up), each site in bounded durable steps on the
-/// blocking pool, stopping between steps when `cancel` fires. A store error is logged and
-/// the pass is tried again at the next interval; it never stops the relay. `now` is the clock
-/// (µs; tests pass their own).
+/// over every site every `check_interval`, the first [`RETENTION_FIRST_PASS`] after start, each
+/// site in bounded durable steps on the blocking pool, stopping between steps when `cancel`
+/// fires. A store error is logged and the pass is tried again at the next interval; it never
+/// stops the relay. `now` is the clock (µs; tests pass their own).
 pub async fn retention_loop(
     inbox: Inbox,
     config: RetentionConfig,
     cancel: CancellationToken,
     now: fn() -> i64,
 ) {
+    let mut wait = config.check_interval.min(RETENTION_FIRST_PASS);
     loop {
         tokio::select! {
             _ = cancel.cancelled() => return,
-            _ = tokio::time::sleep(config.check_interval) => {}
+            _ = tokio::time::sleep(wait) => {}
         }
+        wait = config.check_interval;
         if let Err(e) = retention_pass(&inbox, config.keep_days, &cancel, now).await {
             tracing::warn!(error = %e, "retention pass failed; trying again at the next interval");
         }

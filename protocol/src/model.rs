@@ -181,7 +181,9 @@ pub struct Batch {
     pub status: Option<AgentStatus>,
 }
 
-/// The relay's answer to a batch: every event with `seq <= upto` is durably stored at the relay.
+/// The relay's answer to a batch: every event with `seq <= upto` is durably stored at the relay
+/// (or was, was finished and has since been pruned by the relay's retention: either way the agent
+/// may delete it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Ack {
     pub upto: u64,
