@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use common::{client, post, Harness};
 use flows_support::{rows, start_relay_with, Sim};
 use scanbridge_protocol::{
-    encode, Batch, Event, EventBody, Gs1, Operation, Reading, Scan, Source, Symbology,
+    encode, Batch, Event, EventBody, Gs1, Operation, Reading, Scan, Symbology,
 };
 use scanbridge_relay::inbox::{DeadLetterState, Outcome, ReplayResult};
 use serde_json::{json, Value};
@@ -22,17 +22,7 @@ const WIDGET: &str = "4006381333931";
 const GADGET: &str = "4006381333948";
 
 fn ev(seq: u64, device: &str, body: EventBody) -> Event {
-    Event {
-        seq,
-        captured_at: 1_700_000_000_000_000,
-        received_at: 1_700_000_000_000_100,
-        source: Source::Mqtt {
-            broker: "site".into(),
-            topic: format!("scanbridge/{device}/scan"),
-        },
-        device: device.into(),
-        body,
-    }
+    common::device_event(seq, device, body)
 }
 
 fn scan(op: Operation, code: &str) -> EventBody {

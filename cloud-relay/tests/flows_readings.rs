@@ -12,9 +12,7 @@ use std::time::{Duration, Instant};
 
 use common::{client, post, Harness};
 use flows_support::{rows, start_relay_with, Sim};
-use scanbridge_protocol::{
-    encode, Batch, Event, EventBody, Operation, Reading, Scan, Source, Symbology,
-};
+use scanbridge_protocol::{encode, Batch, Event, EventBody, Operation, Reading, Scan, Symbology};
 use scanbridge_relay::inbox::Outcome;
 use serde_json::{json, Value};
 
@@ -22,17 +20,7 @@ const GADGET: &str = "4006381333948";
 const BOLT: &str = "4006381333955";
 
 fn ev(seq: u64, device: &str, body: EventBody) -> Event {
-    Event {
-        seq,
-        captured_at: 1_700_000_000_000_000,
-        received_at: 1_700_000_000_000_100,
-        source: Source::Mqtt {
-            broker: "site".into(),
-            topic: format!("scanbridge/{device}/scan"),
-        },
-        device: device.into(),
-        body,
-    }
+    common::device_event(seq, device, body)
 }
 
 fn scan(code: &str, qty: Option<f64>) -> EventBody {

@@ -15,7 +15,7 @@ use std::time::Duration;
 use common::{client, post, Harness};
 use flows_support::{rows, start_relay_with, Sim};
 use scanbridge_protocol::{
-    decode, encode, Ack, Batch, Event, EventBody, Operation, Scan, Source, Symbology,
+    decode, encode, Ack, Batch, Event, EventBody, Operation, Scan, Symbology,
 };
 use scanbridge_relay::inbox::{DeadLetterState, Outcome, ReplayResult};
 use serde_json::{json, Value};
@@ -25,16 +25,10 @@ const NEW: &str = "4006381333955";
 const DAY: i64 = 86_400 * 1_000_000;
 
 fn ev(seq: u64, device: &str, code: &str) -> Event {
-    Event {
+    common::device_event(
         seq,
-        captured_at: 1_700_000_000_000_000,
-        received_at: 1_700_000_000_000_100,
-        source: Source::Mqtt {
-            broker: "site".into(),
-            topic: format!("scanbridge/{device}/scan"),
-        },
-        device: device.into(),
-        body: EventBody::Scan(Scan {
+        device,
+        EventBody::Scan(Scan {
             code: code.into(),
             symbology: Symbology::Code128,
             gs1: None,
@@ -43,7 +37,7 @@ fn ev(seq: u64, device: &str, code: &str) -> Event {
             location: None,
             reference: None,
         }),
-    }
+    )
 }
 
 /// The enveloped batch exactly as an agent sends it (and re-sends it).

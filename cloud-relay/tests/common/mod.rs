@@ -129,15 +129,20 @@ pub fn client(bundle: &Path) -> reqwest::Client {
 }
 
 pub fn event(seq: u64, body: EventBody) -> Event {
+    device_event(seq, "SC-01", body)
+}
+
+/// An event from `device`, published on its MQTT topic.
+pub fn device_event(seq: u64, device: &str, body: EventBody) -> Event {
     Event {
         seq,
         captured_at: 1_700_000_000_000_000,
         received_at: 1_700_000_000_000_100,
         source: Source::Mqtt {
             broker: "site".into(),
-            topic: "scanbridge/SC-01/scan".into(),
+            topic: format!("scanbridge/{device}/scan"),
         },
-        device: "SC-01".into(),
+        device: device.into(),
         body,
     }
 }
