@@ -5,8 +5,14 @@
 //! `batch_max_events` events in seq order) to `<relay>/v1/batches`, and on `200 Ack { upto }`
 //! deletes the events with `seq <= min(upto, last seq sent)` — never anything it did not send.
 //! Answers:
-//! - 400 / 403 / 413 (and other 4xx): logged at ERROR with the relay's reason, retried with
-//!   backoff, never deleted; 413 (or a batch too large to encode) also halves the batch size.
+//! - 400 / 403 / 409 / 413 (and other 4xx): logged at ERROR with the relay's reason (also shown
+//!   by `scanbridge-agent status`), retried with backoff, never deleted; 413 (or a batch too
+//!   large to encode) also halves the batch size. 409: the relay holds these seqs from another
+//!   store of this site (a replaced box or a deleted store file); its reason names the
+//!   `scanbridge-agent store renumber` command that resolves it.
+//!
+//! Every POST carries the store's identity ([`Store::store_id`]) in the
+//! [`STORE_ID_HEADER`] header, so the relay can tell a store that restarted its numbering.
 //! - 429 / 503: wait for `Retry-After` (seconds) when given, else back off.
 //! - connection errors, timeouts, other 5xx: capped exponential backoff with jitter.
 //!
@@ -58,6 +64,9 @@ use state::{Machine, Outcome, RetryPolicy, Step};
 /// 8.5 % (6.0-11.0) at 50 ms, the drain rate unchanged (ratio 0.54-0.57); 20 fsyncs a second
 /// while draining cost nothing measurable.
 pub const DURABLE_DELETE_EVERY: Duration = Duration::from_millis(50);
+
+/// HTTP header carrying the agent store's identity on every batch POST.
+pub const STORE_ID_HEADER: &str = "scanbridge-store-id";
 
 /// Why the forwarder stopped (it retries everything else forever).
 #[derive(Debug, thiserror::Error)]
@@ -534,6 +543,7 @@ impl Forwarder {
             .client
             .post(self.endpoint.clone())
             .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
+            .header(STORE_ID_HEADER, self.store.store_id())
             .body(body)
             .send()
             .await;
@@ -593,8 +603,13 @@ impl Forwarder {
                     crate::now_micros(),
                     format!("relay refused the batch ({}): {reason}", s.as_u16()),
                 );
-                tracing::error!(status = s.as_u16(), reason = %reason, site = %self.cfg.site, event_seq = first_seq, events = count,
-                    "relay refused the batch; events are kept and retried — fix the cause (403: site/certificate mismatch)");
+                if s == StatusCode::CONFLICT {
+                    tracing::error!(status = s.as_u16(), reason = %reason, site = %self.cfg.site, event_seq = first_seq, events = count,
+                        "relay refused the batch: its seqs collide with another store of this site; events are kept and retried — stop the agent and run the command the reason names");
+                } else {
+                    tracing::error!(status = s.as_u16(), reason = %reason, site = %self.cfg.site, event_seq = first_seq, events = count,
+                        "relay refused the batch; events are kept and retried — fix the cause (403: site/certificate mismatch)");
+                }
                 Outcome::Refused { status: s.as_u16() }
             }
             s => {

@@ -50,7 +50,11 @@
 //!
 //! `meta_text` keys: `site` — the site whose events this store holds, bound at the first open by
 //! an agent configured for it ([`Store::bind_site`]); `upgraded_from` — the schema the file had
-//! before its last upgrade.
+//! before its last upgrade; `store_id` — 16 random bytes as 32 hex digits, written once when the
+//! store is created (a store of an older agent gets one at its first open, no layout change),
+//! never changed: the forwarder sends it as the `scanbridge-store-id` header, and the relay refuses
+//! (409) a store whose seqs collide with another store's it already holds (a replaced box, a
+//! deleted file); `scanbridge-agent store renumber` is the way out.
 //!
 //! # Schema versions and upgrades
 //!
@@ -100,6 +104,10 @@ pub const MQTT_UNCONFIRMED: TableDefinition<(&str, u16), &[u8]> =
 pub const META_TEXT: TableDefinition<&str, &str> = TableDefinition::new("meta_text");
 /// `meta_text` key: the site the store belongs to.
 pub const META_TEXT_SITE: &str = "site";
+/// `meta_text` key: this store's random identity (32 lowercase hex digits), written once when
+/// the store is created (or first opened by an agent that knows it). Sent with every batch so
+/// the relay can tell a new store that restarted the numbering from the one it knows.
+pub const META_TEXT_STORE_ID: &str = "store_id";
 
 pub const META_SCHEMA_VERSION: &str = "schema_version";
 pub const META_NEXT_SEQ: &str = "next_seq";
@@ -283,6 +291,8 @@ pub struct Store {
     max_bytes: u64,
     /// Signalled when space is freed, so a paused writer resumes at once.
     space_freed: Arc<tokio::sync::Notify>,
+    /// `meta_text.store_id`, read (or created) at open; never changes.
+    store_id: Arc<str>,
 }
 
 impl std::fmt::Debug for Store {
@@ -321,7 +331,7 @@ impl Store {
             source,
         })?;
         let stats = Arc::new(Stats::default());
-        let (values, oldest) = init_tables(&db)?;
+        let (values, oldest, store_id) = init_tables(&db)?;
         stats.publish(&values, oldest);
         Ok(Store {
             slot: Arc::new(DbSlot {
@@ -332,7 +342,13 @@ impl Store {
             path: path.to_path_buf(),
             max_bytes,
             space_freed: Arc::new(tokio::sync::Notify::new()),
+            store_id: store_id.into(),
         })
+    }
+
+    /// This store's identity (`meta_text.store_id`, 32 hex digits), fixed when it was created.
+    pub fn store_id(&self) -> &str {
+        &self.store_id
     }
 
     /// The open database, or [`StoreError::Recovering`] while it is being reopened.
@@ -366,7 +382,7 @@ impl Store {
             path: self.path.clone(),
             source,
         })?;
-        let (values, oldest) = init_tables(&db)?;
+        let (values, oldest, _) = init_tables(&db)?;
         self.stats.publish(&values, oldest);
         *self
             .slot
@@ -642,9 +658,19 @@ pub fn migrate(tx: &redb::WriteTransaction, from: u64) -> Result<(), StoreError>
     Ok(())
 }
 
-/// Creates the tables, checks the schema, upgrades an older layout, and returns the counters
-/// (recounted if inconsistent).
-fn init_tables(db: &Database) -> Result<(MetaValues, Option<UnixMicros>), StoreError> {
+/// A new random store identity: 16 random bytes as 32 lowercase hex digits.
+pub fn new_store_id() -> String {
+    use std::fmt::Write as _;
+    let bytes: [u8; 16] = rand::random();
+    bytes.iter().fold(String::with_capacity(32), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}
+
+/// Creates the tables, checks the schema, upgrades an older layout, gives a store without an
+/// identity one, and returns the counters (recounted if inconsistent) and the store id.
+fn init_tables(db: &Database) -> Result<(MetaValues, Option<UnixMicros>, String), StoreError> {
     let version = stored_schema_version(db)?;
     if let Some(v) = version.filter(|v| *v > SCHEMA_VERSION) {
         return Err(StoreError::NewerSchema { found: v });
@@ -659,11 +685,21 @@ fn init_tables(db: &Database) -> Result<(MetaValues, Option<UnixMicros>), StoreE
             "event store upgraded to the current layout (backlog and seqs unchanged)"
         );
     }
-    let (values, oldest) = {
+    let (values, oldest, store_id) = {
         let mut meta = tx.open_table(META)?;
         let events = tx.open_table(EVENTS)?;
         tx.open_table(MQTT_UNCONFIRMED)?;
-        tx.open_table(META_TEXT)?;
+        let mut text = tx.open_table(META_TEXT)?;
+        let stored_id = text.get(META_TEXT_STORE_ID)?.map(|g| g.value().to_string());
+        let store_id = match stored_id {
+            Some(id) => id,
+            None => {
+                let id = new_store_id();
+                text.insert(META_TEXT_STORE_ID, id.as_str())?;
+                tracing::info!(store_id = %id, "event store identity created");
+                id
+            }
+        };
         meta.insert(META_SCHEMA_VERSION, SCHEMA_VERSION)?;
         let mut values = MetaValues::read(&meta)?;
         // The counters are maintained transactionally; recount only if they disagree with the
@@ -687,10 +723,10 @@ fn init_tables(db: &Database) -> Result<(MetaValues, Option<UnixMicros>), StoreE
             );
         }
         values.write(&mut meta)?;
-        (values, oldest_received_at(&events)?)
+        (values, oldest_received_at(&events)?, store_id)
     };
     tx.commit()?;
-    Ok((values, oldest))
+    Ok((values, oldest, store_id))
 }
 
 /// `received_at` of the first event of the table.

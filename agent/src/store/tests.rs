@@ -548,3 +548,42 @@ fn a_store_is_bound_to_its_site_and_refuses_another() {
         "{err}"
     );
 }
+
+#[test]
+fn a_store_keeps_its_identity_across_reopens_and_a_new_store_gets_another() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let id = open(&dir).store_id().to_string();
+    assert_eq!(id.len(), 32, "{id}");
+    assert!(
+        id.bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()),
+        "{id}"
+    );
+    assert_eq!(
+        open(&dir)
+            .meta_text(META_TEXT_STORE_ID)
+            .ok()
+            .flatten()
+            .as_deref(),
+        Some(id.as_str())
+    );
+    assert_eq!(open(&dir).store_id(), id, "stable across reopen");
+    let other = tempfile::tempdir().expect("tempdir");
+    assert_ne!(
+        open(&other).store_id(),
+        id,
+        "a new store has its own identity"
+    );
+    // A store of an older agent (no identity yet) gets one at its first open and keeps it.
+    let path = other.path().join("old.redb");
+    write_v1(&path, &[]);
+    let first = Store::open(&path, 1 << 30)
+        .expect("open v1")
+        .store_id()
+        .to_string();
+    assert_eq!(first.len(), 32);
+    assert_eq!(
+        Store::open(&path, 1 << 30).expect("reopen").store_id(),
+        first
+    );
+}
