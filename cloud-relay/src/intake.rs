@@ -10,12 +10,19 @@
 //! | `batch.site` is not the certificate's site     | 403    |
 //! | more than `limits.max_batch_events` events     | 413    |
 //! | events not consecutive from `first_seq`        | 400    |
+//! | `scanbridge-store-id` header not 1-64 of `[0-9A-Za-z-]` | 400 |
+//! | seqs collide with another agent store's (a replaced box or a deleted store file restarted at 1) | 409 with the `scanbridge-agent store renumber` command to run |
 //! | store busy or failing                          | 503 + `Retry-After` |
 //!
 //! The batch is stored as the bytes it arrived in (one inbox row per batch, see
 //! `crate::inbox`); it is decoded here only to check it and to find its quarantined payloads.
 //! The answer is sent only after the inbox transaction committed with immediate durability.
 //! An empty batch is a heartbeat: its status is stored, `Ack.upto` is `first_seq - 1`.
+//!
+//! The agent names its event store in the [`STORE_ID_HEADER`] header; the inbox refuses a batch
+//! whose seqs the site already sent from another store (`crate::inbox`, "Store identity"),
+//! because dedupe by `(site, seq)` would take its new events for duplicates and the agent would
+//! delete them. The 409's text tells the technician what happened and what to run.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,7 +37,10 @@ use tokio::sync::{Notify, Semaphore};
 
 use crate::config::Limits;
 use crate::identity::SiteId;
-use crate::inbox::{Inbox, InboxError};
+use crate::inbox::{Inbox, InboxError, StoreConflict};
+
+/// HTTP header in which the agent names its event store (32 hex digits).
+pub const STORE_ID_HEADER: &str = "scanbridge-store-id";
 
 /// Seconds a client is asked to wait when the store sheds load.
 const RETRY_AFTER_SECS: u64 = 5;
@@ -80,6 +90,24 @@ pub enum IntakeError {
         index: usize,
         seq: u64,
     },
+    #[error(
+        "malformed {STORE_ID_HEADER} header: expected 1 to 64 characters of 0-9, A-Z, a-z or '-'"
+    )]
+    BadStoreId,
+    #[error(
+        "site {site}: this gateway's event store restarted its numbering (store {}, batch starts at seq {}), \
+         but the relay already holds seqs up to {relay_highest} for this site from another store ({}). \
+         Storing these events would discard them as duplicates, so nothing was stored; the agent keeps \
+         the events and retries. To forward them: stop the agent (systemctl stop scanbridge-agent), run \
+         `scanbridge-agent store renumber --config /etc/scanbridge/agent.toml --after {relay_highest}`, \
+         and start it again.",
+        conflict.store_id, conflict.first_seq, conflict.current_store
+    )]
+    StoreConflict {
+        site: String,
+        relay_highest: u64,
+        conflict: StoreConflict,
+    },
     #[error("relay store unavailable, retry later: {0}")]
     StoreUnavailable(String),
     #[error("internal error: {0}")]
@@ -94,7 +122,9 @@ impl IntakeError {
             }
             IntakeError::Body(_)
             | IntakeError::Malformed(_)
-            | IntakeError::NotConsecutive { .. } => StatusCode::BAD_REQUEST,
+            | IntakeError::NotConsecutive { .. }
+            | IntakeError::BadStoreId => StatusCode::BAD_REQUEST,
+            IntakeError::StoreConflict { .. } => StatusCode::CONFLICT,
             IntakeError::SiteMismatch { .. } => StatusCode::FORBIDDEN,
             IntakeError::StoreUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             IntakeError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -125,8 +155,12 @@ impl IntoResponse for IntakeError {
 pub async fn post_batch(
     State(state): State<IntakeState>,
     Extension(site): Extension<SiteId>,
+    headers: axum::http::HeaderMap,
     body: Body,
 ) -> Result<Response, IntakeError> {
+    let store_id = store_id(&headers).inspect_err(|e| {
+        tracing::warn!(site = %site, error = %e, "refusing a batch");
+    })?;
     let limit = state.limits.max_body_bytes;
     let body = tokio::time::timeout(BODY_TIMEOUT, read_body(body, limit))
         .await
@@ -159,13 +193,36 @@ pub async fn post_batch(
     let accepted = tokio::task::spawn_blocking(move || {
         let _permit = permit;
         // The body as received is what the inbox stores (no per-event re-encoding).
-        inbox.accept_batch(&site_name, &batch, &body, crate::now_micros())
+        inbox.accept_batch_from(
+            &site_name,
+            store_id.as_deref(),
+            &batch,
+            &body,
+            crate::now_micros(),
+        )
     })
     .await
     .map_err(|e| IntakeError::StoreUnavailable(e.to_string()))?
     .inspect_err(
         |e| tracing::error!(site = %site, error = %e, "cannot store a batch; answering 503"),
     )?;
+    let accepted = match accepted {
+        Ok(accepted) => accepted,
+        Err(conflict) => {
+            crate::admin::metrics::record_store_conflicts(site.as_str(), conflict.conflicts);
+            tracing::error!(
+                site = %site, store_id = %conflict.store_id, current_store = %conflict.current_store,
+                first_seq = conflict.first_seq, relay_highest = conflict.relay_highest,
+                conflicts = conflict.conflicts,
+                "refusing a batch from another agent store whose seqs collide with the stored ones (409): the box must be renumbered"
+            );
+            return Err(IntakeError::StoreConflict {
+                site: site.to_string(),
+                relay_highest: conflict.relay_highest,
+                conflict,
+            });
+        }
+    };
 
     if accepted.inserted > 0 {
         state.wake.notify_one();
@@ -215,6 +272,20 @@ async fn read_body(body: Body, limit: usize) -> Result<Bytes, IntakeError> {
         return Err(IntakeError::BodyTooLarge { limit });
     }
     Ok(Bytes::from(buf))
+}
+
+/// The [`STORE_ID_HEADER`] of a request: `None` when absent (an older agent).
+pub fn store_id(headers: &axum::http::HeaderMap) -> Result<Option<String>, IntakeError> {
+    let Some(value) = headers.get(STORE_ID_HEADER) else {
+        return Ok(None);
+    };
+    let id = value.to_str().map_err(|_| IntakeError::BadStoreId)?;
+    let valid =
+        (1..=64).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+    if !valid {
+        return Err(IntakeError::BadStoreId);
+    }
+    Ok(Some(id.to_string()))
 }
 
 /// The checks that need no I/O: site, event count, consecutive seqs.
@@ -306,6 +377,35 @@ mod tests {
         let err = check_batch(&site, &batch("WH01", u64::MAX, &[u64::MAX, 0]), &limits(5))
             .expect_err("overflow");
         assert_eq!(err.status(), StatusCode::BAD_REQUEST);
+    }
+
+    #[test]
+    fn a_store_conflict_is_409_and_names_the_renumber_command() {
+        let err = IntakeError::StoreConflict {
+            site: "WH01".into(),
+            relay_highest: 42,
+            conflict: StoreConflict {
+                store_id: "b".into(),
+                current_store: "a".into(),
+                first_seq: 1,
+                relay_highest: 42,
+                conflicts: 1,
+            },
+        };
+        assert_eq!(err.status(), StatusCode::CONFLICT);
+        assert!(err.to_string().contains(
+            "scanbridge-agent store renumber --config /etc/scanbridge/agent.toml --after 42"
+        ));
+    }
+
+    #[test]
+    fn the_store_id_header_is_optional_and_checked() {
+        let mut headers = axum::http::HeaderMap::new();
+        assert_eq!(store_id(&headers).ok(), Some(None));
+        headers.insert(STORE_ID_HEADER, HeaderValue::from_static("0a1b"));
+        assert_eq!(store_id(&headers).ok(), Some(Some("0a1b".into())));
+        headers.insert(STORE_ID_HEADER, HeaderValue::from_static("a b"));
+        assert!(matches!(store_id(&headers), Err(IntakeError::BadStoreId)));
     }
 
     #[test]

@@ -22,6 +22,20 @@
 //! | `quarantine`     | `(site: &str, seq: u64)`     | `(received_at: i64, raw: &[u8], reason: &str)`             |
 //! | `counters`       | `(site: &str, name: &str)`   | `u64`; names in [`counter`]                               |
 //! | `intake_log`     | `(site: &str, first_seq: u64)` | `(stored_at: i64, last_seq: u64)`: when the relay stored the newly inserted events `first_seq..=last_seq` of one batch (for the trace; one row per batch, see [`fleet`]) |
+//! | `site_store`     | `site: &str`                 | `(store_id: &str, since_seq: u64)`: the agent event store (its `scanbridge-store-id` header) whose events the site currently sends, and the first seq of the batch that made it current |
+//!
+//! # Store identity (`site_store`)
+//!
+//! Dedupe by `(site, seq)` assumes one numbering per site. A replaced gateway box, or a deleted
+//! agent store file, starts again at seq 1: its new events would all be "duplicates" and the
+//! agent would delete them. So [`Inbox::accept_batch_from`] checks the batch's store id in the
+//! same write transaction: no row yet → the store is recorded; the current store → as before; another store
+//! whose first seq is above everything the site ever sent (`site_highest` and the retention
+//! watermark) → accepted, it becomes current (a replaced box that was renumbered); another store
+//! whose seqs collide → refused ([`StoreConflict`], intake answers 409), nothing stored, the
+//! `store_conflicts` counter counts it. A batch without a store id (an older agent) and an
+//! empty batch (heartbeat) are not checked. The first store id a site ever sends is trusted
+//! (a relay upgraded after a box was replaced cannot tell).
 //!
 //! The dead-letter lifecycle, held and requeued events, Odoo references of applied events and
 //! the flows' state live in more tables, described in [`lifecycle`]. Retention (pruning finished
@@ -53,6 +67,7 @@ const QUARANTINE: TableDefinition<(&str, u64), (i64, &[u8], &str)> =
     TableDefinition::new("quarantine");
 const COUNTERS: TableDefinition<(&str, &str), u64> = TableDefinition::new("counters");
 const INTAKE_LOG: TableDefinition<(&str, u64), (i64, u64)> = TableDefinition::new("intake_log");
+const SITE_STORE: TableDefinition<&str, (&str, u64)> = TableDefinition::new("site_store");
 
 pub mod fleet;
 mod rows;
@@ -74,6 +89,9 @@ pub mod counter {
     pub const QUARANTINED: &str = "quarantined";
     /// Finished events removed by retention (see [`super::retention`]).
     pub const PRUNED: &str = "pruned";
+    /// Batches refused because their seqs collide with another agent store's (module doc,
+    /// "Store identity").
+    pub const STORE_CONFLICTS: &str = "store_conflicts";
 }
 
 const KIND_APPLIED: u8 = 1;
@@ -134,6 +152,23 @@ pub struct Accepted {
     pub duplicates: u32,
 }
 
+/// A batch refused because its seqs collide with those of another agent store of the site
+/// (module doc, "Store identity"). Nothing of it was stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreConflict {
+    /// The refused batch's store id.
+    pub store_id: String,
+    /// The store the site's stored seqs came from.
+    pub current_store: String,
+    /// The refused batch's first seq.
+    pub first_seq: u64,
+    /// The highest seq the relay holds (or pruned) for the site: the agent must renumber its
+    /// events to start after it.
+    pub relay_highest: u64,
+    /// `store_conflicts` of the site, this one included.
+    pub conflicts: u64,
+}
+
 /// An event read back for the pusher; `Err` holds why its stored bytes do not decode.
 #[derive(Debug, Clone)]
 pub struct StoredEvent {
@@ -183,6 +218,10 @@ pub struct SiteStats {
     pub pruned: u64,
     /// Every seq up to this one was pruned (retention's watermark), if any.
     pub pruned_through: Option<u64>,
+    /// Batches refused because their seqs collided with another agent store's.
+    pub store_conflicts: u64,
+    /// The agent store the site currently sends from, and the seq it started at.
+    pub current_store: Option<(String, u64)>,
 }
 
 /// Handle to the store; cheap to clone.
@@ -214,6 +253,7 @@ impl Inbox {
             lifecycle::create_tables(&txn)?;
             retention::create_tables(&txn)?;
             txn.open_table(INTAKE_LOG)?;
+            txn.open_table(SITE_STORE)?;
         }
         txn.commit()?;
         rows::migrate_legacy(&db, rows::MIGRATE_CHUNK)?;
@@ -224,6 +264,7 @@ impl Inbox {
     /// `site`: stores the events no row holds yet as one row over `body` (the enveloped batch
     /// exactly as received, which must be the bytes `batch` was decoded from), counts the ones
     /// already there, records quarantined payloads and the agent status, and commits durably.
+    /// No store identity check: [`Inbox::accept_batch_from`] with no store id.
     pub fn accept_batch(
         &self,
         site: &str,
@@ -231,11 +272,44 @@ impl Inbox {
         body: &[u8],
         now: i64,
     ) -> Result<Accepted, InboxError> {
+        match self.accept_batch_from(site, None, batch, body, now)? {
+            Ok(accepted) => Ok(accepted),
+            // Unreachable without a store id; kept total rather than panicking.
+            Err(conflict) => Err(InboxError::Worker(format!(
+                "unexpected store conflict without a store id: {conflict:?}"
+            ))),
+        }
+    }
+
+    /// [`Inbox::accept_batch`] for a batch sent by the agent store `store_id` (the
+    /// `scanbridge-store-id` header; `None` for an older agent): first checks the store in the
+    /// same transaction (module doc, "Store identity"). `Ok(Err(conflict))`: refused, nothing
+    /// stored but the `store_conflicts` counter.
+    pub fn accept_batch_from(
+        &self,
+        site: &str,
+        store_id: Option<&str>,
+        batch: &Batch,
+        body: &[u8],
+        now: i64,
+    ) -> Result<Result<Accepted, StoreConflict>, InboxError> {
         let txn = self.write_txn()?;
         let mut accepted = Accepted {
             inserted: 0,
             duplicates: 0,
         };
+        if let (Some(id), Some(first)) = (store_id, batch.events.first()) {
+            if let Err(mut conflict) = check_store(&txn, site, id, first.seq)? {
+                let mut counters = txn.open_table(COUNTERS)?;
+                add(&mut counters, site, counter::STORE_CONFLICTS, 1)?;
+                conflict.conflicts = counters
+                    .get((site, counter::STORE_CONFLICTS))?
+                    .map_or(1, |v| v.value());
+                drop(counters);
+                txn.commit()?;
+                return Ok(Err(conflict));
+            }
+        }
         {
             let mut quarantined = 0u64;
             let mut stored_range: Option<(u64, u64)> = None;
@@ -319,7 +393,7 @@ impl Inbox {
             }
         }
         txn.commit()?;
-        Ok(accepted)
+        Ok(Ok(accepted))
     }
 
     /// Sites that have events at or past their push cursor.
@@ -407,6 +481,11 @@ impl Inbox {
                 .open_table(retention::PRUNED_THROUGH)?
                 .get(site)?
                 .map(|v| v.value().0),
+            store_conflicts: get(counter::STORE_CONFLICTS)?,
+            current_store: txn.open_table(SITE_STORE)?.get(site)?.map(|v| {
+                let (id, since) = v.value();
+                (id.to_string(), since)
+            }),
         })
     }
 
@@ -475,6 +554,48 @@ impl Inbox {
         txn.set_durability(Durability::Immediate);
         Ok(txn)
     }
+}
+
+/// The store identity check of a batch with events from store `id` starting at `first_seq`
+/// (module doc, "Store identity"); records the store when it becomes current.
+fn check_store(
+    txn: &redb::WriteTransaction,
+    site: &str,
+    id: &str,
+    first_seq: u64,
+) -> Result<Result<(), StoreConflict>, InboxError> {
+    let mut stores = txn.open_table(SITE_STORE)?;
+    let current = stores.get(site)?.map(|v| v.value().0.to_string());
+    match current {
+        Some(current) if current == id => return Ok(Ok(())),
+        None => {}
+        Some(current) => {
+            let highest = txn
+                .open_table(SITE_HIGHEST)?
+                .get(site)?
+                .map_or(0, |v| v.value());
+            let pruned = txn
+                .open_table(retention::PRUNED_THROUGH)?
+                .get(site)?
+                .map_or(0, |v| v.value().0);
+            let relay_highest = highest.max(pruned);
+            if first_seq <= relay_highest {
+                return Ok(Err(StoreConflict {
+                    store_id: id.to_string(),
+                    current_store: current,
+                    first_seq,
+                    relay_highest,
+                    conflicts: 0,
+                }));
+            }
+            tracing::info!(
+                site, store_id = id, previous_store = %current, first_seq, relay_highest,
+                "site sends from another agent store now (its seqs continue after the relay's)"
+            );
+        }
+    }
+    stores.insert(site, (id, first_seq))?;
+    Ok(Ok(()))
 }
 
 /// The keys of one site's rows in a `(site, seq)` table, from `first` on.
