@@ -1,5 +1,6 @@
-//! `scanbridge-agent` command line: `check-config FILE`, `run --config FILE` and
-//! `status [--config FILE]` (exit 0 healthy, 1 degraded, 2 agent not reachable).
+//! `scanbridge-agent` command line: `check-config FILE`, `run --config FILE`,
+//! `status [--config FILE]` (exit 0 healthy, 1 degraded, 2 agent not reachable) and
+//! `store renumber --config FILE --after N` (the way out of a relay's 409 store conflict).
 //! Thin: parsing, logging setup, signals; everything else lives in the library.
 
 use std::path::PathBuf;
@@ -39,6 +40,47 @@ enum Command {
         #[arg(long, default_value = DEFAULT_CONFIG)]
         config: PathBuf,
     },
+    /// Maintenance of the event store (run with the agent stopped).
+    #[command(subcommand)]
+    Store(StoreCommand),
+}
+
+#[derive(Subcommand)]
+enum StoreCommand {
+    /// After a gateway box was replaced or its store file deleted, the relay refuses the new
+    /// store's batches (409: it already holds seqs up to N for the site). Moves every stored
+    /// event to start at seq N+1, in one durable transaction, so they are forwarded. Run it
+    /// with the agent stopped, with the N the relay's refusal names.
+    Renumber {
+        /// Path of the agent configuration (TOML); `site` and `state_dir` are read.
+        #[arg(long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+        /// The highest seq the relay holds for the site (from the relay's 409 reason).
+        #[arg(long)]
+        after: u64,
+    },
+}
+
+/// `store renumber`: moves the stored events after `after`; prints what it did.
+fn renumber(file: &std::path::Path, after: u64) -> ExitCode {
+    let cfg = match config::load(file) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    let path = cfg.store_path();
+    match scanbridge_agent::store::renumber_store(&path, &cfg.site, after) {
+        Ok(done) => {
+            println!("{}: {done}", path.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("cannot renumber: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 /// Where the packages install the configuration.
@@ -75,6 +117,10 @@ fn main() -> ExitCode {
 
     match cli.command {
         Command::Status { config: file } => status(&file),
+        Command::Store(StoreCommand::Renumber {
+            config: file,
+            after,
+        }) => renumber(&file, after),
         Command::CheckConfig { file } => match config::load(&file) {
             Ok(_) => {
                 println!("ok");

@@ -54,7 +54,7 @@
 //! store is created (a store of an older agent gets one at its first open, no layout change),
 //! never changed: the forwarder sends it as the `scanbridge-store-id` header, and the relay refuses
 //! (409) a store whose seqs collide with another store's it already holds (a replaced box, a
-//! deleted file); `scanbridge-agent store renumber` is the way out.
+//! deleted file); `scanbridge-agent store renumber` ([`renumber`], [`renumber_store`]) is the way out.
 //!
 //! # Schema versions and upgrades
 //!
@@ -75,6 +75,7 @@
 
 pub mod dedupe;
 pub mod redelivery;
+pub mod renumber;
 pub mod writer;
 
 use std::path::{Path, PathBuf};
@@ -84,6 +85,7 @@ use std::sync::Arc;
 use redb::{Database, Durability, ReadableTable, ReadableTableMetadata, TableDefinition};
 use scanbridge_protocol::{Event, UnixMicros};
 
+pub use renumber::Renumbered;
 pub use writer::{
     redelivery_decision, Committed, IngestItem, MqttMark, RedeliveryDecision, SourceId, Writer,
 };
@@ -159,6 +161,10 @@ pub enum StoreError {
     },
     #[error("event store is being reopened after an I/O error; retrying")]
     Recovering,
+    #[error("there is no event store at {path} (check state_dir in the configuration)")]
+    Missing { path: PathBuf },
+    #[error("the event store {path} is in use: the agent is running on it; stop it first (systemctl stop scanbridge-agent) and run the command again")]
+    InUse { path: PathBuf },
     #[error("store task failed: {0}")]
     Join(String),
 }
@@ -600,6 +606,26 @@ impl Store {
         Ok(v.map(|g| redelivery::PkidHashes::decode(g.value()))
             .unwrap_or_default())
     }
+}
+
+/// `scanbridge-agent store renumber`: opens the existing store at `path` (refusing a missing
+/// file, a store in use by a running agent — redb's file lock — and another site's store) and
+/// moves its events after `after` ([`Store::renumber_after`]). Blocking.
+pub fn renumber_store(path: &Path, site: &str, after: u64) -> Result<Renumbered, StoreError> {
+    if !path.exists() {
+        return Err(StoreError::Missing {
+            path: path.to_path_buf(),
+        });
+    }
+    let store = Store::open(path, u64::MAX).map_err(|e| match e {
+        StoreError::Open {
+            path,
+            source: redb::DatabaseError::DatabaseAlreadyOpen,
+        } => StoreError::InUse { path },
+        other => other,
+    })?;
+    store.bind_site(site)?;
+    store.renumber_after(after)
 }
 
 /// `meta.schema_version` of a database, read without writing: `None` for a new (empty) file;

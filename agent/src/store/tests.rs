@@ -587,3 +587,133 @@ fn a_store_keeps_its_identity_across_reopens_and_a_new_store_gets_another() {
         first
     );
 }
+
+#[test]
+fn renumbering_moves_every_event_after_the_given_seq_keeping_order_content_and_counters() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(&dir);
+    let mut batch: Vec<_> = (0..6).map(|i| item(i, &format!("R{i}"))).collect();
+    commit_batch(&store, &mut batch).expect("commit");
+    store
+        .delete_upto_blocking(2)
+        .expect("delete the acknowledged 1..=2");
+    let before = store.read_oldest_blocking(usize::MAX).expect("read");
+    assert_eq!(
+        before.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        [3, 4, 5, 6]
+    );
+
+    // Seqs 3..=6 become 1001..=1004 (a shift past a postcard varint length step, too).
+    let done = store.renumber_after(1000).expect("renumber");
+    assert_eq!(
+        done,
+        Renumbered::Moved {
+            events: 4,
+            old_first: 3,
+            old_last: 6,
+            shift: 998,
+            next_seq: 1005
+        }
+    );
+    let check = |store: &Store| {
+        let after = store.read_oldest_blocking(usize::MAX).expect("read");
+        assert_eq!(after.len(), before.len());
+        for (old, new) in before.iter().zip(&after) {
+            assert_eq!(
+                new.seq,
+                old.seq + 998,
+                "the seq inside the event matches its key"
+            );
+            assert_eq!(
+                Event {
+                    seq: old.seq,
+                    ..new.clone()
+                },
+                *old,
+                "content kept"
+            );
+        }
+        let raw = store.read_raw_from_blocking(0, usize::MAX).expect("raw");
+        let keys: Vec<u64> = raw.iter().map(|(k, _)| *k).collect();
+        assert_eq!(keys, [1001, 1002, 1003, 1004]);
+        for (key, bytes) in &raw {
+            let ev: Event = postcard::from_bytes(bytes).expect("decode");
+            assert_eq!(ev.seq, *key);
+        }
+        let s = store.stats();
+        assert_eq!((s.backlog_events, s.next_seq), (4, 1005));
+        assert_eq!(
+            s.backlog_bytes,
+            raw.iter().map(|(_, b)| b.len() as u64).sum::<u64>()
+        );
+    };
+    check(&store);
+    drop(store);
+    let store = open(&dir);
+    check(&store);
+    // New events continue after the renumbered ones.
+    commit_batch(&store, &mut [item(9, "NEW")]).expect("commit");
+    assert_eq!(seqs(&store), [1001, 1002, 1003, 1004, 1005]);
+    // Asking again for an earlier seq never moves seqs down.
+    assert_eq!(
+        store.renumber_after(10).expect("again"),
+        Renumbered::AlreadyAfter { first: 1001 }
+    );
+    assert_eq!(seqs(&store), [1001, 1002, 1003, 1004, 1005]);
+}
+
+#[test]
+fn renumbering_an_empty_store_moves_only_next_seq_and_a_small_shift_overwrites_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(&dir);
+    assert_eq!(
+        store.renumber_after(41).expect("renumber"),
+        Renumbered::NextSeqOnly {
+            from: 1,
+            next_seq: 42
+        }
+    );
+    drop(store);
+    let store = open(&dir);
+    assert_eq!(store.stats().next_seq, 42);
+    let mut batch: Vec<_> = (0..5).map(|i| item(i, &format!("S{i}"))).collect();
+    commit_batch(&store, &mut batch).expect("commit");
+    assert_eq!(seqs(&store), [42, 43, 44, 45, 46]);
+    // Shift by 1: every row moves onto its neighbour's former key.
+    store.renumber_after(42).expect("renumber");
+    let events = store.read_oldest_blocking(usize::MAX).expect("read");
+    assert_eq!(
+        events.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        [43, 44, 45, 46, 47]
+    );
+    for (i, e) in events.iter().enumerate() {
+        assert_eq!(e.body, event(&format!("S{i}")).body);
+    }
+    assert_eq!(store.stats().next_seq, 48);
+}
+
+#[test]
+fn renumber_store_refuses_a_missing_store_another_sites_store_and_a_store_in_use() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("agent.redb");
+    let err = renumber_store(&path, "WH01", 5).expect_err("missing");
+    assert!(matches!(err, StoreError::Missing { .. }), "{err}");
+    assert!(!path.exists(), "no store is created");
+
+    let store = open(&dir);
+    store.bind_site("WH01").expect("bind");
+    commit_batch(&store, &mut [item(0, "A")]).expect("commit");
+    let err = renumber_store(&path, "WH01", 5).expect_err("in use");
+    assert!(matches!(err, StoreError::InUse { .. }), "{err}");
+    assert!(err.to_string().contains("stop it first"), "{err}");
+    drop(store);
+
+    let err = renumber_store(&path, "WH02", 5).expect_err("other site");
+    assert!(matches!(err, StoreError::SiteMismatch { .. }), "{err}");
+    let done = renumber_store(&path, "WH01", 5).expect("renumber");
+    assert!(
+        matches!(done, Renumbered::Moved { next_seq: 7, .. }),
+        "{done}"
+    );
+    assert_eq!(seqs(&open(&dir)), [6]);
+}
