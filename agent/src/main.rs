@@ -58,11 +58,15 @@ enum StoreCommand {
         /// The highest seq the relay holds for the site (from the relay's 409 reason).
         #[arg(long)]
         after: u64,
+        /// Renumber even a store that has already had events acknowledged by the relay (they
+        /// may then be stored twice).
+        #[arg(long)]
+        force: bool,
     },
 }
 
 /// `store renumber`: moves the stored events after `after`; prints what it did.
-fn renumber(file: &std::path::Path, after: u64) -> ExitCode {
+fn renumber(file: &std::path::Path, after: u64, force: bool) -> ExitCode {
     let cfg = match config::load(file) {
         Ok(c) => c,
         Err(e) => {
@@ -71,7 +75,7 @@ fn renumber(file: &std::path::Path, after: u64) -> ExitCode {
         }
     };
     let path = cfg.store_path();
-    match scanbridge_agent::store::renumber_store(&path, &cfg.site, after) {
+    match scanbridge_agent::store::renumber_store(&path, &cfg.site, after, force) {
         Ok(done) => {
             println!("{}: {done}", path.display());
             ExitCode::SUCCESS
@@ -120,7 +124,8 @@ fn main() -> ExitCode {
         Command::Store(StoreCommand::Renumber {
             config: file,
             after,
-        }) => renumber(&file, after),
+            force,
+        }) => renumber(&file, after, force),
         Command::CheckConfig { file } => match config::load(&file) {
             Ok(_) => {
                 println!("ok");

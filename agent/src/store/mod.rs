@@ -165,6 +165,8 @@ pub enum StoreError {
     Missing { path: PathBuf },
     #[error("the event store {path} is in use: the agent is running on it; stop it first (systemctl stop scanbridge-agent) and run the command again")]
     InUse { path: PathBuf },
+    #[error("refusing to renumber: this store has already forwarded events the relay acknowledged (it starts at seq {oldest}, the ones before were deleted), so the relay may hold some of its events and would store them again under new seqs; renumber only a store the relay refused (409) from its first batch, or pass --force if you are sure")]
+    AlreadyForwarded { oldest: u64 },
     #[error("store task failed: {0}")]
     Join(String),
 }
@@ -610,8 +612,13 @@ impl Store {
 
 /// `scanbridge-agent store renumber`: opens the existing store at `path` (refusing a missing
 /// file, a store in use by a running agent — redb's file lock — and another site's store) and
-/// moves its events after `after` ([`Store::renumber_after`]). Blocking.
-pub fn renumber_store(path: &Path, site: &str, after: u64) -> Result<Renumbered, StoreError> {
+/// moves its events after `after` ([`Store::renumber_after`], `force` as there). Blocking.
+pub fn renumber_store(
+    path: &Path,
+    site: &str,
+    after: u64,
+    force: bool,
+) -> Result<Renumbered, StoreError> {
     if !path.exists() {
         return Err(StoreError::Missing {
             path: path.to_path_buf(),
@@ -625,7 +632,7 @@ pub fn renumber_store(path: &Path, site: &str, after: u64) -> Result<Renumbered,
         other => other,
     })?;
     store.bind_site(site)?;
-    store.renumber_after(after)
+    store.renumber_after(after, force)
 }
 
 /// `meta.schema_version` of a database, read without writing: `None` for a new (empty) file;

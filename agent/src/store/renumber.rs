@@ -7,6 +7,12 @@
 //! stored event to `seq - first + N + 1` — key and the `seq` inside the event's postcard bytes —
 //! and `next_seq` with them, in one durable write transaction: it happens completely or not at
 //! all. Order and content of the events are kept; seqs only grow, so none is ever reused.
+//!
+//! Renumbering a store the relay already accepted events from would make the relay store some
+//! of them a second time (under their new seqs) and write them to Odoo twice. A store the relay
+//! refused with 409 had nothing acknowledged, so nothing of it was ever deleted: its oldest
+//! event is still seq 1 (or, when empty, `next_seq` is still 1). Any other store is refused
+//! ([`StoreError::AlreadyForwarded`]) unless `force` is given.
 
 use redb::{Durability, ReadableTable};
 use scanbridge_protocol::Event;
@@ -61,10 +67,11 @@ impl std::fmt::Display for Renumbered {
 
 impl Store {
     /// Moves every stored event so the first gets seq `after + 1` (and `next_seq` past the
-    /// last), in one durable transaction (module doc). Never moves seqs down. Blocking; run it
+    /// last), in one durable transaction (module doc). Never moves seqs down. Without `force`,
+    /// refuses a store that has had events acknowledged and deleted (module doc). Blocking; run it
     /// only while no writer or forwarder uses the store (the CLI opens the file itself, which
     /// redb's file lock refuses while an agent runs).
-    pub fn renumber_after(&self, after: u64) -> Result<Renumbered, StoreError> {
+    pub fn renumber_after(&self, after: u64, force: bool) -> Result<Renumbered, StoreError> {
         let overflow = |seq: u64| StoreError::Corrupt {
             seq,
             detail: format!("renumbering after {after} overflows the seq range"),
@@ -84,6 +91,10 @@ impl Store {
             let mut values = MetaValues::read(&meta)?;
             let first = events.first()?.map(|(k, _)| k.value());
             let last = events.last()?.map(|(k, _)| k.value());
+            let oldest = first.unwrap_or(values.next_seq);
+            if oldest > 1 && oldest < target && !force {
+                return Err(StoreError::AlreadyForwarded { oldest });
+            }
             let result = match first.zip(last) {
                 None if values.next_seq >= target => Renumbered::AlreadyAfter {
                     first: values.next_seq,

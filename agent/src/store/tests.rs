@@ -603,8 +603,17 @@ fn renumbering_moves_every_event_after_the_given_seq_keeping_order_content_and_c
         [3, 4, 5, 6]
     );
 
+    // 1..=2 were acknowledged and deleted: the relay may hold them, renumbering needs --force.
+    let err = store
+        .renumber_after(1000, false)
+        .expect_err("already forwarded");
+    assert!(
+        matches!(err, StoreError::AlreadyForwarded { oldest: 3 }),
+        "{err}"
+    );
+    assert_eq!(seqs(&store), [3, 4, 5, 6], "nothing moved");
     // Seqs 3..=6 become 1001..=1004 (a shift past a postcard varint length step, too).
-    let done = store.renumber_after(1000).expect("renumber");
+    let done = store.renumber_after(1000, true).expect("renumber");
     assert_eq!(
         done,
         Renumbered::Moved {
@@ -656,7 +665,7 @@ fn renumbering_moves_every_event_after_the_given_seq_keeping_order_content_and_c
     assert_eq!(seqs(&store), [1001, 1002, 1003, 1004, 1005]);
     // Asking again for an earlier seq never moves seqs down.
     assert_eq!(
-        store.renumber_after(10).expect("again"),
+        store.renumber_after(10, false).expect("again"),
         Renumbered::AlreadyAfter { first: 1001 }
     );
     assert_eq!(seqs(&store), [1001, 1002, 1003, 1004, 1005]);
@@ -667,7 +676,7 @@ fn renumbering_an_empty_store_moves_only_next_seq_and_a_small_shift_overwrites_n
     let dir = tempfile::tempdir().expect("tempdir");
     let store = open(&dir);
     assert_eq!(
-        store.renumber_after(41).expect("renumber"),
+        store.renumber_after(41, false).expect("renumber"),
         Renumbered::NextSeqOnly {
             from: 1,
             next_seq: 42
@@ -680,7 +689,7 @@ fn renumbering_an_empty_store_moves_only_next_seq_and_a_small_shift_overwrites_n
     commit_batch(&store, &mut batch).expect("commit");
     assert_eq!(seqs(&store), [42, 43, 44, 45, 46]);
     // Shift by 1: every row moves onto its neighbour's former key.
-    store.renumber_after(42).expect("renumber");
+    store.renumber_after(42, true).expect("renumber");
     let events = store.read_oldest_blocking(usize::MAX).expect("read");
     assert_eq!(
         events.iter().map(|e| e.seq).collect::<Vec<_>>(),
@@ -696,21 +705,21 @@ fn renumbering_an_empty_store_moves_only_next_seq_and_a_small_shift_overwrites_n
 fn renumber_store_refuses_a_missing_store_another_sites_store_and_a_store_in_use() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("agent.redb");
-    let err = renumber_store(&path, "WH01", 5).expect_err("missing");
+    let err = renumber_store(&path, "WH01", 5, false).expect_err("missing");
     assert!(matches!(err, StoreError::Missing { .. }), "{err}");
     assert!(!path.exists(), "no store is created");
 
     let store = open(&dir);
     store.bind_site("WH01").expect("bind");
     commit_batch(&store, &mut [item(0, "A")]).expect("commit");
-    let err = renumber_store(&path, "WH01", 5).expect_err("in use");
+    let err = renumber_store(&path, "WH01", 5, false).expect_err("in use");
     assert!(matches!(err, StoreError::InUse { .. }), "{err}");
     assert!(err.to_string().contains("stop it first"), "{err}");
     drop(store);
 
-    let err = renumber_store(&path, "WH02", 5).expect_err("other site");
+    let err = renumber_store(&path, "WH02", 5, false).expect_err("other site");
     assert!(matches!(err, StoreError::SiteMismatch { .. }), "{err}");
-    let done = renumber_store(&path, "WH01", 5).expect("renumber");
+    let done = renumber_store(&path, "WH01", 5, false).expect("renumber");
     assert!(
         matches!(done, Renumbered::Moved { next_seq: 7, .. }),
         "{done}"
