@@ -209,7 +209,6 @@ pub async fn post_batch(
     let accepted = match accepted {
         Ok(accepted) => accepted,
         Err(conflict) => {
-            crate::admin::metrics::record_store_conflicts(site.as_str(), conflict.conflicts);
             tracing::error!(
                 site = %site, store_id = %conflict.store_id, current_store = %conflict.current_store,
                 first_seq = conflict.first_seq, relay_highest = conflict.relay_highest,

@@ -103,7 +103,14 @@ async fn a_new_store_whose_seqs_collide_is_refused_with_409_and_a_renumbered_one
         5,
         "the refused batch stored nothing"
     );
-    let metrics = scanbridge_relay::admin::metrics::render(&[]).expect("metrics");
+    // Rendered from the store's durable counters, as `/metrics` does (so it survives a restart).
+    let sites = scanbridge_relay::admin::status::load_all(
+        &relay.inbox,
+        scanbridge_relay::now_micros(),
+        &scanbridge_relay::config::StatusConfig::default(),
+    )
+    .expect("site statuses");
+    let metrics = scanbridge_relay::admin::metrics::render(&sites).expect("metrics");
     assert!(
         metrics.contains("scanbridge_store_conflicts_total{site=\"WH01\"} 1"),
         "{metrics}"

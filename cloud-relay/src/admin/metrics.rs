@@ -48,22 +48,6 @@ static ODOO_RPC: LazyLock<OdooRpc> = LazyLock::new(|| OdooRpc {
     errors: Family::default(),
 });
 
-/// Per-site `store_conflicts` totals as intake last read them from the store's counters
-/// (`scanbridge_store_conflicts_total`). Set by intake when it refuses a batch, so after a
-/// relay restart a site appears again with its durable total at its next conflict.
-static STORE_CONFLICTS: LazyLock<Family<SiteLabel, Counter>> = LazyLock::new(Family::default);
-
-/// Records that `site` has had `total` store conflicts (the durable counter, this one included).
-pub fn record_store_conflicts(site: &str, total: u64) {
-    let counter = STORE_CONFLICTS.get_or_create(&SiteLabel {
-        site: site.to_string(),
-    });
-    let current = counter.get();
-    if total > current {
-        counter.inc_by(total - current);
-    }
-}
-
 /// Counts one Odoo RPC call (`model`, `method`) and, when it failed, its error class
 /// (`transient` or `permanent`).
 pub fn record_rpc(model: &str, method: &str, error_class: Option<&str>) {
@@ -157,10 +141,10 @@ pub fn render(sites: &[SiteStatus]) -> Result<String, std::fmt::Error> {
         "scanbridge_site_pruned_through_seq",
         "Retention watermark: every seq up to this one is finished and pruned",
     );
-    registry.register(
+    let conflicts = counter(
+        &mut registry,
         "scanbridge_store_conflicts",
         "Batches refused (409) because their seqs collide with another agent store of the site (a replaced box or a deleted store file; run scanbridge-agent store renumber)",
-        STORE_CONFLICTS.clone(),
     );
     let cert = gauge(
         &mut registry,
@@ -205,6 +189,7 @@ pub fn render(sites: &[SiteStatus]) -> Result<String, std::fmt::Error> {
         dead_open.get_or_create(&l).set(s.dead_letters_open as f64);
         quarantined.get_or_create(&l).inc_by(s.quarantined);
         pruned.get_or_create(&l).inc_by(s.events_pruned);
+        conflicts.get_or_create(&l).inc_by(s.store_conflicts);
         if let Some(seq) = s.pruned_through_seq {
             pruned_through.get_or_create(&l).set(seq as f64);
         }
@@ -233,9 +218,9 @@ mod tests {
         inputs.stats.received = 7;
         inputs.stats.pruned = 5;
         inputs.stats.pruned_through = Some(9);
+        inputs.stats.store_conflicts = 2;
         let s = derive(inputs, 2_000_000, &StatusConfig::default());
         record_rpc("stock.quant", "load", Some("transient"));
-        record_store_conflicts("WH01", 2);
         let text = render(&[s]).expect("render");
         for name in [
             "scanbridge_site_up{site=\"WH01\"} 1",

@@ -85,6 +85,9 @@ pub struct SiteStatus {
     pub events_pruned: u64,
     /// Retention's watermark: every seq up to it is finished and pruned.
     pub pruned_through_seq: Option<u64>,
+    /// Batches refused (409) because their seqs collide with another agent store of the site
+    /// (a replaced box or a deleted store file: `scanbridge-agent store renumber`).
+    pub store_conflicts: u64,
     pub cert_not_after: Option<String>,
     pub cert_not_after_unix: Option<f64>,
     pub cert_expires_in_days: Option<f64>,
@@ -205,6 +208,7 @@ pub fn derive(inputs: Inputs, now: i64, thresholds: &StatusConfig) -> SiteStatus
         quarantined: stats.quarantined,
         events_pruned: stats.pruned,
         pruned_through_seq: stats.pruned_through,
+        store_conflicts: stats.store_conflicts,
         cert_not_after: cert.map(rfc3339),
         cert_not_after_unix: cert.map(secs),
         cert_expires_in_days: cert.map(|c| secs(c - now) / 86_400.0),
