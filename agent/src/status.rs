@@ -202,9 +202,10 @@ pub fn assess(status: &AgentStatus, relay: &RelayLink, now: UnixMicros) -> Vec<S
         ));
     }
     match (relay.last_ack_at, &relay.last_error) {
-        (None, Some((_, e))) => out.push(format!("relay never reached: {e}")),
+        // `e` says why: unreachable, throttled, or a refusal with the relay's reason.
+        (None, Some((_, e))) => out.push(format!("no batch accepted by the relay yet: {e}")),
         (Some(ok), Some((at, e))) if *at > ok => out.push(format!(
-            "relay unreachable for {}: {e}",
+            "no batch accepted by the relay for {}: {e}",
             human_duration_micros(now.saturating_sub(ok))
         )),
         _ => {}
@@ -504,7 +505,10 @@ mod tests {
         assert_eq!(p.len(), 4, "{p:?}");
         assert!(p[0].contains("ingest paused"), "{p:?}");
         assert!(p[1].contains("source site (mqtt) is down"), "{p:?}");
-        assert!(p[2].contains("relay unreachable for 1s"), "{p:?}");
+        assert!(
+            p[2].contains("no batch accepted by the relay for 1s"),
+            "{p:?}"
+        );
         assert!(p[3].contains("expires in 3d"), "{p:?}");
         assert!(ingest_problem(&s).is_some());
     }

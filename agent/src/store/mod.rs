@@ -68,9 +68,10 @@
 //! refused before anything is written ([`StoreError::NewerSchema`]), so an accidental downgrade
 //! cannot damage it. An older file is upgraded step by step ([`migrate`]) in the same durable
 //! write transaction that stamps the new version: an upgrade either happens completely or not
-//! at all. Events, seqs and counters are never rewritten by an upgrade; dedupe rows are carried over. A new store
-//! is created at the current version. `agent/tests/store_upgrade.rs` opens a committed schema-1
-//! file (`agent/tests/fixtures/`) and forwards its backlog.//!
+//! at all. Events, seqs and counters are never rewritten by an upgrade; dedupe rows are carried
+//! over. A new store is created at the current version. `agent/tests/store_upgrade.rs` opens a
+//! committed schema-1 file (`agent/tests/fixtures/`) and forwards its backlog.
+//!
 //! redb's file does not shrink when events are deleted; freed pages are reused by later writes.
 
 pub mod dedupe;
