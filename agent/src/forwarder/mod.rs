@@ -710,9 +710,14 @@ pub fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
         .map(Duration::from_secs)
 }
 
+/// Most characters of a relay's refusal kept for the log and the status: room for the longest
+/// the relay writes (a store conflict's, with the command to run, is about 700), bounded against
+/// a proxy's HTML error page.
+const MAX_REASON_CHARS: usize = 2000;
+
 async fn reason_text(response: reqwest::Response) -> String {
     match response.text().await {
-        Ok(t) if !t.trim().is_empty() => t.trim().chars().take(500).collect(),
+        Ok(t) if !t.trim().is_empty() => t.trim().chars().take(MAX_REASON_CHARS).collect(),
         _ => "(no reason given)".into(),
     }
 }
