@@ -139,6 +139,7 @@ fn the_required_alerts_exist() {
         "ScanbridgeDeadLettersRising",
         "ScanbridgeSiteCertificateExpiring",
         "ScanbridgeAgentIngestPaused",
+        "ScanbridgeStoreConflict",
     ] {
         assert!(names.contains(required), "{required} missing: {names:?}");
     }
