@@ -115,6 +115,22 @@ async fn a_new_store_whose_seqs_collide_is_refused_with_409_and_a_renumbered_one
         metrics.contains("scanbridge_store_conflicts_total{site=\"WH01\"} 1"),
         "{metrics}"
     );
+    // The site's status (JSON API, fleet page) shows the open conflict and the fix.
+    let conflict = sites[0]
+        .store_conflict
+        .as_ref()
+        .expect("an open store conflict");
+    assert_eq!(
+        (
+            conflict.store_id.as_str(),
+            conflict.first_seq,
+            conflict.relay_highest_seq
+        ),
+        (STORE_B, 1, 5)
+    );
+    assert!(conflict.fix.contains("--after 5"), "{}", conflict.fix);
+    let page = scanbridge_relay::admin::page::fleet_page(&sites, "now");
+    assert!(page.contains("store conflict: renumber"), "{page}");
 
     // The same box after `store renumber --after 5`: its seqs continue after the relay's.
     let (status, body) = post_from(&client, &url, Some(STORE_B), counts(6, 3)).await;
@@ -129,6 +145,10 @@ async fn a_new_store_whose_seqs_collide_is_refused_with_409_and_a_renumbered_one
     let stats = relay.inbox.stats("WH01").expect("stats");
     assert_eq!((stats.received, stats.highest_seq), (8, Some(8)));
     assert_eq!(stats.current_store, Some((STORE_B.to_string(), 6)));
+    assert_eq!(
+        stats.open_store_conflict, None,
+        "new events stored: the conflict is over"
+    );
 
     // Now the old store is the stranger: its resend is refused, not silently dropped.
     let (status, _) = post_from(&client, &url, Some(STORE_A), counts(1, 5)).await;

@@ -137,9 +137,14 @@ pub fn fleet_page(sites: &[SiteStatus], generated_at: &str) -> String {
         } else {
             ""
         };
+        let conflict = if s.store_conflict.is_some() {
+            " <span class=\"bad store-conflict\">store conflict: renumber</span>"
+        } else {
+            ""
+        };
         let _ = write!(
             h,
-            "<tr class=\"site {state}\" data-site=\"{site}\" data-href=\"{href}\"><td><a class=\"rowlink\" href=\"{href}\">{site}</a></td><td>{badge}</td><td class=\"num headline\">{oldest}</td><td class=\"num\">{backlog}{paused}</td><td class=\"num\">{lag}</td><td class=\"num{dead_class}\">{dead}</td><td class=\"num\">{quarantined}</td><td>{seen}</td><td>{cert}</td><td>{agent}</td></tr>",
+            "<tr class=\"site {state}\" data-site=\"{site}\" data-href=\"{href}\"><td><a class=\"rowlink\" href=\"{href}\">{site}</a></td><td>{badge}{conflict}</td><td class=\"num headline\">{oldest}</td><td class=\"num\">{backlog}{paused}</td><td class=\"num\">{lag}</td><td class=\"num{dead_class}\">{dead}</td><td class=\"num\">{quarantined}</td><td>{seen}</td><td>{cert}</td><td>{agent}</td></tr>",
             state = s.state.as_str(),
             site = esc(&s.site),
             badge = state_badge(s.state),
@@ -182,6 +187,14 @@ pub fn site_page(
     );
     if let Some(f) = flash {
         let _ = write!(h, "<p class=\"flash\" id=\"flash\">{}</p>", esc(f));
+    }
+    if let Some(c) = &s.store_conflict {
+        let _ = write!(
+            h,
+            "<p class=\"bad\" id=\"store-conflict\">Batches refused since {}: {}</p>",
+            esc(&c.since),
+            esc(&c.fix)
+        );
     }
     let _ = write!(
         h,

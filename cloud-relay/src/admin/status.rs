@@ -88,6 +88,9 @@ pub struct SiteStatus {
     /// Batches refused (409) because their seqs collide with another agent store of the site
     /// (a replaced box or a deleted store file: `scanbridge-agent store renumber`).
     pub store_conflicts: u64,
+    /// The site's open store conflict: its gateway's store restarted its numbering and its
+    /// batches are refused until someone renumbers it; nothing of the site reaches Odoo meanwhile.
+    pub store_conflict: Option<StoreConflictView>,
     pub cert_not_after: Option<String>,
     pub cert_not_after_unix: Option<f64>,
     pub cert_expires_in_days: Option<f64>,
@@ -106,6 +109,41 @@ pub struct Inputs {
 
 fn secs(micros: i64) -> f64 {
     micros as f64 / 1e6
+}
+
+/// An open store conflict as the API and the page show it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StoreConflictView {
+    /// When the last batch was refused, RFC 3339 (relay clock).
+    pub since: String,
+    pub since_unix: f64,
+    /// The refused agent store.
+    pub store_id: String,
+    /// Where its refused batch started.
+    pub first_seq: u64,
+    /// What the relay holds for the site: renumber after it.
+    pub relay_highest_seq: u64,
+    /// What to do, in words.
+    pub fix: String,
+}
+
+impl StoreConflictView {
+    fn of(c: &crate::inbox::OpenStoreConflict) -> StoreConflictView {
+        StoreConflictView {
+            since: rfc3339(c.at),
+            since_unix: secs(c.at),
+            store_id: c.store_id.clone(),
+            first_seq: c.first_seq,
+            relay_highest_seq: c.relay_highest,
+            fix: format!(
+                "the gateway's event store restarted its numbering (a replaced box or a lost \
+                 agent.redb): its events stay at the gateway and none reaches Odoo. On the \
+                 gateway: systemctl stop scanbridge-agent; scanbridge-agent store renumber \
+                 --config /etc/scanbridge/agent.toml --after {}; systemctl start scanbridge-agent",
+                c.relay_highest
+            ),
+        }
+    }
 }
 
 /// RFC 3339 (UTC) of a microsecond timestamp.
@@ -209,6 +247,10 @@ pub fn derive(inputs: Inputs, now: i64, thresholds: &StatusConfig) -> SiteStatus
         events_pruned: stats.pruned,
         pruned_through_seq: stats.pruned_through,
         store_conflicts: stats.store_conflicts,
+        store_conflict: stats
+            .open_store_conflict
+            .as_ref()
+            .map(StoreConflictView::of),
         cert_not_after: cert.map(rfc3339),
         cert_not_after_unix: cert.map(secs),
         cert_expires_in_days: cert.map(|c| secs(c - now) / 86_400.0),

@@ -23,19 +23,21 @@
 //! | `counters`       | `(site: &str, name: &str)`   | `u64`; names in [`counter`]                               |
 //! | `intake_log`     | `(site: &str, first_seq: u64)` | `(stored_at: i64, last_seq: u64)`: when the relay stored the newly inserted events `first_seq..=last_seq` of one batch (for the trace; one row per batch, see [`fleet`]) |
 //! | `site_store`     | `site: &str`                 | `(store_id: &str, since_seq: u64)`: the agent event store (its `scanbridge-store-id` header) whose events the site currently sends, and the first seq of the batch that made it current |
+//! | `store_conflict` | `site: &str`                 | `(at: i64, store_id: &str, first_seq: u64, relay_highest: u64)`: the site's open store conflict, the last refused batch's; removed by the next batch that stores new events (the fleet page and the site status show it) |
 //!
 //! # Store identity (`site_store`)
 //!
 //! Dedupe by `(site, seq)` assumes one numbering per site. A replaced gateway box, or a deleted
 //! agent store file, starts again at seq 1: its new events would all be "duplicates" and the
 //! agent would delete them. So [`Inbox::accept_batch_from`] checks the batch's store id in the
-//! same write transaction: no row yet → the store is recorded; the current store → as before; another store
-//! whose first seq is above everything the site ever sent (`site_highest` and the retention
+//! same write transaction: no row yet → the store is recorded; the current store → as before;
+//! another store whose first seq is above everything the site ever sent (`site_highest` and the retention
 //! watermark) → accepted, it becomes current (a replaced box that was renumbered); another store
 //! whose seqs collide → refused ([`StoreConflict`], intake answers 409), nothing stored, the
-//! `store_conflicts` counter counts it. A batch without a store id (an older agent) and an
-//! empty batch (heartbeat) are not checked. The first store id a site ever sends is trusted
-//! (a relay upgraded after a box was replaced cannot tell).
+//! `store_conflicts` counter counts it and `store_conflict` keeps the last refusal until a batch
+//! stores new events (so the site's status shows the conflict while it is open). A batch
+//! without a store id (an older agent) and an empty batch (heartbeat) are not checked. The first
+//! store id a site ever sends is trusted (a relay upgraded after a box was replaced cannot tell).
 //!
 //! The dead-letter lifecycle, held and requeued events, Odoo references of applied events and
 //! the flows' state live in more tables, described in [`lifecycle`]. Retention (pruning finished
@@ -68,6 +70,8 @@ const QUARANTINE: TableDefinition<(&str, u64), (i64, &[u8], &str)> =
 const COUNTERS: TableDefinition<(&str, &str), u64> = TableDefinition::new("counters");
 const INTAKE_LOG: TableDefinition<(&str, u64), (i64, u64)> = TableDefinition::new("intake_log");
 const SITE_STORE: TableDefinition<&str, (&str, u64)> = TableDefinition::new("site_store");
+const STORE_CONFLICT: TableDefinition<&str, (i64, &str, u64, u64)> =
+    TableDefinition::new("store_conflict");
 
 pub mod fleet;
 mod rows;
@@ -222,6 +226,21 @@ pub struct SiteStats {
     pub store_conflicts: u64,
     /// The agent store the site currently sends from, and the seq it started at.
     pub current_store: Option<(String, u64)>,
+    /// The last refused batch's conflict, while no batch has stored new events since.
+    pub open_store_conflict: Option<OpenStoreConflict>,
+}
+
+/// A store conflict not resolved yet (`store_conflict` table).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpenStoreConflict {
+    /// When the last batch was refused, µs.
+    pub at: i64,
+    /// The refused store.
+    pub store_id: String,
+    /// The refused batch's first seq.
+    pub first_seq: u64,
+    /// The highest seq the relay holds (or pruned) for the site: renumber after it.
+    pub relay_highest: u64,
 }
 
 /// Handle to the store; cheap to clone.
@@ -254,6 +273,7 @@ impl Inbox {
             retention::create_tables(&txn)?;
             txn.open_table(INTAKE_LOG)?;
             txn.open_table(SITE_STORE)?;
+            txn.open_table(STORE_CONFLICT)?;
         }
         txn.commit()?;
         rows::migrate_legacy(&db, rows::MIGRATE_CHUNK)?;
@@ -306,6 +326,15 @@ impl Inbox {
                     .get((site, counter::STORE_CONFLICTS))?
                     .map_or(1, |v| v.value());
                 drop(counters);
+                txn.open_table(STORE_CONFLICT)?.insert(
+                    site,
+                    (
+                        now,
+                        conflict.store_id.as_str(),
+                        conflict.first_seq,
+                        conflict.relay_highest,
+                    ),
+                )?;
                 txn.commit()?;
                 return Ok(Err(conflict));
             }
@@ -357,6 +386,8 @@ impl Inbox {
                     .insert((site, first), (now, last))?;
             }
             if accepted.inserted > 0 {
+                // New events stored: whatever store conflict the site had is over.
+                txn.open_table(STORE_CONFLICT)?.remove(site)?;
                 let mut highest = txn.open_table(SITE_HIGHEST)?;
                 let last = batch.events.last().map_or(0, |e| e.seq);
                 let previous = highest.get(site)?.map(|v| v.value());
@@ -485,6 +516,15 @@ impl Inbox {
             current_store: txn.open_table(SITE_STORE)?.get(site)?.map(|v| {
                 let (id, since) = v.value();
                 (id.to_string(), since)
+            }),
+            open_store_conflict: txn.open_table(STORE_CONFLICT)?.get(site)?.map(|v| {
+                let (at, store_id, first_seq, relay_highest) = v.value();
+                OpenStoreConflict {
+                    at,
+                    store_id: store_id.to_string(),
+                    first_seq,
+                    relay_highest,
+                }
             }),
         })
     }
