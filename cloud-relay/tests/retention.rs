@@ -244,6 +244,14 @@ async fn pruned_events_stay_applied_once_resends_are_duplicates_and_open_dead_le
     let pass = prune_two_days_later(&relay);
     assert_eq!((pass.rows, pass.events, pass.through), (2, 4, Some(6)));
     assert!(relay.inbox.dead_letter_list("WH01").unwrap().is_empty());
+    let why = scanbridge_relay::admin::dead::show_explained(&relay.inbox, "WH01", 4)
+        .unwrap()
+        .expect_err("the closed dead letter is pruned");
+    assert!(why.contains("pruned by retention"), "{why}");
+    let why = scanbridge_relay::admin::dead::show_explained(&relay.inbox, "WH01", 99)
+        .unwrap()
+        .expect_err("never was");
+    assert!(why.contains("has no dead letter"), "{why}");
     let calls = odoo_calls(&sim).await;
     for (batch, upto, duplicates) in [(&a, 2, 2), (&b, 5, 3), (&c, 6, 1)] {
         assert_eq!(send(&relay, batch).await, Ack { upto, duplicates });

@@ -98,6 +98,27 @@ pub fn list(inbox: &Inbox, site: Option<&str>) -> Result<Vec<DeadLetterView>, In
 }
 
 /// One dead letter with its note and the events it holds back, or `None`.
+/// [`show`], or why there is none: retention prunes only closed dead letters, so one that was
+/// pruned is said to be, rather than "no dead letter" as if there never was one.
+pub fn show_explained(
+    inbox: &Inbox,
+    site: &str,
+    seq: u64,
+) -> Result<Result<DeadLetterView, String>, InboxError> {
+    if let Some(found) = show(inbox, site, seq)? {
+        return Ok(Ok(found));
+    }
+    Ok(Err(match inbox.pruned(site, seq)? {
+        Some(p) => format!(
+            "site {site} seq {seq} was finished and pruned by retention on {} (keep_days {}): a \
+             dead letter it had was closed (skipped or replayed) before",
+            crate::admin::status::rfc3339(p.pruned_at),
+            p.keep_days
+        ),
+        None => format!("site {site} has no dead letter with seq {seq}"),
+    }))
+}
+
 pub fn show(inbox: &Inbox, site: &str, seq: u64) -> Result<Option<DeadLetterView>, InboxError> {
     Ok(inbox.dead_letter(site, seq)?.map(|d| DeadLetterView {
         site: site.to_string(),

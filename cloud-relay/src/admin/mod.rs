@@ -380,11 +380,9 @@ async fn api_dead_letter(
 ) -> Result<Response, AdminError> {
     check_site(&site)?;
     let inbox = state.inbox.clone();
-    let name = site.clone();
-    let found = blocking(move || dead::show(&inbox, &name, seq)).await?;
-    let found = found.ok_or_else(|| {
-        AdminError::NotFound(format!("site {site} has no dead letter with seq {seq}"))
-    })?;
+    let found = blocking(move || dead::show_explained(&inbox, &site, seq))
+        .await?
+        .map_err(AdminError::NotFound)?;
     Ok(Json(found).into_response())
 }
 
