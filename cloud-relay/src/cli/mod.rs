@@ -298,6 +298,16 @@ fn age(v: &Value, key: &str) -> String {
         .map_or_else(|| "-".into(), crate::admin::page::age)
 }
 
+/// The site's state, flagged when its gateway store is refused (a store conflict: nothing of
+/// the site reaches Odoo until the store is renumbered; `sites` JSON has the fix).
+fn state_cell(site: &Value) -> String {
+    let state = s(site, "state");
+    match site.get("store_conflict") {
+        Some(c) if c.is_object() => format!("{state}, STORE CONFLICT"),
+        _ => state,
+    }
+}
+
 /// The `sites` table.
 pub fn sites_table(sites: &Value) -> String {
     let rows: Vec<Vec<String>> = sites
@@ -307,7 +317,7 @@ pub fn sites_table(sites: &Value) -> String {
                 .map(|x| {
                     vec![
                         s(x, "site"),
-                        s(x, "state"),
+                        state_cell(x),
                         age(x, "oldest_unsynced_age_secs"),
                         s(x, "agent_backlog_events"),
                         s(x, "inbox_lag_events"),
@@ -634,6 +644,23 @@ mod tests {
             base_url("10.1.2.3:9443".parse().expect("addr")),
             "https://10.1.2.3:9443"
         );
+    }
+
+    #[test]
+    fn a_site_with_an_open_store_conflict_is_flagged_in_the_sites_table() {
+        let sites = serde_json::json!([
+            {"site": "WH01", "state": "online", "store_conflict": {"relay_highest_seq": 5}},
+            {"site": "WH02", "state": "online", "store_conflict": null}
+        ]);
+        let text = sites_table(&sites);
+        let line = |site: &str| {
+            text.lines()
+                .find(|l| l.starts_with(site))
+                .unwrap_or_default()
+                .to_string()
+        };
+        assert!(line("WH01").contains("online, STORE CONFLICT"), "{text}");
+        assert!(!line("WH02").contains("CONFLICT"), "{text}");
     }
 
     #[test]
