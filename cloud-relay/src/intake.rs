@@ -39,8 +39,7 @@ use crate::config::Limits;
 use crate::identity::SiteId;
 use crate::inbox::{Inbox, InboxError, StoreConflict};
 
-/// HTTP header in which the agent names its event store (32 hex digits).
-pub const STORE_ID_HEADER: &str = "scanbridge-store-id";
+pub use scanbridge_protocol::STORE_ID_HEADER;
 
 /// Seconds a client is asked to wait when the store sheds load.
 const RETRY_AFTER_SECS: u64 = 5;
@@ -96,16 +95,15 @@ pub enum IntakeError {
     BadStoreId,
     #[error(
         "site {site}: this gateway's event store restarted its numbering (store {}, batch starts at seq {}), \
-         but the relay already holds seqs up to {relay_highest} for this site from another store ({}). \
+         but the relay already holds seqs up to {3} for this site from another store ({}). \
          Storing these events would discard them as duplicates, so nothing was stored; the agent keeps \
          the events and retries. To forward them: stop the agent (systemctl stop scanbridge-agent), run \
-         `scanbridge-agent store renumber --config /etc/scanbridge/agent.toml --after {relay_highest}`, \
+         `scanbridge-agent store renumber --config /etc/scanbridge/agent.toml --after {3}`, \
          and start it again.",
-        conflict.store_id, conflict.first_seq, conflict.current_store
+        conflict.store_id, conflict.first_seq, conflict.current_store, conflict.relay_highest
     )]
     StoreConflict {
         site: String,
-        relay_highest: u64,
         conflict: StoreConflict,
     },
     #[error("relay store unavailable, retry later: {0}")]
@@ -217,7 +215,6 @@ pub async fn post_batch(
             );
             return Err(IntakeError::StoreConflict {
                 site: site.to_string(),
-                relay_highest: conflict.relay_highest,
                 conflict,
             });
         }
@@ -382,7 +379,6 @@ mod tests {
     fn a_store_conflict_is_409_and_names_the_renumber_command() {
         let err = IntakeError::StoreConflict {
             site: "WH01".into(),
-            relay_highest: 42,
             conflict: StoreConflict {
                 store_id: "b".into(),
                 current_store: "a".into(),

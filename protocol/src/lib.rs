@@ -15,3 +15,9 @@ pub mod model;
 
 pub use envelope::{decode, encode, DecodeError, Kind, Message, MAX_MESSAGE_BYTES};
 pub use model::*;
+
+/// HTTP header in which the agent names its event store on every `POST /v1/batches` (a random
+/// id written when the store was created): the relay refuses a batch whose seqs the site already
+/// sent from another store (a replaced gateway box restarting at seq 1) instead of taking its
+/// events for duplicates.
+pub const STORE_ID_HEADER: &str = "scanbridge-store-id";

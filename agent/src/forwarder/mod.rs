@@ -65,8 +65,7 @@ use state::{Machine, Outcome, RetryPolicy, Step};
 /// while draining cost nothing measurable.
 pub const DURABLE_DELETE_EVERY: Duration = Duration::from_millis(50);
 
-/// HTTP header carrying the agent store's identity on every batch POST.
-pub const STORE_ID_HEADER: &str = "scanbridge-store-id";
+pub use scanbridge_protocol::STORE_ID_HEADER;
 
 /// Why the forwarder stopped (it retries everything else forever).
 #[derive(Debug, thiserror::Error)]

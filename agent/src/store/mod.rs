@@ -361,6 +361,15 @@ impl Store {
     }
 
     /// The open database, or [`StoreError::Recovering`] while it is being reopened.
+    /// Held from `begin_write` to publishing the counters by every write (ingest commits,
+    /// deletes, renumbering), so counters are published in commit order.
+    pub(crate) fn commit_guard(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.stats
+            .commit_lock
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     fn db(&self) -> Result<Arc<Database>, StoreError> {
         self.slot
             .db
@@ -478,11 +487,7 @@ impl Store {
         upto: u64,
         durability: DeleteDurability,
     ) -> Result<Deleted, StoreError> {
-        let _guard = self
-            .stats
-            .commit_lock
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let _guard = self.commit_guard();
         let db = self.db()?;
         let mut tx = db.begin_write()?;
         tx.set_durability(match durability {

@@ -76,11 +76,7 @@ impl Store {
             seq,
             detail: format!("renumbering after {after} overflows the seq range"),
         };
-        let _guard = self
-            .stats
-            .commit_lock
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let _guard = self.commit_guard();
         let db = self.db()?;
         let mut tx = db.begin_write()?;
         tx.set_durability(Durability::Immediate);

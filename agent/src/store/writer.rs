@@ -409,11 +409,7 @@ pub fn commit_batch_with(
     batch: &mut [IngestItem],
     dedupe: &DedupePolicy,
 ) -> Result<CommitReport, StoreError> {
-    let _guard = store
-        .stats
-        .commit_lock
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let _guard = store.commit_guard();
     let db = store.db()?;
     let mut tx = db.begin_write()?;
     tx.set_durability(Durability::Immediate);
